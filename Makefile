@@ -1,0 +1,52 @@
+# `make up` runs the whole local stack; `make test` runs every check. Both set up .venv on first use.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+AZURITE := tools/azurite/node_modules/.bin/azurite-blob
+PYTEST_ARGS ?=
+
+.PHONY: up test lint typecheck unit integration test-fault bench schema install azurite clean
+
+$(STAMP): requirements.txt requirements-worker.txt requirements-dev.txt pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	# torch pinned to the CPU build first, so nothing below pulls the CUDA one
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -r requirements-dev.txt
+	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
+	@touch $@
+
+install: $(STAMP)
+
+$(AZURITE): tools/azurite/package.json
+	@command -v npm >/dev/null || { echo "npm is missing: install Node.js 20 to run the Azurite tests"; exit 1; }
+	cd tools/azurite && npm ci --no-audit --no-fund --silent
+	@touch $@
+
+azurite: $(AZURITE)
+
+up: $(STAMP)
+	$(BIN)/python -m shared.host
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check shared functions gpu_worker function_app.py
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+test: $(STAMP) $(AZURITE) lint typecheck
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+unit: $(STAMP)
+	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
+
+schema: $(STAMP)
+	$(BIN)/python -m shared.db schema > infra/database/schema.sql
+
+bench: $(STAMP)
+	$(BIN)/python bench/queue_hop.py
+
+clean:
+	rm -rf $(VENV) .speechflow tools/azurite/node_modules

@@ -1,0 +1,104 @@
+-- SpeechFlow database schema (PostgreSQL). Generated from the Alembic migrations (migrations/) with
+-- `make schema`; tests/integration/test_schema.py checks that it equals what the migrations create.
+-- Applying it leaves the database at Alembic head, so later migrations apply on top.
+
+BEGIN;
+
+CREATE TABLE alembic_version (
+    version_num VARCHAR(32) NOT NULL,
+    CONSTRAINT alembic_version_pkc PRIMARY KEY (version_num)
+);
+
+-- Running upgrade  -> 0001
+
+CREATE TABLE jobs (
+    id UUID NOT NULL,
+    audio_filename VARCHAR(255) NOT NULL,
+    workflow_type VARCHAR(50) NOT NULL,
+    source_language VARCHAR(10),
+    target_language VARCHAR(10) DEFAULT 'en',
+    callback_url TEXT,
+    status VARCHAR(20) DEFAULT 'pending_upload' NOT NULL,
+    created_at TIMESTAMP WITH TIME ZONE DEFAULT CURRENT_TIMESTAMP NOT NULL,
+    updated_at TIMESTAMP WITH TIME ZONE DEFAULT CURRENT_TIMESTAMP NOT NULL,
+    audio_blob_path TEXT,
+    source_job_id UUID,
+    detected_language VARCHAR(10),
+    language_confidence FLOAT,
+    audio_duration_seconds FLOAT,
+    error_message TEXT,
+    completed_at TIMESTAMP WITH TIME ZONE,
+    api_key_id VARCHAR(64),
+    CONSTRAINT pk_jobs PRIMARY KEY (id)
+);
+
+CREATE INDEX idx_jobs_created_at ON jobs (created_at);
+
+CREATE INDEX idx_jobs_status ON jobs (status);
+
+CREATE TABLE outbox (
+    id BIGSERIAL NOT NULL,
+    queue VARCHAR(100) NOT NULL,
+    message_id VARCHAR(200) NOT NULL,
+    body TEXT NOT NULL,
+    properties JSON,
+    scheduled_at TIMESTAMP WITH TIME ZONE,
+    created_at TIMESTAMP WITH TIME ZONE DEFAULT CURRENT_TIMESTAMP NOT NULL,
+    sent_at TIMESTAMP WITH TIME ZONE,
+    CONSTRAINT pk_outbox PRIMARY KEY (id)
+);
+
+CREATE INDEX idx_outbox_unsent ON outbox (sent_at, id);
+
+CREATE TABLE queue_messages (
+    id BIGSERIAL NOT NULL,
+    queue VARCHAR(100) NOT NULL,
+    message_id VARCHAR(200) NOT NULL,
+    body TEXT NOT NULL,
+    properties JSON,
+    state VARCHAR(12) DEFAULT 'active' NOT NULL,
+    enqueued_ms BIGINT NOT NULL,
+    visible_ms BIGINT NOT NULL,
+    locked_until_ms BIGINT,
+    lock_token VARCHAR(36),
+    delivery_count INTEGER DEFAULT '0' NOT NULL,
+    dead_letter_reason TEXT,
+    dead_letter_description TEXT,
+    settled_ms BIGINT,
+    CONSTRAINT pk_queue_messages PRIMARY KEY (id),
+    CONSTRAINT uq_queue_messages_queue_message_id UNIQUE (queue, message_id)
+);
+
+CREATE INDEX idx_queue_messages_ready ON queue_messages (queue, state, visible_ms);
+
+CREATE TABLE processing_steps (
+    id UUID NOT NULL,
+    job_id UUID NOT NULL,
+    step_type VARCHAR(50) NOT NULL,
+    status VARCHAR(20) DEFAULT 'pending' NOT NULL,
+    worker_id VARCHAR(100),
+    started_at TIMESTAMP WITH TIME ZONE,
+    completed_at TIMESTAMP WITH TIME ZONE,
+    result_blob_path TEXT,
+    error_message TEXT,
+    retry_count INTEGER DEFAULT '0' NOT NULL,
+    created_at TIMESTAMP WITH TIME ZONE DEFAULT CURRENT_TIMESTAMP NOT NULL,
+    attempt INTEGER DEFAULT '0' NOT NULL,
+    lease_expires_at TIMESTAMP WITH TIME ZONE,
+    retryable BOOLEAN DEFAULT (true) NOT NULL,
+    progress FLOAT,
+    details JSON,
+    updated_at TIMESTAMP WITH TIME ZONE DEFAULT CURRENT_TIMESTAMP NOT NULL,
+    CONSTRAINT pk_processing_steps PRIMARY KEY (id),
+    CONSTRAINT fk_processing_steps_job_id_jobs FOREIGN KEY(job_id) REFERENCES jobs (id) ON DELETE CASCADE,
+    CONSTRAINT uq_processing_steps_job_id_step_type UNIQUE (job_id, step_type)
+);
+
+CREATE INDEX idx_steps_job_id ON processing_steps (job_id);
+
+CREATE INDEX idx_steps_status ON processing_steps (status);
+
+INSERT INTO alembic_version (version_num) VALUES ('0001');
+
+COMMIT;
+

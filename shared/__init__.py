@@ -1,0 +1,1 @@
+"""The library both the Functions app and the long-lived workers import."""

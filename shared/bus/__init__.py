@@ -1,0 +1,102 @@
+"""MessageBus port: Service Bus semantics (peek-lock, complete / abandon / dead-letter, lock
+renewal, delivery count, scheduled delivery, duplicate detection on message_id) over either the SQL
+queue (embedded default, self-hosting on PostgreSQL) or Azure Service Bus."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
+    from sqlalchemy.orm import Session
+
+    from shared.config import Settings
+
+
+@dataclass
+class ReceivedMessage:
+    """A message held under a peek-lock until it is settled."""
+
+    queue: str
+    message_id: str
+    body: str
+    delivery_count: int
+    """1 on the first delivery."""
+    lock_token: str
+    locked_until: float
+    """Epoch seconds."""
+    enqueued_at: float
+    properties: dict[str, Any] = field(default_factory=dict)
+    dead_letter_reason: str | None = None
+    dead_letter_description: str | None = None
+    raw: Any = None
+    """The SDK's own message object, for adapters that need it to settle."""
+
+
+@dataclass(frozen=True)
+class QueueDepth:
+    active: int
+    """Ready or locked, not yet settled."""
+    scheduled: int
+    dead_letter: int
+
+
+class MessageBus(Protocol):
+    def stage(
+        self,
+        session: Session,
+        queue: str,
+        *,
+        message_id: str,
+        body: str,
+        delay: float = 0.0,
+        properties: dict[str, Any] | None = None,
+    ) -> None:
+        """Write a message inside the caller's transaction: it is sent if and only if that commits."""
+
+    def flush(self) -> int:
+        """Publish committed staged messages still unsent (the outbox relay); returns how many."""
+
+    def send(
+        self,
+        queue: str,
+        *,
+        message_id: str,
+        body: str,
+        delay: float = 0.0,
+        properties: dict[str, Any] | None = None,
+    ) -> None:
+        """Send one message now, outside any transaction. A message_id seen within the duplicate
+        detection window is accepted and dropped."""
+
+    def receive(self, queue: str, *, max_wait: float, dead_letter: bool = False) -> ReceivedMessage | None:
+        """Lock and return the next deliverable message, waiting up to max_wait seconds."""
+
+    def complete(self, message: ReceivedMessage) -> None:
+        """Settle: the message is done. Raises MessageLockLost if the lock is no longer ours."""
+
+    def abandon(self, message: ReceivedMessage) -> None:
+        """Release the lock: the message is delivered again (dead-lettered at max delivery count)."""
+
+    def dead_letter(self, message: ReceivedMessage, *, reason: str, description: str) -> None:
+        """Move the message to its queue's dead-letter sub-queue."""
+
+    def renew_lock(self, message: ReceivedMessage) -> float:
+        """Extend the lock; returns the new expiry (epoch seconds). Raises MessageLockLost."""
+
+    def queue_depths(self) -> dict[str, QueueDepth]:
+        """Depth of every configured queue, dead letters included."""
+
+    def close(self) -> None: ...
+
+
+def make_bus(settings: Settings, engine: Engine) -> MessageBus:
+    """Service Bus when it is configured, otherwise the SQL queue in the job database."""
+    if settings.uses_service_bus:
+        from shared.bus.servicebus import ServiceBusBus
+
+        return ServiceBusBus(settings, engine)
+    from shared.bus.sqlqueue import SqlQueue
+
+    return SqlQueue(settings, engine)

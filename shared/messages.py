@@ -1,0 +1,51 @@
+"""The message envelopes that travel over the bus. Small JSON: ids, never audio or transcripts."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
+
+StepType = Literal["LID", "TRANSCRIBE", "TRANSLATE", "SUMMARIZE"]
+STEP_TYPES: tuple[StepType, ...] = ("LID", "TRANSCRIBE", "TRANSLATE", "SUMMARIZE")
+
+EventKind = Literal["job_started", "step_completed", "step_failed", "step_dead_lettered"]
+
+
+class StepMessage(BaseModel):
+    """Sent to a worker queue: run this step of this job."""
+
+    model_config = ConfigDict(frozen=True)
+
+    job_id: uuid.UUID
+    step_id: uuid.UUID
+    step_type: StepType
+    attempt: int
+    """The step's retry_count when it was dispatched."""
+    traceparent: str | None = None
+
+    @property
+    def message_id(self) -> str:
+        return f"{self.job_id}:{self.step_type}:{self.attempt}"
+
+
+class JobEvent(BaseModel):
+    """Sent to job-events: something happened to a job; the router decides what comes next."""
+
+    model_config = ConfigDict(frozen=True)
+
+    job_id: uuid.UUID
+    kind: EventKind
+    step_type: StepType | None = None
+    attempt: int = 0
+    traceparent: str | None = None
+
+    @property
+    def message_id(self) -> str:
+        return f"{self.job_id}:{self.kind}:{self.step_type or '-'}:{self.attempt}"
+
+
+def result_blob_path(job_id: uuid.UUID | str, step_type: str, extension: str = "json") -> str:
+    """Deterministic path of a step's result in the results container (DESIGN.md rule 3)."""
+    return f"{job_id}/{step_type.lower()}.{extension}"
