@@ -14,7 +14,7 @@ $(STAMP): requirements.txt requirements-worker.txt requirements-dev.txt pyprojec
 	# torch pinned to the CPU build first, so nothing below pulls the CUDA one
 	$(BIN)/pip install --quiet torch==2.13.0
 	$(BIN)/pip install --quiet -r requirements-dev.txt
-	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
+	$(BIN)/pip install --quiet --no-deps -e .
 	@touch $@
 
 install: $(STAMP)

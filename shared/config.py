@@ -79,9 +79,7 @@ class Settings(BaseSettings):
 
     # --- where the embedded default keeps its data
     speechflow_home: Path = Field(default=Path(".speechflow"), validation_alias="SPEECHFLOW_HOME")
-    environment: Literal["development", "production"] = Field(
-        default="development", validation_alias="SPEECHFLOW_ENV"
-    )
+    environment: Literal["development", "production"] = Field(default="development", validation_alias="SPEECHFLOW_ENV")
 
     # --- database (JobStore): SQLite by default, PostgreSQL when DATABASE_URL says so
     database_url: str | None = Field(default=None, validation_alias="DATABASE_URL")
@@ -99,9 +97,7 @@ class Settings(BaseSettings):
     lock_duration_seconds: float = Field(default=60.0, validation_alias="QUEUE_LOCK_DURATION_SECONDS")
     """Peek-lock duration, also the step lease; renewed while a worker works (Service Bus: 1 min)."""
     max_delivery_count: int = Field(default=10, validation_alias="QUEUE_MAX_DELIVERY_COUNT")
-    duplicate_detection_seconds: float = Field(
-        default=600.0, validation_alias="QUEUE_DUPLICATE_DETECTION_SECONDS"
-    )
+    duplicate_detection_seconds: float = Field(default=600.0, validation_alias="QUEUE_DUPLICATE_DETECTION_SECONDS")
 
     # --- blob storage: a local folder by default, Azure Blob (or Azurite) when configured
     azure_storage_connection_string: SecretStr | None = Field(

@@ -1,0 +1,9 @@
+"""Azure Functions entry point: the HTTP API as one ASGI function, plus the Service Bus triggers."""
+
+import azure.functions as func
+
+from functions.api import create_app
+from functions.router import bp as router_blueprint
+
+app = func.AsgiFunctionApp(app=create_app(), http_auth_level=func.AuthLevel.ANONYMOUS)
+app.register_functions(router_blueprint)

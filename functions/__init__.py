@@ -1,0 +1,1 @@
+"""Azure Functions handlers: thin — parse the trigger input, call shared, settle."""

@@ -1,0 +1,368 @@
+"""The FastAPI app factory: `create_app(settings)`. Routes stay thin; shared/ does the work."""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, PlainTextResponse
+from sqlalchemy import text
+from sqlalchemy.orm import Session
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from functions.api.schemas import (
+    CreateJobRequest,
+    CreateJobResponse,
+    ErrorResponse,
+    JobListResponse,
+    JobResponse,
+    JobStatus,
+    JobStatusResponse,
+    ResultFormat,
+    ResultPart,
+    ResultsResponse,
+    StepResponse,
+    SummaryPart,
+    TranscriptPart,
+    safe_filename,
+)
+from shared import subtitles
+from shared.config import Settings, get_settings
+from shared.errors import BlobNotFound
+from shared.jobs import cancel_job, create_job, get_job, list_jobs, start_job, step_of
+from shared.messages import result_blob_path
+from shared.models import Job
+from shared.runtime import Runtime
+from shared.workflow import WorkflowType
+
+log = logging.getLogger(__name__)
+
+_ERROR_CODES = {400: "bad_request", 403: "forbidden", 404: "not_found", 405: "method_not_allowed", 409: "conflict"}
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+
+def _error(status: int, code: str, message: str, details: Any = None) -> JSONResponse:
+    body = {"error": {"code": code, "message": message, "details": details}}
+    return JSONResponse(status_code=status, content=body)
+
+
+def get_runtime(request: Request) -> Runtime:
+    runtime: Runtime = request.app.state.runtime
+    return runtime
+
+
+RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+
+
+def get_session(runtime: RuntimeDep) -> Iterator[Session]:
+    """A session per request; handlers that change state commit explicitly before answering."""
+    with runtime.sessions() as session:
+        yield session
+
+
+SessionDep = Annotated[Session, Depends(get_session)]
+ERRORS: dict[int | str, dict[str, Any]] = {
+    404: {"model": ErrorResponse},
+    409: {"model": ErrorResponse},
+    422: {"model": ErrorResponse},
+}
+
+
+def create_app(settings: Settings | None = None, *, runtime: Runtime | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    runtime = runtime or Runtime(settings)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        try:
+            runtime.blobs.ensure_containers()
+        except Exception:
+            log.exception("could not create the blob containers", extra={"action": "ensure_containers_failed"})
+        yield
+
+    app = FastAPI(
+        title="SpeechFlow",
+        version="0.1.0",
+        summary="Spoken language, transcript, translation and summary from audio.",
+        lifespan=lifespan,
+    )
+    app.state.runtime = runtime
+    app.state.settings = settings
+
+    @app.exception_handler(ApiError)
+    async def _api_error(_request: Request, error: ApiError) -> JSONResponse:
+        return _error(error.status, error.code, error.message)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(_request: Request, error: RequestValidationError) -> JSONResponse:
+        problems = [
+            {"loc": list(item.get("loc", ())), "msg": item.get("msg", ""), "type": item.get("type", "")}
+            for item in error.errors()
+        ]
+        message = "; ".join(f"{'.'.join(map(str, p['loc'][1:])) or 'body'}: {p['msg']}" for p in problems)
+        return _error(422, "validation_error", message or "invalid request", problems)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_request: Request, error: StarletteHTTPException) -> JSONResponse:
+        return _error(error.status_code, _ERROR_CODES.get(error.status_code, "error"), str(error.detail))
+
+    if not settings.uses_azure_blob:
+        from functions.api.blobs import make_blob_router
+
+        app.include_router(make_blob_router(settings, runtime.blobs))
+
+    _add_job_routes(app, settings)
+    _add_health_routes(app)
+    return app
+
+
+def _job_or_404(session: Session, job_id: uuid.UUID, *, for_update: bool = False) -> Job:
+    job = get_job(session=session, job_id=job_id, for_update=for_update)
+    if job is None:
+        raise ApiError(404, "not_found", f"job {job_id} not found")
+    return job
+
+
+def job_response(job: Job) -> JobResponse:
+    return JobResponse(
+        job_id=job.id,
+        status=job.status,  # type: ignore[arg-type]
+        workflow_type=job.workflow_type,  # type: ignore[arg-type]
+        audio_filename=job.audio_filename,
+        source_language=job.source_language,
+        detected_language=job.detected_language,
+        language_confidence=job.language_confidence,
+        target_language=job.target_language,
+        source_job_id=job.source_job_id,
+        error_message=job.error_message,
+        steps=[
+            StepResponse(
+                step_type=step.step_type,
+                status=step.status,  # type: ignore[arg-type]
+                retry_count=step.retry_count,
+                started_at=step.started_at,
+                completed_at=step.completed_at,
+                error_message=step.error_message,
+                progress=step.progress,
+                details=step.details,
+            )
+            for step in job.steps
+        ],
+        created_at=job.created_at,
+        updated_at=job.updated_at,
+        completed_at=job.completed_at,
+    )
+
+
+def _add_job_routes(app: FastAPI, settings: Settings) -> None:
+    @app.post("/jobs", status_code=201, response_model=CreateJobResponse, responses=ERRORS, tags=["jobs"])
+    def submit_job(body: CreateJobRequest, session: SessionDep, runtime: RuntimeDep) -> CreateJobResponse:
+        """Create a job; upload the file to `upload_url`, then start it."""
+        filename = body.audio_filename
+        if body.source_job_id is not None:
+            source = get_job(session=session, job_id=body.source_job_id)
+            if source is None:
+                raise ApiError(422, "validation_error", f"source_job_id {body.source_job_id} not found")
+            filename = filename or source.audio_filename
+        job_id = uuid.uuid4()
+        blob_path = f"{job_id}/{safe_filename(body.audio_filename)}" if body.audio_filename else None
+        job = create_job(
+            session=session,
+            job_id=job_id,
+            audio_filename=(filename or "transcript")[:255],
+            workflow_type=body.workflow_type,
+            source_language=body.source_language,
+            target_language=body.target_language,
+            callback_url=str(body.callback_url) if body.callback_url else None,
+            source_job_id=body.source_job_id,
+            audio_blob_path=blob_path,
+        )
+        upload_url, expires_at = None, None
+        if blob_path is not None:
+            upload_url, expires_at = runtime.blobs.upload_url(settings.audio_container, blob_path)
+        session.commit()
+        log.info("job created", extra={"action": "job_created", "job_id": str(job.id)})
+        return CreateJobResponse(
+            job_id=job.id, status="pending_upload", upload_url=upload_url, upload_expires_at=expires_at
+        )
+
+    @app.post(
+        "/jobs/{job_id}/start", status_code=202, response_model=JobStatusResponse, responses=ERRORS, tags=["jobs"]
+    )
+    def start(job_id: uuid.UUID, session: SessionDep, runtime: RuntimeDep) -> JobStatusResponse:
+        """Queue the job for processing once its file is uploaded."""
+        job = _job_or_404(session, job_id, for_update=True)
+        if job.status != "pending_upload":
+            raise ApiError(409, "conflict", f"job is {job.status}, not pending_upload")
+        if job.audio_blob_path and not runtime.blobs.exists(settings.audio_container, job.audio_blob_path):
+            raise ApiError(409, "upload_missing", "nothing has been uploaded to upload_url yet")
+        if job.source_job_id is not None:
+            source = get_job(session=session, job_id=job.source_job_id)
+            transcribed = source is not None and (step := step_of(source, "TRANSCRIBE")) is not None
+            if not transcribed or step is None or step.status != "completed":
+                raise ApiError(409, "source_not_ready", f"job {job.source_job_id} has no transcript yet")
+        if not start_job(session=session, bus=runtime.bus, queue=settings.job_events_queue, job_id=job.id):
+            raise ApiError(409, "conflict", "job was started or cancelled meanwhile")
+        session.commit()
+        runtime.bus.flush()
+        log.info("job started", extra={"action": "job_started", "job_id": str(job.id)})
+        return JobStatusResponse(job_id=job.id, status="queued")
+
+    @app.get("/jobs/{job_id}", response_model=JobResponse, responses=ERRORS, tags=["jobs"])
+    def read_job(job_id: uuid.UUID, session: SessionDep) -> JobResponse:
+        """The job's status with its steps."""
+        return job_response(_job_or_404(session, job_id))
+
+    @app.get("/jobs", response_model=JobListResponse, responses=ERRORS, tags=["jobs"])
+    def read_jobs(
+        session: SessionDep,
+        status: JobStatus | None = None,
+        workflow_type: WorkflowType | None = None,
+        limit: Annotated[int, Query(ge=1, le=500)] = 50,
+        offset: Annotated[int, Query(ge=0)] = 0,
+    ) -> JobListResponse:
+        """Jobs, newest first, filtered by status and workflow type."""
+        jobs, total = list_jobs(session=session, status=status, workflow_type=workflow_type, limit=limit, offset=offset)
+        return JobListResponse(items=[job_response(job) for job in jobs], total=total)
+
+    @app.delete("/jobs/{job_id}", response_model=JobStatusResponse, responses=ERRORS, tags=["jobs"])
+    def cancel(job_id: uuid.UUID, session: SessionDep) -> JobStatusResponse:
+        """Cancel a job that has not started processing."""
+        job = _job_or_404(session, job_id)
+        if not cancel_job(session=session, job_id=job.id):
+            session.refresh(job)
+            raise ApiError(409, "conflict", f"job is {job.status}; only pending_upload or queued jobs can be cancelled")
+        session.commit()
+        log.info("job cancelled", extra={"action": "job_cancelled", "job_id": str(job.id)})
+        return JobStatusResponse(job_id=job.id, status="cancelled")
+
+    @app.get(
+        "/jobs/{job_id}/results",
+        response_model=ResultsResponse,
+        responses={**ERRORS, 200: {"content": {"text/plain": {}, "text/vtt": {}, "application/x-subrip": {}}}},
+        tags=["jobs"],
+    )
+    def results(
+        job_id: uuid.UUID,
+        session: SessionDep,
+        runtime: RuntimeDep,
+        format: ResultFormat = "json",
+        part: ResultPart = "transcript",
+    ) -> Any:
+        """Everything the job has produced so far; `format=srt|vtt|txt` gives subtitles or text."""
+        job = _job_or_404(session, job_id)
+        found = _load_results(runtime, job)
+        if not any(found.values()):
+            raise ApiError(409, "not_ready", f"job is {job.status}; no results yet")
+        if format != "json":
+            source = found["TRANSCRIBE" if part == "transcript" else "TRANSLATE"]
+            if not source or (not source.get("segments") and not source.get("text")):
+                raise ApiError(409, "not_ready", f"no {part} for this job")
+            return _render(source, format, job_id=job.id, part=part)
+        language_result = found["LID"] or {}
+        transcript = found["TRANSCRIBE"]
+        translation = found["TRANSLATE"]
+        if translation is not None and translation.get("skipped"):
+            translation = None
+        return ResultsResponse(
+            job_id=job.id,
+            status=job.status,  # type: ignore[arg-type]
+            language=language_result.get("language") or job.detected_language or job.source_language,
+            transcript=_text_part(transcript),
+            translation=_text_part(translation),
+            summary=_summary_part(found["SUMMARIZE"]),
+        )
+
+    del submit_job, start, read_job, read_jobs, cancel, results
+
+
+def _load_results(runtime: Runtime, job: Job) -> dict[str, dict[str, Any] | None]:
+    """Read each completed step's result blob. A transcript reused through source_job_id counts too."""
+    found: dict[str, dict[str, Any] | None] = {"LID": None, "TRANSCRIBE": None, "TRANSLATE": None, "SUMMARIZE": None}
+    for step in job.steps:
+        if step.status != "completed" or step.step_type not in found:
+            continue
+        if step.details and step.details.get("skipped"):
+            found[step.step_type] = {"skipped": True}
+            continue
+        path = step.result_blob_path or result_blob_path(job.id, step.step_type)
+        try:
+            found[step.step_type] = json.loads(runtime.blobs.get(runtime.settings.results_container, path))
+        except BlobNotFound:
+            log.warning("result blob missing", extra={"action": "result_missing", "job_id": str(job.id)})
+    return found
+
+
+def _text_part(result: dict[str, Any] | None) -> TranscriptPart | None:
+    if not result or result.get("skipped"):
+        return None
+    return TranscriptPart.model_validate({"text": result.get("text", ""), "segments": result.get("segments", [])})
+
+
+def _summary_part(result: dict[str, Any] | None) -> SummaryPart | None:
+    if not result or "summary" not in result:
+        return None
+    return SummaryPart.model_validate({"summary": result["summary"], "key_points": result.get("key_points", [])})
+
+
+_MEDIA_TYPES = {"srt": "application/x-subrip", "vtt": "text/vtt", "txt": "text/plain"}
+
+
+def _render(result: dict[str, Any], fmt: str, *, job_id: uuid.UUID, part: str) -> Response:
+    segments = result.get("segments", [])
+    if fmt == "srt":
+        body = subtitles.to_srt(segments)
+    elif fmt == "vtt":
+        body = subtitles.to_vtt(segments)
+    else:
+        body = subtitles.to_txt(result)
+    return PlainTextResponse(
+        body,
+        media_type=f"{_MEDIA_TYPES[fmt]}; charset=utf-8",
+        headers={"Content-Disposition": f'inline; filename="{job_id}-{part}.{fmt}"'},
+    )
+
+
+def _add_health_routes(app: FastAPI) -> None:
+    @app.get("/health", tags=["health"])
+    def health() -> dict[str, str]:
+        """Liveness: the process answers."""
+        return {"status": "ok"}
+
+    @app.get("/ready", tags=["health"], responses={503: {"model": ErrorResponse}})
+    def ready(runtime: RuntimeDep) -> JSONResponse:
+        """Readiness: the database, blob storage and the bus can be reached."""
+        checks: dict[str, str] = {}
+        for name, probe in (
+            ("database", lambda: _ping_database(runtime)),
+            ("blob_storage", runtime.blobs.ping),
+            ("bus", runtime.bus.queue_depths),
+        ):
+            try:
+                probe()
+                checks[name] = "ok"
+            except Exception as error:
+                checks[name] = f"unavailable: {error.__class__.__name__}"
+        healthy = all(value == "ok" for value in checks.values())
+        return JSONResponse(
+            status_code=200 if healthy else 503,
+            content={"status": "ok" if healthy else "unavailable", "checks": checks},
+        )
+
+    del health, ready
+
+
+def _ping_database(runtime: Runtime) -> None:
+    with runtime.engine.connect() as connection:
+        connection.execute(text("select 1"))

@@ -1,0 +1,161 @@
+"""The router: consumes job-events, asks the workflow what comes next, and applies the decision.
+
+The state change and the messages it causes are committed in one transaction (DESIGN.md rule 1); the
+job row is locked for the decision, so two events of one job are routed one after the other.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import azure.functions as func
+from pydantic import ValidationError
+
+from shared.callbacks import callback_payload, send_callback
+from shared.config import get_settings
+from shared.jobs import get_job, job_state, step_of, step_states
+from shared.messages import JobEvent, StepMessage
+from shared.models import ProcessingStep, utcnow
+from shared.runtime import Runtime
+from shared.workflow import Decision, Event, next_decision
+
+log = logging.getLogger(__name__)
+
+bp = func.Blueprint()
+
+
+@dataclass(frozen=True)
+class Routed:
+    decision: Decision
+    callback_url: str | None
+    job_status: str | None
+
+
+def route_event(runtime: Runtime, body: str) -> Decision | None:
+    """Handle one job-events message. Raises on infrastructure errors (the message is retried);
+    a malformed message raises ValueError (the caller dead-letters it)."""
+    try:
+        event = JobEvent.model_validate_json(body)
+    except ValidationError as error:
+        raise ValueError(f"malformed job event: {error.errors()[:1]}") from error
+
+    routed = _apply(runtime, event)
+    if routed is None:
+        return None
+    runtime.bus.flush()
+    decision = routed.decision
+    if decision.notify and routed.callback_url and routed.job_status:
+        send_callback(
+            settings=runtime.settings,
+            url=routed.callback_url,
+            payload=callback_payload(
+                settings=runtime.settings,
+                job_id=event.job_id,
+                status=routed.job_status,
+                error=decision.error_message,
+            ),
+        )
+    return decision
+
+
+def _apply(runtime: Runtime, event: JobEvent) -> Routed | None:
+    settings = runtime.settings
+    with runtime.sessions() as session, session.begin():
+        job = get_job(session=session, job_id=event.job_id, for_update=True)
+        if job is None:
+            log.warning("event for unknown job", extra={"action": "route_unknown_job", "job_id": str(event.job_id)})
+            return None
+        decision = next_decision(
+            job=job_state(job),
+            steps=step_states(job),
+            event=Event(kind=event.kind, step_type=event.step_type, attempt=event.attempt),
+            max_retries=settings.max_retries,
+            backoff_seconds=settings.retry_backoff_seconds,
+        )
+        now = utcnow()
+        if decision.dead_lettered_step is not None:
+            step = step_of(job, decision.dead_lettered_step)
+            if step is not None:
+                step.status = "failed"
+                step.retryable = False
+                step.lease_expires_at = None
+                step.error_message = step.error_message or "message dead-lettered after repeated delivery failures"
+        for skip in decision.skips:
+            session.add(
+                ProcessingStep(
+                    job_id=job.id,
+                    step_type=skip.step_type,
+                    status="completed",
+                    started_at=now,
+                    completed_at=now,
+                    details={"skipped": True, "reason": skip.reason},
+                )
+            )
+        if decision.dispatch is not None:
+            dispatch = decision.dispatch
+            step = step_of(job, dispatch.step_type)
+            if step is None:
+                step = ProcessingStep(job_id=job.id, step_type=dispatch.step_type, status="pending")
+                session.add(step)
+                session.flush()
+            else:
+                step.status = "pending"
+                step.retry_count = dispatch.attempt
+                step.lease_expires_at = None
+                step.worker_id = None
+            message = StepMessage(
+                job_id=job.id,
+                step_id=step.id,
+                step_type=dispatch.step_type,
+                attempt=dispatch.attempt,
+                traceparent=event.traceparent,
+            )
+            runtime.bus.stage(
+                session,
+                settings.worker_queues[dispatch.step_type],
+                message_id=message.message_id,
+                body=message.model_dump_json(),
+                delay=dispatch.delay_seconds,
+            )
+        if decision.job_status is not None:
+            job.status = decision.job_status
+            job.updated_at = now
+            if decision.error_message:
+                job.error_message = decision.error_message
+            if decision.notify:
+                job.completed_at = now
+        log.info(
+            decision.reason or "no change",
+            extra={
+                "action": "route",
+                "job_id": str(job.id),
+                "event": event.kind,
+                "step_type": event.step_type,
+                "attempt": event.attempt,
+                "job_status": job.status,
+            },
+        )
+        return Routed(decision=decision, callback_url=job.callback_url, job_status=job.status)
+
+
+_runtime: Runtime | None = None
+
+
+def _process_runtime() -> Runtime:
+    global _runtime  # noqa: PLW0603 - one set of connections per Functions worker process
+    if _runtime is None:
+        _runtime = Runtime(get_settings())
+    return _runtime
+
+
+@bp.function_name("router")
+@bp.service_bus_queue_trigger(
+    arg_name="message",
+    queue_name=get_settings().job_events_queue,
+    connection="SERVICE_BUS_CONNECTION_STRING",
+)
+def router_trigger(message: func.ServiceBusMessage) -> None:
+    """Service Bus trigger on job-events. An exception abandons the message, so the host delivers it
+    again and dead-letters it at the queue's max delivery count."""
+    route_event(_process_runtime(), message.get_body().decode("utf-8"))

@@ -1,0 +1,1 @@
+"""Long-lived workers: language identification and Whisper transcription."""

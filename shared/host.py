@@ -1,0 +1,252 @@
+"""The local host: a stand-in for `func start` plus the workers, on one machine.
+
+`python -m shared.host` (what `make up` runs) migrates the database, then starts each consumer in its
+own process — the API under uvicorn, a pump per Service Bus-triggered function (router, azure-ai
+steps) that feeds it messages from the configured bus, the outbox relay when the bus is Service Bus,
+and every worker that exists — and restarts any that dies, as Kubernetes would. Ctrl-C or SIGTERM
+stops them all cleanly. The pumps call the same handlers the Functions host calls.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib.util
+import logging
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from types import FrameType
+
+from shared.config import Settings, get_settings
+from shared.errors import MessageLockLost
+from shared.logs import configure_logging
+from shared.runtime import Runtime
+
+log = logging.getLogger("speechflow.host")
+
+
+# --- pumps: the Functions host's Service Bus trigger, for the local stack
+
+
+class Pump:
+    """Receive → call the handler → complete; an exception abandons the message (redelivered, and
+    dead-lettered at the max delivery count); a ValueError (malformed input) dead-letters at once."""
+
+    def __init__(self, runtime: Runtime, queue: str, handler: Callable[[Runtime, str], object]) -> None:
+        self.runtime = runtime
+        self.queue = queue
+        self.handler = handler
+        self.stopping = threading.Event()
+
+    def run(self) -> int:
+        _stop_on_signals(self.stopping)
+        log.info("pump started", extra={"action": "pump_started", "queue": self.queue})
+        try:
+            while not self.stopping.is_set():
+                self.poll_once(max_wait=1.0)
+        finally:
+            self.runtime.close()
+        return 0
+
+    def poll_once(self, *, max_wait: float) -> bool:
+        bus = self.runtime.bus
+        message = bus.receive(self.queue, max_wait=max_wait)
+        if message is None:
+            return False
+        try:
+            self.handler(self.runtime, message.body)
+        except ValueError as error:
+            bus.dead_letter(message, reason="InvalidMessage", description=str(error)[:1000])
+            return True
+        except Exception:
+            log.exception("handler failed; message abandoned", extra={"action": "abandon", "queue": self.queue})
+            with contextlib.suppress(MessageLockLost):
+                bus.abandon(message)
+            return True
+        try:
+            bus.complete(message)
+        except MessageLockLost:
+            log.warning("lock lost before completing", extra={"action": "complete_lock_lost", "queue": self.queue})
+        return True
+
+
+def _stop_on_signals(stopping: threading.Event) -> None:
+    def stop(_signum: int, _frame: FrameType | None) -> None:
+        stopping.set()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+
+
+def run_router(settings: Settings) -> int:
+    from functions.router import route_event
+
+    return Pump(Runtime(settings), settings.job_events_queue, route_event).run()
+
+
+def run_azure_ai(settings: Settings) -> int:
+    from functions.azure_ai import handle_step_message
+
+    return Pump(Runtime(settings), settings.azure_ai_queue, handle_step_message).run()
+
+
+def run_relay(settings: Settings) -> int:
+    """Publish committed outbox rows to Service Bus (DESIGN.md rule 1)."""
+    runtime = Runtime(settings)
+    stopping = threading.Event()
+    _stop_on_signals(stopping)
+    try:
+        while not stopping.is_set():
+            if runtime.bus.flush() == 0:
+                stopping.wait(0.2)
+    finally:
+        runtime.close()
+    return 0
+
+
+def run_api(settings: Settings) -> int:
+    import uvicorn
+
+    from functions.api import create_app
+
+    uvicorn.run(create_app(settings), host=settings.api_host, port=settings.api_port, log_config=None)
+    return 0
+
+
+def run_worker(settings: Settings, kind: str) -> int:
+    from gpu_worker.__main__ import main as worker_main
+
+    return worker_main([kind], settings=settings)
+
+
+# --- the supervisor
+
+
+@dataclass
+class Child:
+    name: str
+    argv: list[str]
+    process: subprocess.Popen[bytes] | None = None
+    restarts: int = 0
+    started_at: float = 0.0
+    backoff: float = field(default=0.5)
+
+
+def components(settings: Settings) -> list[str]:
+    """Every consumer this code base has, for the configured bus."""
+    names = ["api", "router"]
+    if importlib.util.find_spec("functions.azure_ai") is not None:
+        names.append("azure-ai")
+    for kind in ("lid", "whisper"):
+        if importlib.util.find_spec(f"gpu_worker.{kind}") is not None:
+            names.append(kind)
+    if settings.uses_service_bus:
+        names.append("relay")
+    return names
+
+
+class Supervisor:
+    def __init__(self, settings: Settings, names: list[str]) -> None:
+        self.settings = settings
+        self.children = [Child(name, [sys.executable, "-m", "shared.host", "run", name]) for name in names]
+        self.stopping = threading.Event()
+
+    def start(self, child: Child) -> None:
+        child.process = subprocess.Popen(child.argv)  # noqa: S603 - our own interpreter and module
+        child.started_at = time.monotonic()
+        log.info("started %s (pid %s)", child.name, child.process.pid, extra={"action": "child_started"})
+
+    def run(self) -> int:
+        _stop_on_signals(self.stopping)
+        for child in self.children:
+            self.start(child)
+        log.info(
+            "SpeechFlow is up: API on http://%s:%s (docs at /docs); Ctrl-C stops",
+            self.settings.api_host,
+            self.settings.api_port,
+            extra={"action": "stack_up"},
+        )
+        while not self.stopping.wait(0.5):
+            for child in self.children:
+                assert child.process is not None
+                code = child.process.poll()
+                if code is None:
+                    continue
+                # Back off a crash loop; a child that ran for a while restarts at once.
+                lived = time.monotonic() - child.started_at
+                child.backoff = 0.5 if lived > 30 else min(child.backoff * 2, 30.0)
+                log.warning(
+                    "%s exited with %s; restarting in %.1fs",
+                    child.name,
+                    code,
+                    child.backoff,
+                    extra={"action": "child_restart"},
+                )
+                if self.stopping.wait(child.backoff):
+                    break
+                child.restarts += 1
+                self.start(child)
+        return self.stop()
+
+    def stop(self) -> int:
+        log.info("stopping", extra={"action": "stack_stopping"})
+        for child in self.children:
+            if child.process and child.process.poll() is None:
+                child.process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + self.settings.shutdown_grace_seconds + 5
+        for child in self.children:
+            if child.process is None:
+                continue
+            try:
+                child.process.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                log.warning("%s did not stop in time; killing", child.name, extra={"action": "child_killed"})
+                child.process.kill()
+                child.process.wait()
+        return 0
+
+
+def up(settings: Settings, names: list[str] | None = None) -> int:
+    from shared.db import migrate
+
+    migrate(settings)
+    runtime = Runtime(settings)
+    try:
+        runtime.blobs.ensure_containers()
+    finally:
+        runtime.close()
+    return Supervisor(settings, names or components(settings)).run()
+
+
+RUNNERS: dict[str, Callable[[Settings], int]] = {
+    "api": run_api,
+    "router": run_router,
+    "azure-ai": run_azure_ai,
+    "relay": run_relay,
+    "lid": lambda settings: run_worker(settings, "lid"),
+    "whisper": lambda settings: run_worker(settings, "whisper"),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m shared.host", description=__doc__)
+    sub = parser.add_subparsers(dest="command")
+    up_parser = sub.add_parser("up", help="run the whole stack (the default)")
+    up_parser.add_argument("--only", nargs="*", choices=sorted(RUNNERS), help="run just these components")
+    run_parser = sub.add_parser("run", help="run one component in this process")
+    run_parser.add_argument("component", choices=sorted(RUNNERS))
+    args = parser.parse_args(argv)
+    settings = get_settings()
+    configure_logging(settings)
+    if args.command == "run":
+        return RUNNERS[args.component](settings)
+    return up(settings, getattr(args, "only", None))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
