@@ -1,0 +1,619 @@
+"""The SQL queue: the MessageBus over the job database (the embedded default on SQLite, self-hosting on
+PostgreSQL), with Azure Service Bus semantics.
+
+One row of `queue_messages` is one message. A receive locks the next deliverable row with a single
+conditional UPDATE (`FOR UPDATE SKIP LOCKED` on PostgreSQL; on SQLite every transaction is BEGIN
+IMMEDIATE, so writers serialise); settling is another conditional UPDATE that only succeeds while the
+lock token is ours and unexpired. Because the table is in the same database as the jobs, `stage()`
+writes a message in the caller's transaction: the queue is its own transactional outbox.
+
+Waiting receivers sleep rather than poll the database: on PostgreSQL a listener thread holds
+`LISTEN speechflow_queue` on a dedicated connection and every send notifies on commit; on SQLite,
+which cannot signal across processes, receivers poll with a short adaptive sleep, and sends from this
+process wake them at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import select
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any, cast
+
+from sqlalchemy import Connection, Table, and_, case, delete, func, literal, or_, update
+from sqlalchemy import event as sa_event
+from sqlalchemy import select as sql_select
+from sqlalchemy.dialects import postgresql, sqlite
+
+from shared.bus import QueueDepth, ReceivedMessage
+from shared.errors import MessageLockLost
+from shared.models import QueueMessage
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
+    from sqlalchemy.orm import Session
+
+    from shared.config import Settings
+
+log = logging.getLogger(__name__)
+
+NOTIFY_CHANNEL = "speechflow_queue"
+DEAD_LETTER_SUFFIX = "/$DeadLetterQueue"
+"""Service Bus names a queue's dead-letter sub-queue `<queue>/$DeadLetterQueue`; so do our wake-ups."""
+MAX_DELIVERY_REASON = "MaxDeliveryCountExceeded"
+
+ACTIVE, DEAD, DONE = "active", "dead", "done"
+
+_POLL_FIRST_S = 0.005
+_POLL_MAX_S = 0.2
+_LISTEN_SAFETY_S = 5.0
+"""Longest a LISTENing receiver sleeps without looking: a guard against a notification lost in transit."""
+_LISTENER_READY_S = 5.0
+_LISTENER_IDLE_PING_S = 60.0
+_PURGE_BATCH = 500
+
+_table = cast(Table, QueueMessage.__table__)
+_c = _table.c
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def wake_key(queue: str, *, dead_letter: bool) -> str:
+    """What a waiting receiver listens for: the queue, or its dead-letter sub-queue."""
+    return queue + DEAD_LETTER_SUFFIX if dead_letter else queue
+
+
+class SqlQueue:
+    """MessageBus over the `queue_messages` table; see the module docstring."""
+
+    def __init__(self, settings: Settings, engine: Engine) -> None:
+        self._engine = engine
+        self._postgres = engine.dialect.name == "postgresql"
+        self._lock_ms = max(1, round(settings.lock_duration_seconds * 1000))
+        self._max_delivery_count = settings.max_delivery_count
+        self._duplicate_window_ms = round(settings.duplicate_detection_seconds * 1000)
+        self._configured_queues = list(settings.all_queues)
+        self._purge_interval_s = min(60.0, max(1.0, settings.duplicate_detection_seconds / 2))
+        self._last_purge: dict[str, float] = {}
+
+        # Wake-ups: a generation counter per wake key, bumped on every send seen by this process (and, on
+        # PostgreSQL, on every notification); `_epoch` bumps wake every receiver at once.
+        self._wakeup = threading.Condition()
+        self._generations: dict[str, int] = {}
+        self._epoch = 0
+        self._closed = False
+        self._listener: _NotificationListener | None = None
+        self._listener_guard = threading.Lock()
+        self._session_key = ("speechflow.sqlqueue.wake", id(self))
+
+    # --- sending
+
+    def stage(
+        self,
+        session: Session,
+        queue: str,
+        *,
+        message_id: str,
+        body: str,
+        delay: float = 0.0,
+        properties: dict[str, Any] | None = None,
+    ) -> None:
+        """Write a message inside the caller's transaction: it is sent if and only if that commits."""
+        connection = session.connection()
+        if self._insert(connection, queue, message_id=message_id, body=body, delay=delay, properties=properties):
+            self._wake_after_commit(session, queue)
+
+    def send(
+        self,
+        queue: str,
+        *,
+        message_id: str,
+        body: str,
+        delay: float = 0.0,
+        properties: dict[str, Any] | None = None,
+    ) -> None:
+        """Send one message now in its own transaction; a duplicate message_id is accepted and dropped."""
+        with self._engine.begin() as connection:
+            inserted = self._insert(
+                connection, queue, message_id=message_id, body=body, delay=delay, properties=properties
+            )
+        if inserted:
+            self._wake([queue])
+
+    def flush(self) -> int:
+        """Nothing to relay: the queue table is the outbox, so a committed message is already sent."""
+        return 0
+
+    def _insert(
+        self,
+        executor: Connection,
+        queue: str,
+        *,
+        message_id: str,
+        body: str,
+        delay: float,
+        properties: dict[str, Any] | None,
+    ) -> bool:
+        """Insert unless the message_id is a duplicate; returns whether the message was accepted."""
+        now = now_ms()
+        values = {
+            "queue": queue,
+            "message_id": message_id,
+            "body": body,
+            "properties": dict(properties) if properties else None,
+            "state": ACTIVE,
+            "enqueued_ms": now,
+            "visible_ms": now + max(0, round(delay * 1000)),
+            "delivery_count": 0,
+        }
+        if self._insert_unless_present(executor, values):
+            return True
+        # (queue, message_id) is taken. A completed message older than the duplicate detection window no
+        # longer counts: forget it and try once more. Active and dead-lettered messages always count.
+        expired = executor.execute(
+            delete(_table).where(
+                _c.queue == queue,
+                _c.message_id == message_id,
+                _c.state == DONE,
+                _c.settled_ms < now - self._duplicate_window_ms,
+            )
+        )
+        if expired.rowcount and self._insert_unless_present(executor, values):
+            return True
+        log.debug(
+            "duplicate message dropped",
+            extra={"action": "queue.duplicate", "queue": queue, "message_id": message_id},
+        )
+        return False
+
+    def _insert_unless_present(self, executor: Connection, values: dict[str, Any]) -> bool:
+        if self._postgres:
+            # One round trip: insert, and notify waiting consumers (delivered on commit) only if it went in.
+            staged = (
+                postgresql.insert(_table)
+                .values(values)
+                .on_conflict_do_nothing(index_elements=["queue", "message_id"])
+                .returning(_c.queue)
+                .cte("staged")
+            )
+            statement = sql_select(func.pg_notify(literal(NOTIFY_CHANNEL), staged.c.queue))
+            return executor.execute(statement).first() is not None
+        inserted = executor.execute(
+            sqlite.insert(_table)
+            .values(values)
+            .on_conflict_do_nothing(index_elements=["queue", "message_id"])
+            .returning(_c.id)
+        )
+        return inserted.first() is not None
+
+    # --- receiving
+
+    def receive(self, queue: str, *, max_wait: float, dead_letter: bool = False) -> ReceivedMessage | None:
+        """Lock and return the next deliverable message, waiting up to max_wait seconds for one."""
+        deadline = time.monotonic() + max(0.0, max_wait)
+        key = wake_key(queue, dead_letter=dead_letter)
+        listener = self._ensure_listener()
+        self._maybe_purge(queue)
+        poll_s = _POLL_FIRST_S
+        while True:
+            seen = self._generation(key)
+            message, next_due_ms = self._claim(queue, dead_letter=dead_letter)
+            if message is not None:
+                return message
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or self._closed:
+                return None
+            timeout = remaining
+            if next_due_ms is not None:
+                # +1 ms: a lock counts as expired only once `now` is strictly past it.
+                timeout = min(timeout, max(0.0, (next_due_ms - now_ms() + 1) / 1000))
+            if listener is not None and listener.healthy:
+                timeout = min(timeout, _LISTEN_SAFETY_S)
+            else:
+                timeout = min(timeout, poll_s)
+                poll_s = min(poll_s * 2, _POLL_MAX_S)
+            self._wait(key, seen, timeout)
+
+    def _claim(self, queue: str, *, dead_letter: bool) -> tuple[ReceivedMessage | None, int | None]:
+        """Lock the next deliverable message; when there is none, say when the next one is due."""
+        state = DEAD if dead_letter else ACTIVE
+        dead_letter_key = wake_key(queue, dead_letter=True)
+        message: ReceivedMessage | None = None
+        next_due: int | None = None
+        moved_to_dead_letter = False
+        with self._engine.begin() as connection:
+            # `now` is taken once the transaction holds its locks (SQLite: BEGIN IMMEDIATE may wait).
+            now = now_ms()
+            while message is None:
+                row = connection.execute(self._claim_statement(queue, state, now)).first()
+                if row is None:
+                    next_due = connection.execute(
+                        sql_select(
+                            func.min(case((_c.visible_ms > now, _c.visible_ms), else_=_c.locked_until_ms))
+                        ).where(_c.queue == queue, _c.state == state)
+                    ).scalar()
+                    break
+                if row.state == state:
+                    message = self._received(queue, row)
+                    continue
+                # Delivered max_delivery_count times already: it went to the dead-letter sub-queue
+                # instead (as on Service Bus); look for the next one.
+                moved_to_dead_letter = True
+                log.warning(
+                    "message dead-lettered: max delivery count exceeded",
+                    extra={"action": "queue.max_delivery", "queue": queue, "message_id": row.message_id},
+                )
+            if moved_to_dead_letter:
+                self._notify(connection, [dead_letter_key])
+        if moved_to_dead_letter:
+            self._wake([dead_letter_key])
+        return message, next_due
+
+    def _claim_statement(self, queue: str, state: str, now: int) -> Any:
+        candidate = (
+            sql_select(_c.id)
+            .where(
+                _c.queue == queue,
+                _c.state == state,
+                _c.visible_ms <= now,
+                or_(_c.locked_until_ms.is_(None), _c.locked_until_ms < now),
+            )
+            .order_by(_c.visible_ms, _c.id)
+            .limit(1)
+        )
+        if self._postgres:
+            candidate = candidate.with_for_update(skip_locked=True)
+        lock_token = str(uuid.uuid4())
+        locked_until = now + self._lock_ms
+        values: dict[str, Any]
+        if state == DEAD:
+            # The dead-letter sub-queue has no max delivery count: its messages stay until completed.
+            values = {
+                "lock_token": lock_token,
+                "locked_until_ms": locked_until,
+                "delivery_count": _c.delivery_count + 1,
+            }
+        else:
+            exhausted = _c.delivery_count >= self._max_delivery_count
+            values = {
+                "state": case((exhausted, DEAD), else_=_c.state),
+                "dead_letter_reason": case((exhausted, MAX_DELIVERY_REASON), else_=_c.dead_letter_reason),
+                "dead_letter_description": case(
+                    (exhausted, self._max_delivery_description()), else_=_c.dead_letter_description
+                ),
+                "lock_token": case((exhausted, None), else_=lock_token),
+                "locked_until_ms": case((exhausted, None), else_=locked_until),
+                "delivery_count": case((exhausted, _c.delivery_count), else_=_c.delivery_count + 1),
+            }
+        return (
+            update(_table)
+            .where(_c.id == candidate.scalar_subquery())
+            .values(values)
+            .returning(
+                _c.id,
+                _c.message_id,
+                _c.body,
+                _c.properties,
+                _c.state,
+                _c.delivery_count,
+                _c.lock_token,
+                _c.locked_until_ms,
+                _c.enqueued_ms,
+                _c.dead_letter_reason,
+                _c.dead_letter_description,
+            )
+        )
+
+    @staticmethod
+    def _received(queue: str, row: Any) -> ReceivedMessage:
+        return ReceivedMessage(
+            queue=queue,
+            message_id=row.message_id,
+            body=row.body,
+            delivery_count=row.delivery_count,
+            lock_token=row.lock_token,
+            locked_until=row.locked_until_ms / 1000,
+            enqueued_at=row.enqueued_ms / 1000,
+            properties=dict(row.properties or {}),
+            dead_letter_reason=row.dead_letter_reason,
+            dead_letter_description=row.dead_letter_description,
+            raw=row.id,
+        )
+
+    def _max_delivery_description(self) -> str:
+        return f"Message could not be consumed after {self._max_delivery_count} delivery attempts."
+
+    # --- settling
+
+    def complete(self, message: ReceivedMessage) -> None:
+        """Settle: the message is done (kept a while for duplicate detection). A dead-lettered message
+        completed from the dead-letter sub-queue leaves it."""
+        with self._engine.begin() as connection:
+            now = now_ms()
+            result = connection.execute(
+                update(_table)
+                .where(*self._lock_held(message, now))
+                .values(state=DONE, settled_ms=now, lock_token=None, locked_until_ms=None)
+            )
+        if not result.rowcount:
+            raise self._lock_lost(message, "complete")
+
+    def abandon(self, message: ReceivedMessage) -> None:
+        """Release the lock so the message is delivered again, or dead-lettered if that was its last try."""
+        with self._engine.begin() as connection:
+            now = now_ms()
+            exhausted = and_(_c.state == ACTIVE, _c.delivery_count >= self._max_delivery_count)
+            row = connection.execute(
+                update(_table)
+                .where(*self._lock_held(message, now))
+                .values(
+                    state=case((exhausted, DEAD), else_=_c.state),
+                    dead_letter_reason=case((exhausted, MAX_DELIVERY_REASON), else_=_c.dead_letter_reason),
+                    dead_letter_description=case(
+                        (exhausted, self._max_delivery_description()), else_=_c.dead_letter_description
+                    ),
+                    lock_token=None,
+                    locked_until_ms=None,
+                )
+                .returning(_c.state)
+            ).first()
+            if row is None:
+                raise self._lock_lost(message, "abandon")
+            key = wake_key(message.queue, dead_letter=row.state == DEAD)
+            self._notify(connection, [key])
+        self._wake([key])
+
+    def dead_letter(self, message: ReceivedMessage, *, reason: str, description: str) -> None:
+        """Move the message to its queue's dead-letter sub-queue."""
+        key = wake_key(message.queue, dead_letter=True)
+        with self._engine.begin() as connection:
+            now = now_ms()
+            result = connection.execute(
+                update(_table)
+                .where(*self._lock_held(message, now))
+                .values(
+                    state=DEAD,
+                    dead_letter_reason=reason,
+                    dead_letter_description=description,
+                    lock_token=None,
+                    locked_until_ms=None,
+                )
+            )
+            if not result.rowcount:
+                raise self._lock_lost(message, "dead_letter")
+            self._notify(connection, [key])
+        self._wake([key])
+
+    def renew_lock(self, message: ReceivedMessage) -> float:
+        """Extend the lock by the lock duration from now; returns the new expiry in epoch seconds."""
+        with self._engine.begin() as connection:
+            now = now_ms()
+            locked_until = now + self._lock_ms
+            result = connection.execute(
+                update(_table).where(*self._lock_held(message, now)).values(locked_until_ms=locked_until)
+            )
+        if not result.rowcount:
+            raise self._lock_lost(message, "renew_lock")
+        message.locked_until = locked_until / 1000
+        return message.locked_until
+
+    @staticmethod
+    def _lock_held(message: ReceivedMessage, now: int) -> list[Any]:
+        """The row is still locked by this receive: same lock token, lock not yet expired."""
+        if not isinstance(message.raw, int):
+            raise MessageLockLost(f"message {message.message_id} was not received from a SQL queue")
+        return [
+            _c.id == message.raw,
+            _c.lock_token == message.lock_token,
+            _c.locked_until_ms >= now,
+        ]
+
+    @staticmethod
+    def _lock_lost(message: ReceivedMessage, action: str) -> MessageLockLost:
+        return MessageLockLost(
+            f"{action}: the lock on message {message.message_id} in {message.queue} expired "
+            "or was taken by another receiver"
+        )
+
+    # --- depths and housekeeping
+
+    def queue_depths(self) -> dict[str, QueueDepth]:
+        """Depth of every configured queue (and any other queue with messages), dead letters included."""
+        now = now_ms()
+        active = and_(_c.state == ACTIVE, _c.visible_ms <= now)
+        scheduled = and_(_c.state == ACTIVE, _c.visible_ms > now)
+        statement = (
+            sql_select(
+                _c.queue,
+                func.sum(case((active, 1), else_=0)),
+                func.sum(case((scheduled, 1), else_=0)),
+                func.sum(case((_c.state == DEAD, 1), else_=0)),
+            )
+            .where(_c.state.in_([ACTIVE, DEAD]))
+            .group_by(_c.queue)
+        )
+        with self._engine.connect() as connection:
+            rows = connection.execute(statement).all()
+        depths = {queue: QueueDepth(active=0, scheduled=0, dead_letter=0) for queue in self._configured_queues}
+        for queue, n_active, n_scheduled, n_dead in rows:
+            depths[queue] = QueueDepth(
+                active=int(n_active or 0), scheduled=int(n_scheduled or 0), dead_letter=int(n_dead or 0)
+            )
+        return depths
+
+    def _maybe_purge(self, queue: str) -> None:
+        """Now and then, forget completed messages older than the duplicate detection window."""
+        now = time.monotonic()
+        if now - self._last_purge.get(queue, float("-inf")) < self._purge_interval_s:
+            return
+        self._last_purge[queue] = now
+        expired = (
+            sql_select(_c.id)
+            .where(_c.queue == queue, _c.state == DONE, _c.settled_ms < now_ms() - self._duplicate_window_ms)
+            .limit(_PURGE_BATCH)
+        )
+        with self._engine.begin() as connection:
+            connection.execute(delete(_table).where(_c.id.in_(expired.scalar_subquery())))
+
+    def close(self) -> None:
+        with self._listener_guard:
+            self._closed = True
+            listener, self._listener = self._listener, None
+        if listener is not None:
+            listener.close()
+        self._wake(None)
+
+    # --- waking waiting receivers
+
+    def _generation(self, key: str) -> tuple[int, int]:
+        with self._wakeup:
+            return self._epoch, self._generations.get(key, 0)
+
+    def _wait(self, key: str, seen: tuple[int, int], timeout: float) -> None:
+        with self._wakeup:
+            self._wakeup.wait_for(lambda: self._closed or (self._epoch, self._generations.get(key, 0)) != seen, timeout)
+
+    def _wake(self, keys: Iterable[str] | None) -> None:
+        """Wake receivers waiting on these keys; None wakes every receiver."""
+        with self._wakeup:
+            if keys is None:
+                self._epoch += 1
+            else:
+                for key in keys:
+                    self._generations[key] = self._generations.get(key, 0) + 1
+            self._wakeup.notify_all()
+
+    def _notify(self, connection: Connection, keys: Iterable[str]) -> None:
+        """PostgreSQL: tell receivers in other processes, on commit."""
+        if self._postgres:
+            for key in keys:
+                connection.execute(sql_select(func.pg_notify(literal(NOTIFY_CHANNEL), literal(key))))
+
+    def _wake_after_commit(self, session: Session, queue: str) -> None:
+        pending: set[str] | None = session.info.get(self._session_key)
+        if pending is None:
+            pending = session.info[self._session_key] = set()
+
+            def on_commit(_session: Session) -> None:
+                if pending:
+                    keys = list(pending)
+                    pending.clear()
+                    self._wake(keys)
+
+            def on_rollback(_session: Session) -> None:
+                pending.clear()
+
+            sa_event.listen(session, "after_commit", on_commit)
+            sa_event.listen(session, "after_rollback", on_rollback)
+        pending.add(queue)
+
+    def _ensure_listener(self) -> _NotificationListener | None:
+        """PostgreSQL: start LISTENing before the first look at the queue, so no notification is missed."""
+        if not self._postgres:
+            return None
+        with self._listener_guard:
+            if self._closed:
+                return None
+            if self._listener is None:
+                self._listener = _NotificationListener(self._engine, self._wake)
+                self._listener.start()
+            listener = self._listener
+        listener.wait_ready(_LISTENER_READY_S)
+        return listener
+
+
+class _NotificationListener:
+    """A thread holding `LISTEN speechflow_queue` on a dedicated psycopg2 connection; each notification
+    (its payload is a wake key) wakes the receivers of this process waiting on that key. If the
+    connection breaks it reconnects, and until then `healthy` is False so receivers fall back to
+    polling."""
+
+    def __init__(self, engine: Engine, wake: Callable[[Iterable[str] | None], None]) -> None:
+        self._engine = engine
+        self._wake = wake
+        self._stop = threading.Event()
+        self._ready = threading.Event()
+        self._stop_reader, self._stop_writer = socket.socketpair()
+        self._thread = threading.Thread(target=self._run, name="sqlqueue-listener", daemon=True)
+        self.healthy = False
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def wait_ready(self, timeout: float) -> None:
+        self._ready.wait(timeout)
+
+    def close(self) -> None:
+        self._stop.set()
+        with contextlib.suppress(OSError):
+            self._stop_writer.send(b"x")
+        self._thread.join(timeout=5)
+        self._stop_reader.close()
+        self._stop_writer.close()
+
+    def _run(self) -> None:
+        backoff = 0.1
+        while not self._stop.is_set():
+            connection: Any = None
+            try:
+                connection = self._connect()
+                self.healthy = True
+                backoff = 0.1
+                # Anything sent while we were not listening was missed: everyone looks again.
+                self._wake(None)
+                self._ready.set()
+                self._listen(connection)
+            except Exception:
+                if not self._stop.is_set():
+                    log.warning(
+                        "queue listener connection failed; receivers poll until it is back",
+                        exc_info=True,
+                        extra={"action": "queue.listen_failed"},
+                    )
+            finally:
+                self.healthy = False
+                self._ready.set()
+                if connection is not None:
+                    with contextlib.suppress(Exception):
+                        connection.close()
+            self._stop.wait(backoff)
+            backoff = min(backoff * 2, 5.0)
+
+    def _connect(self) -> Any:
+        """A psycopg2 connection of our own, LISTENing: taken from the engine (same URL and arguments)
+        and detached from its pool, so that closing it really closes it."""
+        pooled = self._engine.raw_connection()
+        driver = pooled.driver_connection
+        pooled.detach()
+        assert driver is not None
+        try:
+            driver.rollback()
+            driver.autocommit = True
+            with driver.cursor() as cursor:
+                cursor.execute(f"LISTEN {NOTIFY_CHANNEL}")
+        except Exception:
+            driver.close()
+            raise
+        return driver
+
+    def _listen(self, driver: Any) -> None:
+        while not self._stop.is_set():
+            readable, _, _ = select.select([driver, self._stop_reader], [], [], _LISTENER_IDLE_PING_S)
+            if self._stop_reader in readable:
+                return
+            if not readable:
+                # Idle for a while: make sure the connection is still there.
+                with driver.cursor() as cursor:
+                    cursor.execute("SELECT 1")
+            driver.poll()
+            if driver.notifies:
+                keys = {notification.payload for notification in driver.notifies}
+                driver.notifies.clear()
+                self._wake(keys)
