@@ -1,0 +1,400 @@
+"""One contract for every BlobStore: the local folder (its URLs served by the API's blob router) and
+Azure Blob Storage (Azurite). A client only ever sees the upload URL and plain HTTP."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+
+from functions.api.blobs import make_blob_router
+from shared.config import Settings
+from shared.errors import BlobNotFound
+from shared.storage import BlobStore, make_blob_store
+from shared.storage.azure_blob import AzureBlobStore
+from shared.storage.local import LocalBlobStore, load_signing_key
+from tests.support.azurite import azurite_connection_string  # noqa: F401
+
+BLOCK_BLOB = {"x-ms-blob-type": "BlockBlob"}
+
+
+@dataclass
+class Backend:
+    name: str
+    settings: Settings
+    store: BlobStore
+    http: httpx.Client
+    """What a client uses to call the URLs the store hands out."""
+
+    @property
+    def container(self) -> str:
+        return self.settings.audio_container
+
+
+def local_client(settings: Settings, store: LocalBlobStore) -> TestClient:
+    """The API's blob routes, reached in-process at whatever host the signed URLs name."""
+    app = FastAPI()
+    app.include_router(make_blob_router(settings, store))
+    return TestClient(app)
+
+
+@pytest.fixture(params=["local", pytest.param("azurite", marks=pytest.mark.azurite)])
+def backend(request: pytest.FixtureRequest, make_settings: Callable[..., Settings]) -> Iterator[Backend]:
+    # Azurite lives for the whole session: separate containers keep the tests apart.
+    suffix = uuid.uuid4().hex[:12]
+    names = {"audio_container": f"audio-{suffix}", "results_container": f"results-{suffix}"}
+    if request.param == "local":
+        settings = make_settings(**names)
+        store: BlobStore = LocalBlobStore(settings)
+        http: httpx.Client = local_client(settings, LocalBlobStore(settings))
+    else:
+        connection_string = request.getfixturevalue("azurite_connection_string")
+        settings = make_settings(azure_storage_connection_string=connection_string, **names)
+        store = AzureBlobStore(settings)
+        http = httpx.Client(timeout=30)
+    assert type(make_blob_store(settings)) is type(store)
+    store.ensure_containers()
+    yield Backend(request.param, settings, store, http)
+    http.close()
+    if isinstance(store, AzureBlobStore):
+        store.close()
+
+
+def sibling_url(url: str, blob: str) -> str:
+    """The same URL (query and signature included) pointed at another blob of the container."""
+    parts = urlsplit(url)
+    container_path = parts.path.rsplit("/", 2)[0]
+    return urlunsplit(parts._replace(path=f"{container_path}/{blob}"))
+
+
+# --- the store's own operations -----------------------------------------------------------------
+
+
+def test_put_get_exists_size_delete(backend: Backend) -> None:
+    store, container = backend.store, backend.container
+    assert not store.exists(container, "job-1/audio.wav")
+
+    store.put(container, "job-1/audio.wav", b"RIFF....WAVE", content_type="audio/wav")
+    assert store.exists(container, "job-1/audio.wav")
+    assert store.size(container, "job-1/audio.wav") == 12
+    assert store.get(container, "job-1/audio.wav") == b"RIFF....WAVE"
+
+    store.put(container, "job-1/audio.wav", b"second")
+    assert store.get(container, "job-1/audio.wav") == b"second"
+    assert store.size(container, "job-1/audio.wav") == 6
+
+    store.delete(container, "job-1/audio.wav")
+    assert not store.exists(container, "job-1/audio.wav")
+    store.delete(container, "job-1/audio.wav")  # deleting what is gone is not an error
+
+
+def test_results_container_is_separate(backend: Backend) -> None:
+    results = backend.settings.results_container
+    backend.store.put(results, "job-1/TRANSCRIBE.json", b'{"text": "hello"}', content_type="application/json")
+    assert backend.store.get(results, "job-1/TRANSCRIBE.json") == b'{"text": "hello"}'
+    assert not backend.store.exists(backend.container, "job-1/TRANSCRIBE.json")
+
+
+def test_empty_blob(backend: Backend) -> None:
+    backend.store.put(backend.container, "empty.bin", b"")
+    assert backend.store.exists(backend.container, "empty.bin")
+    assert backend.store.size(backend.container, "empty.bin") == 0
+    assert backend.store.get(backend.container, "empty.bin") == b""
+
+
+def test_missing_blob_raises_blob_not_found(backend: Backend, tmp_path: Path) -> None:
+    store, container = backend.store, backend.container
+    with pytest.raises(BlobNotFound):
+        store.get(container, "nope/missing.wav")
+    with pytest.raises(BlobNotFound):
+        store.size(container, "nope/missing.wav")
+    target = tmp_path / "out" / "missing.wav"
+    with pytest.raises(BlobNotFound):
+        store.download_to(container, "nope/missing.wav", target)
+    assert not target.exists()
+    assert not target.parent.exists() or list(target.parent.iterdir()) == []
+
+
+def test_download_to_streams_a_multi_megabyte_blob(backend: Backend, tmp_path: Path) -> None:
+    # Larger than the Azure adapter's 4 MiB chunk, so its download really goes chunk by chunk.
+    data = os.urandom(9 * 1024 * 1024 + 123)
+    backend.store.put(backend.container, "big/audio.flac", data)
+    target = tmp_path / "nested" / "dir" / "audio.flac"
+
+    backend.store.download_to(backend.container, "big/audio.flac", target)
+
+    assert target.stat().st_size == len(data)
+    assert hashlib.sha256(target.read_bytes()).digest() == hashlib.sha256(data).digest()
+    assert [p.name for p in target.parent.iterdir()] == ["audio.flac"]  # no temporary file left
+
+
+def test_download_to_replaces_an_existing_file(backend: Backend, tmp_path: Path) -> None:
+    target = tmp_path / "audio.wav"
+    target.write_bytes(b"old content that is longer")
+    backend.store.put(backend.container, "a.wav", b"new")
+    backend.store.download_to(backend.container, "a.wav", target)
+    assert target.read_bytes() == b"new"
+
+
+def test_ensure_containers_is_idempotent_and_ping_passes(backend: Backend) -> None:
+    backend.store.put(backend.container, "kept.txt", b"kept")
+    backend.store.ensure_containers()
+    backend.store.ping()
+    assert backend.store.get(backend.container, "kept.txt") == b"kept"
+
+
+# --- what a client does with the URLs -----------------------------------------------------------
+
+
+def test_client_uploads_with_a_plain_put(backend: Backend) -> None:
+    before = datetime.now(UTC)
+    url, expires_at = backend.store.upload_url(backend.container, "job-7/meeting recording.wav")
+    ttl = backend.settings.upload_url_ttl_seconds
+    assert ttl - 5 <= (expires_at - before).total_seconds() <= ttl + 5
+    data = os.urandom(300_000)
+
+    response = backend.http.put(url, content=data, headers=BLOCK_BLOB)
+
+    assert response.status_code == 201, response.text
+    assert response.headers["etag"]
+    assert backend.store.exists(backend.container, "job-7/meeting recording.wav")
+    assert backend.store.get(backend.container, "job-7/meeting recording.wav") == data
+
+
+def test_client_uploads_a_streamed_body(backend: Backend) -> None:
+    url, _ = backend.store.upload_url(backend.container, "streamed.wav")
+    chunks = [os.urandom(256 * 1024) for _ in range(6)]
+
+    response = backend.http.put(
+        url, content=iter(chunks), headers={**BLOCK_BLOB, "content-length": str(6 * 256 * 1024)}
+    )
+
+    assert response.status_code == 201, response.text
+    assert backend.store.get(backend.container, "streamed.wav") == b"".join(chunks)
+
+
+def test_upload_url_may_overwrite_its_blob(backend: Backend) -> None:
+    url, _ = backend.store.upload_url(backend.container, "retry.wav")
+    assert backend.http.put(url, content=b"first try", headers=BLOCK_BLOB).status_code == 201
+    assert backend.http.put(url, content=b"second try", headers=BLOCK_BLOB).status_code == 201
+    assert backend.store.get(backend.container, "retry.wav") == b"second try"
+
+
+def test_upload_needs_the_block_blob_header(backend: Backend) -> None:
+    url, _ = backend.store.upload_url(backend.container, "no-header.wav")
+    response = backend.http.put(url, content=b"data")
+    assert response.status_code == 400
+    assert not backend.store.exists(backend.container, "no-header.wav")
+
+
+def test_upload_url_is_write_only(backend: Backend) -> None:
+    url, _ = backend.store.upload_url(backend.container, "secret.wav")
+    assert backend.http.put(url, content=b"private audio", headers=BLOCK_BLOB).status_code == 201
+
+    response = backend.http.get(url)
+
+    assert response.status_code == 403
+    assert b"private audio" not in response.content
+
+
+def test_upload_url_is_for_one_blob_only(backend: Backend) -> None:
+    url, _ = backend.store.upload_url(backend.container, "job-1/audio.wav")
+    backend.store.put(backend.container, "job-2/audio.wav", b"someone else's")
+
+    for other in ("job-1/other.wav", "job-2/audio.wav", "audio.wav"):
+        response = backend.http.put(sibling_url(url, other), content=b"overwrite", headers=BLOCK_BLOB)
+        assert response.status_code == 403, other
+
+    assert not backend.store.exists(backend.container, "job-1/other.wav")
+    assert not backend.store.exists(backend.container, "audio.wav")
+    assert backend.store.get(backend.container, "job-2/audio.wav") == b"someone else's"
+
+
+def test_upload_url_expires(backend: Backend) -> None:
+    url, expires_at = backend.store.upload_url(backend.container, "late.wav", expires_in=1)
+    time.sleep(max(0.0, (expires_at - datetime.now(UTC)).total_seconds()) + 1.1)
+
+    response = backend.http.put(url, content=b"too late", headers=BLOCK_BLOB)
+
+    assert response.status_code == 403
+    assert not backend.store.exists(backend.container, "late.wav")
+
+
+def test_read_url_reads_but_cannot_write(backend: Backend) -> None:
+    data = os.urandom(70_000)
+    backend.store.put(backend.container, "job-3/audio.wav", data)
+    url = backend.store.read_url(backend.container, "job-3/audio.wav")
+
+    response = backend.http.get(url)
+    assert response.status_code == 200
+    assert response.content == data
+
+    refused = backend.http.put(url, content=b"replaced", headers=BLOCK_BLOB)
+    assert refused.status_code == 403
+    assert backend.store.get(backend.container, "job-3/audio.wav") == data
+
+
+def test_read_url_of_a_missing_blob_is_404(backend: Backend) -> None:
+    url = backend.store.read_url(backend.container, "never-uploaded.wav")
+    assert backend.http.get(url).status_code == 404
+
+
+def test_read_url_expires(backend: Backend) -> None:
+    backend.store.put(backend.container, "short.txt", b"short-lived")
+    url = backend.store.read_url(backend.container, "short.txt", expires_in=1)
+    assert backend.http.get(url).status_code == 200
+    time.sleep(2.2)
+    assert backend.http.get(url).status_code == 403
+
+
+# --- the local adapter only: its router, files and signing key ----------------------------------
+
+
+@pytest.fixture
+def local(make_settings: Callable[..., Settings]) -> Iterator[tuple[LocalBlobStore, TestClient]]:
+    settings = make_settings(max_upload_bytes=1000)
+    store = LocalBlobStore(settings)
+    store.ensure_containers()
+    with local_client(settings, store) as client:
+        yield store, client
+
+
+def test_local_errors_have_the_api_shape(local: tuple[LocalBlobStore, TestClient]) -> None:
+    store, client = local
+    url, _ = store.upload_url("audio-files", "a.wav")
+    response = client.put(url.replace("sig=", "sig=0"), content=b"x", headers=BLOCK_BLOB)
+    assert response.status_code == 403
+    error = response.json()["error"]
+    assert error["code"] == "AuthenticationFailed"
+    assert "signature" in error["message"]
+    assert response.headers["x-ms-error-code"] == "AuthenticationFailed"
+
+    unsigned = client.put("/blobs/audio-files/a.wav", content=b"x", headers=BLOCK_BLOB)
+    assert unsigned.status_code == 403
+    assert "not signed" in unsigned.json()["error"]["message"]
+
+
+def test_local_upload_over_the_size_limit_is_413(local: tuple[LocalBlobStore, TestClient]) -> None:
+    store, client = local
+    url, _ = store.upload_url("audio-files", "big.wav")
+
+    declared = client.put(url, content=b"x" * 1001, headers=BLOCK_BLOB)
+    assert declared.status_code == 413
+    assert declared.json()["error"]["code"] == "RequestBodyTooLarge"
+
+    # A body that under-declares its length (or declares none) is cut off while it streams.
+    chunks = iter([b"x" * 600, b"x" * 600])
+    streamed = client.put(url, content=chunks, headers=BLOCK_BLOB)
+    assert streamed.status_code == 413
+
+    assert not store.exists("audio-files", "big.wav")
+    assert list((store.root / ".staging").iterdir()) == []
+    assert client.put(url, content=b"x" * 1000, headers=BLOCK_BLOB).status_code == 201
+
+
+def test_local_upload_refuses_other_blob_types(local: tuple[LocalBlobStore, TestClient]) -> None:
+    store, client = local
+    url, _ = store.upload_url("audio-files", "a.wav")
+    response = client.put(url, content=b"x", headers={"x-ms-blob-type": "AppendBlob"})
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "InvalidHeaderValue"
+    missing = client.put(url, content=b"x")
+    assert missing.json()["error"]["code"] == "MissingRequiredHeader"
+
+
+def test_local_get_returns_the_etag_of_the_put(local: tuple[LocalBlobStore, TestClient]) -> None:
+    store, client = local
+    url, _ = store.upload_url("audio-files", "tagged.wav")
+    put = client.put(url, content=b"audio", headers=BLOCK_BLOB)
+    got = client.get(store.read_url("audio-files", "tagged.wav"))
+    assert got.headers["etag"] == put.headers["etag"]
+    assert got.headers["content-type"].startswith("audio/")
+    again = client.put(url, content=b"audio 2", headers=BLOCK_BLOB)
+    assert again.headers["etag"] != put.headers["etag"]
+
+
+def test_local_router_refuses_unsafe_names(local: tuple[LocalBlobStore, TestClient]) -> None:
+    store, client = local
+    response = client.put("/blobs/audio-files/a%5C..%5Cescape.wav?se=1&sp=cw&sig=00", headers=BLOCK_BLOB)
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "InvalidResourceName"
+    with pytest.raises(ValueError, match="invalid blob name"):
+        store.upload_url("audio-files", "../../signing.key")
+    with pytest.raises(ValueError, match="invalid blob name"):
+        store.put("audio-files", "../outside", b"x")
+    assert not (store.root / "outside").exists()
+
+
+def test_local_store_does_not_follow_symlinks_out_of_the_container(
+    local: tuple[LocalBlobStore, TestClient], tmp_path: Path
+) -> None:
+    store, _ = local
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (store.root / "audio-files" / "link").symlink_to(outside)
+    with pytest.raises(ValueError, match="leaves the container"):
+        store.put("audio-files", "link/planted.txt", b"x")
+    assert list(outside.iterdir()) == []
+
+
+def test_local_put_is_all_or_nothing(local: tuple[LocalBlobStore, TestClient]) -> None:
+    store, _ = local
+    store.put("audio-files", "a.wav", b"complete original")
+
+    with pytest.raises(RuntimeError), store.staged_write("audio-files", "a.wav") as file:
+        file.write(b"half a new ver")
+        raise RuntimeError("the writer crashed")
+
+    assert store.get("audio-files", "a.wav") == b"complete original"
+    assert list((store.root / ".staging").iterdir()) == []
+
+
+def test_blob_router_serves_only_the_local_store(make_settings: Callable[..., Settings]) -> None:
+    settings = make_settings(
+        azure_storage_connection_string="DefaultEndpointsProtocol=http;AccountName=a;AccountKey=a2V5;"
+        "BlobEndpoint=http://127.0.0.1:1/a;"
+    )
+    store = AzureBlobStore(settings)
+    with pytest.raises(TypeError, match="local blob folder"):
+        make_blob_router(settings, store)
+    store.close()
+
+
+def test_generated_signing_key_is_private_shared_and_stable(make_settings: Callable[..., Settings]) -> None:
+    settings = make_settings()
+    # Many processes may start at once; every one of them must end up with the same key.
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        keys = set(pool.map(lambda _: load_signing_key(settings), range(32)))
+    assert len(keys) == 1
+    key_file = settings.speechflow_home / "signing.key"
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    assert [p.name for p in settings.speechflow_home.iterdir()] == ["signing.key"]
+
+    first = LocalBlobStore(settings)
+    url, _ = first.upload_url("audio-files", "a.wav")
+    with local_client(settings, LocalBlobStore(settings)) as client:  # e.g. after a restart
+        assert client.put(url, content=b"x", headers=BLOCK_BLOB).status_code == 201
+
+
+def test_configured_signing_key_is_used(make_settings: Callable[..., Settings]) -> None:
+    ours = make_settings(signing_key="k" * 32)
+    theirs = make_settings(signing_key="z" * 32)
+    url, _ = LocalBlobStore(ours).upload_url("audio-files", "a.wav")
+    with local_client(theirs, LocalBlobStore(theirs)) as client:
+        assert client.put(url, content=b"x", headers=BLOCK_BLOB).status_code == 403
+    with local_client(ours, LocalBlobStore(ours)) as client:
+        assert client.put(url, content=b"x", headers=BLOCK_BLOB).status_code == 201
+    assert not (ours.speechflow_home / "signing.key").exists()
