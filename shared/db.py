@@ -73,3 +73,34 @@ def migrate(settings: Settings) -> None:
     if settings.effective_database_url.startswith("sqlite"):
         settings.speechflow_home.mkdir(parents=True, exist_ok=True)
     command.upgrade(alembic_config(settings.effective_database_url), "head")
+
+
+def schema_sql() -> str:
+    """The PostgreSQL DDL the migrations run (`alembic upgrade head --sql`), as kept in
+    infra/database/schema.sql."""
+    import io
+
+    from alembic import command
+
+    buffer = io.StringIO()
+    config = alembic_config("postgresql+psycopg2://schema@localhost/schema")
+    config.output_buffer = buffer
+    command.upgrade(config, "head", sql=True)
+    lines = [
+        line.rstrip() for line in buffer.getvalue().replace(" RETURNING alembic_version.version_num", "").splitlines()
+    ]
+    header = [
+        "-- SpeechFlow database schema (PostgreSQL). Generated from the Alembic migrations (migrations/) with",
+        "-- `make schema`; tests/integration/test_schema.py checks that it equals what the migrations create.",
+        "-- Applying it leaves the database at Alembic head, so later migrations apply on top.",
+        "",
+    ]
+    return "\n".join(header + lines).rstrip() + "\n"
+
+
+if __name__ == "__main__":
+    import sys
+
+    if sys.argv[1:] != ["schema"]:
+        sys.exit("usage: python -m shared.db schema")
+    sys.stdout.write(schema_sql())

@@ -101,4 +101,3 @@ CREATE INDEX idx_steps_status ON processing_steps (status);
 INSERT INTO alembic_version (version_num) VALUES ('0001');
 
 COMMIT;
-

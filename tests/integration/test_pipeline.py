@@ -201,9 +201,7 @@ def test_cancelled_queued_job_never_runs_a_step(stack: Stack) -> None:
     assert job["steps"] == []
     with stack.runtime.sessions() as session:
         assert session.scalar(select(func.count()).select_from(ProcessingStep)) == 0
-        pending = session.scalar(
-            select(func.count()).select_from(QueueMessage).where(QueueMessage.state == "active")
-        )
+        pending = session.scalar(select(func.count()).select_from(QueueMessage).where(QueueMessage.state == "active"))
         assert pending == 0
 
 

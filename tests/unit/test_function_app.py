@@ -1,0 +1,47 @@
+"""The Functions app's registered functions and their bindings: what `func start` and Azure read."""
+
+from __future__ import annotations
+
+import json
+from functools import cache
+from pathlib import Path
+
+import azure.functions as func
+
+from shared.config import Settings
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@cache
+def bindings_by_function() -> dict[str, list[dict]]:
+    """Indexed once: the app refuses to index its functions twice."""
+    import function_app
+
+    assert isinstance(function_app.app, func.AsgiFunctionApp)
+    return {
+        function.get_function_name(): [binding.get_dict_repr() for binding in function.get_bindings()]
+        for function in function_app.app.get_functions()
+    }
+
+
+def test_http_function_serves_every_route_anonymously() -> None:
+    http = bindings_by_function()["http_app_func"]
+    trigger = next(b for b in http if b["type"] == "httpTrigger")
+    assert trigger["authLevel"] == func.AuthLevel.ANONYMOUS
+    assert trigger["route"] == "/{*route}"
+    assert {"GET", "POST", "PUT", "DELETE"} <= {str(m.value) for m in trigger["methods"]}
+
+
+def test_router_trigger_reads_job_events_with_the_seed_connection_setting() -> None:
+    router = bindings_by_function()["router"]
+    trigger = next(b for b in router if b["type"] == "serviceBusTrigger")
+    assert trigger["queueName"] == Settings().job_events_queue == "job-events"
+    assert trigger["connection"] == "SERVICE_BUS_CONNECTION_STRING"
+    assert trigger["direction"].name == "IN"
+
+
+def test_host_json_serves_routes_without_prefix() -> None:
+    host = json.loads((REPO / "host.json").read_text())
+    assert host["extensions"]["http"]["routePrefix"] == ""
+    assert host["version"] == "2.0"
