@@ -145,9 +145,7 @@ class ServiceBusBus:
         relay_batch_size: int = RELAY_BATCH_SIZE,
     ) -> None:
         if not settings.uses_service_bus:
-            raise ConfigurationError(
-                "Service Bus needs SERVICE_BUS_CONNECTION_STRING or SERVICE_BUS_NAMESPACE"
-            )
+            raise ConfigurationError("Service Bus needs SERVICE_BUS_CONNECTION_STRING or SERVICE_BUS_NAMESPACE")
         self._settings = settings
         self._engine = engine
         self._sessions = make_sessionmaker(engine)
@@ -361,9 +359,7 @@ class ServiceBusBus:
         properties: dict[str, Any] | None = None,
     ) -> None:
         scheduled_at = utcnow() + timedelta(seconds=delay) if delay > 0 else None
-        message = build_message(
-            message_id=message_id, body=body, properties=properties, scheduled_at=scheduled_at
-        )
+        message = build_message(message_id=message_id, body=body, properties=properties, scheduled_at=scheduled_at)
         sender, lock = self._sender(queue)
         with _translated_errors(f"send to {queue}"), lock:
             sender.send_messages(message)
@@ -382,9 +378,7 @@ class ServiceBusBus:
 
     def _received(self, queue: str, raw: ServiceBusReceivedMessage) -> ReceivedMessage:
         now = time.time()
-        properties = {
-            str(_text(key)): _text(value) for key, value in (raw.application_properties or {}).items()
-        }
+        properties = {str(_text(key)): _text(value) for key, value in (raw.application_properties or {}).items()}
         return ReceivedMessage(
             queue=queue,
             message_id=str(raw.message_id or ""),
@@ -427,9 +421,7 @@ class ServiceBusBus:
         return message.locked_until
 
     @contextmanager
-    def lock_renewer(
-        self, message: ReceivedMessage, *, max_duration: float = 3600.0
-    ) -> Iterator[AutoLockRenewer]:
+    def lock_renewer(self, message: ReceivedMessage, *, max_duration: float = 3600.0) -> Iterator[AutoLockRenewer]:
         """Keep `message` locked while the block runs, for at most `max_duration` seconds, with the
         SDK's AutoLockRenewer (its own thread pool renews shortly before each expiry).
 
@@ -484,9 +476,7 @@ class ServiceBusBus:
             try:
                 handler.close()
             except Exception:
-                logger.warning(
-                    "closing a Service Bus handler failed", exc_info=True, extra={"action": "bus_close"}
-                )
+                logger.warning("closing a Service Bus handler failed", exc_info=True, extra={"action": "bus_close"})
         if self._credential is not None and hasattr(self._credential, "close"):
             self._credential.close()
             self._credential = None

@@ -129,9 +129,7 @@ class FakeReceiver:
     ) -> None:
         self._settle("dead_letter", message, reason=reason, error_description=error_description)
 
-    def renew_message_lock(
-        self, message: ServiceBusReceivedMessage, *, timeout: float | None = None
-    ) -> datetime:
+    def renew_message_lock(self, message: ServiceBusReceivedMessage, *, timeout: float | None = None) -> datetime:
         self._settle("renew", message)
         return self.renewed_until
 
@@ -203,9 +201,7 @@ def body_of(message: ServiceBusMessage) -> str:
     return b"".join(message.body).decode()
 
 
-def receive_one(
-    bus: ServiceBusBus, client: FakeClient, queue: str, raw: Any, *, dead_letter: bool = False
-) -> Any:
+def receive_one(bus: ServiceBusBus, client: FakeClient, queue: str, raw: Any, *, dead_letter: bool = False) -> Any:
     """Prime the receiver for `queue` with `raw` and receive it through the adapter."""
     assert bus.receive(queue, max_wait=0.5, dead_letter=dead_letter) is None  # creates the receiver
     client.receiver(queue, dead_letter=dead_letter).inbox.append(raw)
@@ -341,9 +337,7 @@ def test_redelivery_count_follows_the_header(bus: ServiceBusBus, client: FakeCli
 
 
 def test_dead_lettered_message_carries_reason_and_description(bus: ServiceBusBus, client: FakeClient) -> None:
-    raw = sdk_message(
-        properties={"DeadLetterReason": "bad-audio", "DeadLetterErrorDescription": "not a WAV file"}
-    )
+    raw = sdk_message(properties={"DeadLetterReason": "bad-audio", "DeadLetterErrorDescription": "not a WAV file"})
     received = receive_one(bus, client, "lid-jobs", raw, dead_letter=True)
     assert received.dead_letter_reason == "bad-audio"
     assert received.dead_letter_description == "not a WAV file"
@@ -438,9 +432,7 @@ def test_settlement_errors_are_translated(
     [ServiceBusConnectionError(), OperationTimeoutError(), ServiceBusServerBusyError()],
     ids=lambda v: type(v).__name__,
 )
-def test_send_and_receive_failures_are_transient(
-    bus: ServiceBusBus, client: FakeClient, sdk_error: Exception
-) -> None:
+def test_send_and_receive_failures_are_transient(bus: ServiceBusBus, client: FakeClient, sdk_error: Exception) -> None:
     bus.send("lid-jobs", message_id="a", body="{}")
     assert bus.receive("lid-jobs", max_wait=1) is None
     client.senders[0].error = sdk_error
@@ -467,9 +459,7 @@ def test_queue_depths_read_runtime_properties_of_every_queue(settings: Settings)
             "azure-ai-jobs": (1, 1, 0),
         }
     )
-    bus = ServiceBusBus(
-        settings, create_engine("sqlite://"), client_factory=FakeClient, admin_factory=lambda: admin
-    )
+    bus = ServiceBusBus(settings, create_engine("sqlite://"), client_factory=FakeClient, admin_factory=lambda: admin)
     depths = bus.queue_depths()
     assert admin.asked == settings.all_queues
     assert depths == {
@@ -495,9 +485,7 @@ def test_close_closes_every_handler_and_a_later_call_starts_afresh(settings: Set
         clients.append(FakeClient())
         return clients[-1]
 
-    bus = ServiceBusBus(
-        settings, create_engine("sqlite://"), client_factory=factory, admin_factory=lambda: admin
-    )
+    bus = ServiceBusBus(settings, create_engine("sqlite://"), client_factory=factory, admin_factory=lambda: admin)
     bus.send("lid-jobs", message_id="a", body="{}")
     bus.receive("lid-jobs", max_wait=1)
     bus.receive("lid-jobs", max_wait=1, dead_letter=True)
