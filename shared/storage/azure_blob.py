@@ -106,7 +106,11 @@ class AzureBlobStore:
         return self._sas_url(container, blob, BlobSasPermissions(read=True), expires_in)[0]
 
     def _sas_url(
-        self, container: str, blob: str, permission: BlobSasPermissions, ttl: int
+        self,
+        container: str,
+        blob: str,
+        permission: BlobSasPermissions,
+        ttl: int,
     ) -> tuple[str, datetime]:
         if ttl <= 0:
             raise ValueError("a signed URL must be valid for at least one second")
@@ -166,7 +170,12 @@ class AzureBlobStore:
             return int(self._service.get_blob_client(container, blob).get_blob_properties().size)
 
     def put(
-        self, container: str, blob: str, data: bytes, *, content_type: str = "application/octet-stream"
+        self,
+        container: str,
+        blob: str,
+        data: bytes,
+        *,
+        content_type: str = "application/octet-stream",
     ) -> None:
         with _storage_errors(container, blob):
             self._service.get_blob_client(container, blob).upload_blob(

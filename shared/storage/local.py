@@ -57,9 +57,8 @@ class SignedUrlRejected(SpeechFlowError):
 def validate_container_name(container: str) -> str:
     """Return the name if it is a valid container name; raise ValueError otherwise."""
     if not _CONTAINER_NAME.fullmatch(container):
-        raise ValueError(
-            f"invalid container name {container!r}: use 3-63 lowercase letters, digits and single hyphens"
-        )
+        rule = "3-63 lowercase letters, digits and single hyphens"
+        raise ValueError(f"invalid container name {container!r}: use {rule}")
     return container
 
 
@@ -122,9 +121,8 @@ class UrlSigner:
             raise SignedUrlRejected("AuthenticationFailed", "the URL's expiry (se) is not a Unix time")
         expected = self.signature(permission=permission, expiry=int(expiry), container=container, blob=blob)
         if not hmac.compare_digest(expected, signature.lower()):
-            raise SignedUrlRejected(
-                "AuthenticationFailed", f"the URL's signature is not valid for {container}/{blob}"
-            )
+            message = f"the URL's signature is not valid for {container}/{blob}"
+            raise SignedUrlRejected("AuthenticationFailed", message)
         if (time.time() if now is None else now) >= int(expiry):
             expired_at = datetime.fromtimestamp(int(expiry), UTC).isoformat()
             raise SignedUrlRejected("AuthenticationFailed", f"the URL expired at {expired_at}")
@@ -167,13 +165,9 @@ def _read_key_file(path: Path) -> bytes:
     try:
         key = bytes.fromhex(text)
     except ValueError:
-        raise ValueError(
-            f"{path} does not hold a hex signing key; delete it to have a new one made"
-        ) from None
+        raise ValueError(f"{path} does not hold a hex signing key; delete it to get a new one") from None
     if len(key) < 16:
-        raise ValueError(
-            f"{path} holds a signing key shorter than 16 bytes; delete it to have a new one made"
-        )
+        raise ValueError(f"{path} holds a signing key under 16 bytes; delete it to get a new one")
     return key
 
 
@@ -283,7 +277,12 @@ class LocalBlobStore:
         return self._existing_path(container, blob).stat().st_size
 
     def put(
-        self, container: str, blob: str, data: bytes, *, content_type: str = "application/octet-stream"
+        self,
+        container: str,
+        blob: str,
+        data: bytes,
+        *,
+        content_type: str = "application/octet-stream",
     ) -> None:
         # The folder keeps no metadata: readers get a type guessed from the name, content_type is unused.
         with self.staged_write(container, blob) as file:

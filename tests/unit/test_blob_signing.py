@@ -27,6 +27,7 @@ from shared.storage.local import (
 KEY = bytes(range(32))
 NOW = 1_700_000_000
 EXPIRY = NOW + 900
+BLOB = "job-1/audio.wav"
 
 
 @pytest.fixture
@@ -34,7 +35,7 @@ def signer() -> UrlSigner:
     return UrlSigner(KEY)
 
 
-def signed(signer: UrlSigner, *, permission: str = UPLOAD_PERMISSIONS, blob: str = "job-1/audio.wav") -> dict[str, Any]:
+def signed(signer: UrlSigner, *, permission: str = UPLOAD_PERMISSIONS, blob: str = BLOB) -> dict[str, Any]:
     """The query parameters of a URL, as the router hands them to verify()."""
     signature = signer.signature(permission=permission, expiry=EXPIRY, container="audio-files", blob=blob)
     return {"expiry": str(EXPIRY), "permission": permission, "signature": signature}
@@ -131,7 +132,7 @@ def test_expired_signature_is_refused(signer: UrlSigner) -> None:
     ("field", "value"),
     [("expiry", None), ("permission", None), ("signature", None), ("expiry", "soon"), ("expiry", "-5")],
 )
-def test_missing_or_malformed_parameters_are_refused(signer: UrlSigner, field: str, value: str | None) -> None:
+def test_missing_or_malformed_query_is_refused(signer: UrlSigner, field: str, value: str | None) -> None:
     params = signed(signer)
     params[field] = value
     with pytest.raises(SignedUrlRejected) as rejected:
