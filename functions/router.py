@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import azure.functions as func
 from pydantic import ValidationError
 
+from shared.bus import publish_committed
 from shared.callbacks import callback_payload, send_callback
 from shared.config import get_settings
 from shared.jobs import get_job, job_state, step_of, step_states
@@ -43,7 +44,7 @@ def route_event(runtime: Runtime, body: str) -> Decision | None:
     routed = _apply(runtime, event)
     if routed is None:
         return None
-    runtime.bus.flush()
+    publish_committed(runtime.bus)
     decision = routed.decision
     if decision.notify and routed.callback_url and routed.job_status:
         send_callback(

@@ -124,6 +124,8 @@ class Settings(BaseSettings):
     api_host: str = Field(default="127.0.0.1", validation_alias="API_HOST")
     api_port: int = Field(default=7071, validation_alias="API_PORT")
     max_upload_bytes: int = Field(default=1024 * 1024 * 1024, validation_alias="MAX_UPLOAD_BYTES")
+    max_audio_seconds: float = Field(default=4 * 3600.0, validation_alias="MAX_AUDIO_SECONDS")
+    """Longer uploads fail at once with a clear message."""
 
     whisper: WhisperSettings = Field(default_factory=WhisperSettings)
     lid: LidSettings = Field(default_factory=LidSettings)

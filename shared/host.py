@@ -97,13 +97,15 @@ def run_azure_ai(settings: Settings) -> int:
 
 def run_relay(settings: Settings) -> int:
     """Publish committed outbox rows to Service Bus (DESIGN.md rule 1)."""
+    from shared.bus.servicebus import ServiceBusBus
+
     runtime = Runtime(settings)
     stopping = threading.Event()
     _stop_on_signals(stopping)
     try:
-        while not stopping.is_set():
-            if runtime.bus.flush() == 0:
-                stopping.wait(0.2)
+        bus = runtime.bus
+        if isinstance(bus, ServiceBusBus):
+            bus.run_relay(stopping, interval=0.2)
     finally:
         runtime.close()
     return 0

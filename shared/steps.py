@@ -22,6 +22,7 @@ from typing import Any, Literal
 
 from sqlalchemy import and_, or_, select, update
 
+from shared.bus import publish_committed
 from shared.errors import MessageLockLost, PermanentError, SpeechFlowError
 from shared.jobs import JobSnapshot
 from shared.messages import JobEvent, StepMessage, result_blob_path
@@ -191,7 +192,7 @@ def finish_step(
             message_id=event.message_id,
             body=event.model_dump_json(),
         )
-    runtime.bus.flush()
+    publish_committed(runtime.bus)
     return True
 
 

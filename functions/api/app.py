@@ -33,6 +33,7 @@ from functions.api.schemas import (
     safe_filename,
 )
 from shared import subtitles
+from shared.bus import publish_committed
 from shared.config import Settings, get_settings
 from shared.errors import BlobNotFound
 from shared.jobs import cancel_job, create_job, get_job, list_jobs, start_job, step_of
@@ -215,7 +216,7 @@ def _add_job_routes(app: FastAPI, settings: Settings) -> None:
         if not start_job(session=session, bus=runtime.bus, queue=settings.job_events_queue, job_id=job.id):
             raise ApiError(409, "conflict", "job was started or cancelled meanwhile")
         session.commit()
-        runtime.bus.flush()
+        publish_committed(runtime.bus)
         log.info("job started", extra={"action": "job_started", "job_id": str(job.id)})
         return JobStatusResponse(job_id=job.id, status="queued")
 

@@ -100,3 +100,18 @@ def make_bus(settings: Settings, engine: Engine) -> MessageBus:
     from shared.bus.sqlqueue import SqlQueue
 
     return SqlQueue(settings, engine)
+
+
+def publish_committed(bus: MessageBus) -> None:
+    """After a commit: publish what it staged now rather than waiting for the relay. Best effort —
+    the rows are committed, so if the bus is unreachable the relay publishes them later."""
+    import logging
+
+    from shared.errors import TransientError
+
+    try:
+        bus.flush()
+    except TransientError as error:
+        logging.getLogger(__name__).warning(
+            "publish deferred to the relay: %s", error, extra={"action": "publish_deferred"}
+        )
