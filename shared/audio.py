@@ -162,7 +162,9 @@ def _resampled_frames(path: Path | str, *, sample_rate: int, start_seconds: floa
         stream = _audio_stream(container)
         if start_seconds > 0 and stream.time_base is not None:
             container.seek(int(start_seconds / stream.time_base), stream=stream, backward=True, any_frame=False)
-        resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
+        # Channels are kept through resampling and averaged afterwards: FFmpeg's own down-mix adds
+        # them at -3 dB each, which lifts a loud stereo recording past full scale.
+        resampler = av.AudioResampler(format="fltp", rate=sample_rate)
         # Samples still to drop before the requested start; known once the first frame's time is.
         to_skip: int | None = None if start_seconds > 0 else 0
         try:
@@ -172,7 +174,7 @@ def _resampled_frames(path: Path | str, *, sample_rate: int, start_seconds: floa
                     frame_start = float(frame.time) if frame.time is not None else 0.0
                     to_skip = max(0, round((start_seconds - frame_start) * sample_rate))
                 for out in resampler.resample(frame):
-                    samples = out.to_ndarray().reshape(-1).astype(np.float32, copy=False)
+                    samples = out.to_ndarray().mean(axis=0, dtype=np.float32)
                     if to_skip:
                         dropped = min(to_skip, len(samples))
                         samples = samples[dropped:]

@@ -63,58 +63,56 @@ def cues(
             continue
         start = max(0.0, float(segment["start"]))
         end = max(start, float(segment["end"]))
-        for piece_start, piece_end, piece_text in _split(
-            start, end, text, segment.get("words") or [], max_line_chars * max_lines
-        ):
-            lines = textwrap.wrap(piece_text, width=max_line_chars, break_long_words=True) or [piece_text]
-            result.append(Cue(start=piece_start, end=piece_end, lines=tuple(lines)))
+        lines = _wrap(text, max_line_chars)
+        if len(lines) <= max_lines:
+            result.append(Cue(start=start, end=end, lines=tuple(lines)))
+            continue
+        words = [word for word in segment.get("words") or [] if str(word.get("word", "")).strip()]
+        if words:
+            result.extend(_split_by_words(words, start, end, max_line_chars, max_lines))
+        else:
+            result.extend(_split_by_lines(lines, start, end, max_lines))
     return result
 
 
-def _split(
-    start: float, end: float, text: str, words: Sequence[Mapping[str, Any]], limit: int
-) -> list[tuple[float, float, str]]:
-    """Cut a segment into pieces of at most `limit` characters, each with its time span."""
-    if len(text) <= limit:
-        return [(start, end, text)]
-    timed = [word for word in words if str(word.get("word", "")).strip()]
-    if timed:
-        return _split_by_words(timed, limit, start, end)
-    return _split_by_characters(start, end, text, limit)
+def _wrap(text: str, width: int) -> list[str]:
+    return textwrap.wrap(text, width=width, break_long_words=True) or [text]
 
 
 def _split_by_words(
-    words: Sequence[Mapping[str, Any]], limit: int, start: float, end: float
-) -> list[tuple[float, float, str]]:
-    groups: list[list[Mapping[str, Any]]] = [[]]
-    length = 0
+    words: Sequence[Mapping[str, Any]], start: float, end: float, max_line_chars: int, max_lines: int
+) -> list[Cue]:
+    """Cues of as many whole words as fit, each timed from its first word's start to its last word's end."""
+    groups: list[list[Mapping[str, Any]]] = []
     for word in words:
-        token = str(word["word"]).strip()
-        needed = len(token) + (1 if groups[-1] else 0)
-        if groups[-1] and length + needed > limit:
-            groups.append([])
-            length = 0
-            needed = len(token)
-        groups[-1].append(word)
-        length += needed
-    pieces = []
+        candidate = [*groups[-1], word] if groups else [word]
+        if groups and len(_wrap(_join(candidate), max_line_chars)) <= max_lines:
+            groups[-1] = candidate
+        else:
+            groups.append([word])
+    result = []
     for group in groups:
-        piece_start = min(max(start, float(group[0]["start"])), end)
-        piece_end = min(max(piece_start, float(group[-1]["end"])), end)
-        pieces.append((piece_start, piece_end, " ".join(str(word["word"]).strip() for word in group)))
-    return pieces
+        cue_start = min(max(start, float(group[0]["start"])), end)
+        cue_end = min(max(cue_start, float(group[-1]["end"])), end)
+        result.append(Cue(start=cue_start, end=cue_end, lines=tuple(_wrap(_join(group), max_line_chars))))
+    return result
 
 
-def _split_by_characters(start: float, end: float, text: str, limit: int) -> list[tuple[float, float, str]]:
-    chunks = textwrap.wrap(text, width=limit, break_long_words=True)
-    total = sum(len(chunk) for chunk in chunks)
-    pieces = []
+def _split_by_lines(lines: Sequence[str], start: float, end: float, max_lines: int) -> list[Cue]:
+    """Cues of `max_lines` wrapped lines, timed in proportion to their share of the text."""
+    groups = [tuple(lines[index : index + max_lines]) for index in range(0, len(lines), max_lines)]
+    total = sum(len(line) for line in lines)
+    result = []
     done = 0
-    for chunk in chunks:
-        piece_start = start + (end - start) * done / total
-        done += len(chunk)
-        pieces.append((piece_start, start + (end - start) * done / total, chunk))
-    return pieces
+    for group in groups:
+        cue_start = start + (end - start) * done / total
+        done += sum(len(line) for line in group)
+        result.append(Cue(start=cue_start, end=start + (end - start) * done / total, lines=group))
+    return result
+
+
+def _join(words: Sequence[Mapping[str, Any]]) -> str:
+    return " ".join(str(word["word"]).strip() for word in words)
 
 
 def _timestamp(seconds: float, decimal_marker: str) -> str:
