@@ -22,7 +22,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, cast
 
 from sqlalchemy import Connection, Table, and_, case, delete, func, literal, or_, update
@@ -50,7 +50,7 @@ MAX_DELIVERY_REASON = "MaxDeliveryCountExceeded"
 ACTIVE, DEAD, DONE = "active", "dead", "done"
 
 _POLL_FIRST_S = 0.005
-_POLL_MAX_S = 0.2
+_POLL_MAX_S = 0.1
 _LISTEN_SAFETY_S = 5.0
 """Longest a LISTENing receiver sleeps without looking: a guard against a notification lost in transit."""
 _LISTENER_READY_S = 5.0
@@ -228,7 +228,7 @@ class SqlQueue:
         message: ReceivedMessage | None = None
         next_due: int | None = None
         moved_to_dead_letter = False
-        with self._engine.begin() as connection:
+        with self._settling() as connection:
             # `now` is taken once the transaction holds its locks (SQLite: BEGIN IMMEDIATE may wait).
             now = now_ms()
             while message is None:
@@ -335,7 +335,7 @@ class SqlQueue:
     def complete(self, message: ReceivedMessage) -> None:
         """Settle: the message is done (kept a while for duplicate detection). A dead-lettered message
         completed from the dead-letter sub-queue leaves it."""
-        with self._engine.begin() as connection:
+        with self._settling() as connection:
             now = now_ms()
             result = connection.execute(
                 update(_table)
@@ -347,7 +347,7 @@ class SqlQueue:
 
     def abandon(self, message: ReceivedMessage) -> None:
         """Release the lock so the message is delivered again, or dead-lettered if that was its last try."""
-        with self._engine.begin() as connection:
+        with self._settling() as connection:
             now = now_ms()
             exhausted = and_(_c.state == ACTIVE, _c.delivery_count >= self._max_delivery_count)
             row = connection.execute(
@@ -373,7 +373,7 @@ class SqlQueue:
     def dead_letter(self, message: ReceivedMessage, *, reason: str, description: str) -> None:
         """Move the message to its queue's dead-letter sub-queue."""
         key = wake_key(message.queue, dead_letter=True)
-        with self._engine.begin() as connection:
+        with self._settling() as connection:
             now = now_ms()
             result = connection.execute(
                 update(_table)
@@ -393,7 +393,7 @@ class SqlQueue:
 
     def renew_lock(self, message: ReceivedMessage) -> float:
         """Extend the lock by the lock duration from now; returns the new expiry in epoch seconds."""
-        with self._engine.begin() as connection:
+        with self._settling() as connection:
             now = now_ms()
             locked_until = now + self._lock_ms
             result = connection.execute(
@@ -403,6 +403,17 @@ class SqlQueue:
             raise self._lock_lost(message, "renew_lock")
         message.locked_until = locked_until / 1000
         return message.locked_until
+
+    @contextlib.contextmanager
+    def _settling(self) -> Iterator[Connection]:
+        """A transaction that only moves locks and settles messages. On PostgreSQL it commits without
+        waiting for the WAL flush: a crash of the database server can lose such a commit from the last
+        moments before it, and the message is then delivered again, which at-least-once delivery allows
+        anyway (a send is not one of these; it stays durable). That saves two disk flushes a message."""
+        with self._engine.begin() as connection:
+            if self._postgres:
+                connection.exec_driver_sql("SET LOCAL synchronous_commit TO OFF")
+            yield connection
 
     @staticmethod
     def _lock_held(message: ReceivedMessage, now: int) -> list[Any]:
@@ -459,7 +470,7 @@ class SqlQueue:
             .where(_c.queue == queue, _c.state == DONE, _c.settled_ms < now_ms() - self._duplicate_window_ms)
             .limit(_PURGE_BATCH)
         )
-        with self._engine.begin() as connection:
+        with self._settling() as connection:
             connection.execute(delete(_table).where(_c.id.in_(expired.scalar_subquery())))
 
     def close(self) -> None:
