@@ -43,6 +43,7 @@ _DELEGATION_KEY_LIFETIME = timedelta(days=1)
 _DELEGATION_KEY_MAX_LIFETIME = timedelta(days=7)
 """Azure refuses user delegation keys valid for longer than seven days."""
 _CLOCK_SKEW = timedelta(minutes=5)
+_PING_CONNECT_TIMEOUT = 5.0
 
 
 @contextlib.contextmanager
@@ -203,6 +204,10 @@ class AzureBlobStore:
             self._service.get_blob_client(container, blob).delete_blob(delete_snapshots="include")
 
     def ping(self) -> None:
-        # One small request that needs only data-plane rights (no account-level read).
-        with _storage_errors(self._settings.audio_container):
-            self._service.get_container_client(self._settings.audio_container).exists()
+        # One small request that needs only data-plane rights (no account-level read). No retries
+        # and a short connect timeout: a health check must answer now, not after the SDK's backoff.
+        container = self._settings.audio_container
+        with _storage_errors(container):
+            self._service.get_container_client(container).exists(
+                retry_total=0, connection_timeout=_PING_CONNECT_TIMEOUT
+            )

@@ -22,7 +22,7 @@ from fastapi.testclient import TestClient
 
 from functions.api.blobs import make_blob_router
 from shared.config import Settings
-from shared.errors import BlobNotFound
+from shared.errors import BlobNotFound, TransientError
 from shared.storage import BlobStore, make_blob_store
 from shared.storage.azure_blob import AzureBlobStore
 from shared.storage.local import LocalBlobStore, load_signing_key
@@ -370,6 +370,21 @@ def test_blob_router_serves_only_the_local_store(make_settings: Callable[..., Se
     store = AzureBlobStore(settings)
     with pytest.raises(TypeError, match="local blob folder"):
         make_blob_router(settings, store)
+    store.close()
+
+
+def test_unreachable_azure_storage_fails_ping_at_once_as_transient(
+    make_settings: Callable[..., Settings],
+) -> None:
+    settings = make_settings(
+        azure_storage_connection_string="DefaultEndpointsProtocol=http;AccountName=a;AccountKey=a2V5;"
+        "BlobEndpoint=http://127.0.0.1:1/a;"
+    )
+    store = AzureBlobStore(settings)
+    started = time.monotonic()
+    with pytest.raises(TransientError, match="unreachable"):
+        store.ping()
+    assert time.monotonic() - started < 5
     store.close()
 
 
