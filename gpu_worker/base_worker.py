@@ -23,7 +23,7 @@ from shared.config import Settings
 from shared.errors import MessageLockLost
 from shared.messages import StepMessage
 from shared.runtime import Runtime
-from shared.steps import StepContext, run_step
+from shared.steps import Outcome, StepContext, run_step
 
 log = logging.getLogger(__name__)
 
@@ -76,20 +76,21 @@ class BaseWorker(ABC):
         self.handle(received)
         return True
 
-    def handle(self, received: ReceivedMessage) -> None:
+    def handle(self, received: ReceivedMessage) -> Outcome | None:
+        """Run the message's step and settle the message; returns what happened to the step."""
         bus = self.runtime.bus
         try:
             message = StepMessage.model_validate_json(received.body)
         except ValidationError as error:
             bus.dead_letter(received, reason="InvalidMessage", description=str(error)[:1000])
-            return
+            return None
         if message.step_type not in self.step_types:
             bus.dead_letter(
                 received,
                 reason="UnexpectedStepType",
                 description=f"{type(self).__name__} does not handle {message.step_type}",
             )
-            return
+            return None
         outcome = run_step(
             self.runtime,
             message,
@@ -100,7 +101,7 @@ class BaseWorker(ABC):
         if outcome == "busy":
             # Another worker holds a live lease. Leave the message locked: it comes back when the lock
             # expires, by which time that lease has been renewed (alive) or has expired (dead).
-            return
+            return outcome
         try:
             bus.complete(received)
         except MessageLockLost:
@@ -108,6 +109,7 @@ class BaseWorker(ABC):
             log.warning("lock lost before completing", extra={"action": "complete_lock_lost"})
         if outcome in ("completed", "failed"):
             self.processed += 1
+        return outcome
 
     def _install_signal_handlers(self) -> None:
         if threading.current_thread() is not threading.main_thread():

@@ -1,0 +1,47 @@
+"""A worker process for the crash tests: `python -m tests.support.crash_worker KIND LEDGER`.
+
+It handles one queue's step types with a short sleep standing in for real work, and appends the step
+id to LEDGER each time it completes a step — so a test can count completions across SIGKILLs."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Any, ClassVar
+
+from gpu_worker.base_worker import BaseWorker
+from shared.bus import ReceivedMessage
+from shared.config import Settings
+from shared.messages import StepMessage
+from shared.steps import Outcome, StepContext
+
+KINDS = {"lid": ("LID",), "whisper": ("TRANSCRIBE",), "ai": ("TRANSLATE", "SUMMARIZE")}
+
+
+def make_worker(kind: str, ledger: Path, settings: Settings) -> BaseWorker:
+    class CrashTestWorker(BaseWorker):
+        step_types: ClassVar[tuple[str, ...]] = KINDS[kind]
+        receive_wait_seconds: ClassVar[float] = 0.5
+
+        def process(self, step: StepContext) -> dict[str, Any]:
+            time.sleep(0.25)
+            if step.step_type == "LID":
+                step.job_updates["detected_language"] = "fra"
+                return {"language": "fra", "confidence": 0.9}
+            return {"text": f"{step.step_type} of {step.job.id}", "segments": [], "summary": "s", "key_points": []}
+
+        def handle(self, received: ReceivedMessage) -> Outcome | None:
+            outcome = super().handle(received)
+            if outcome == "completed":
+                step_id = StepMessage.model_validate_json(received.body).step_id
+                with ledger.open("a") as handle:
+                    handle.write(f"{step_id}\n")
+            return outcome
+
+    return CrashTestWorker(settings)
+
+
+if __name__ == "__main__":
+    kind, ledger_path = sys.argv[1], Path(sys.argv[2])
+    sys.exit(make_worker(kind, ledger_path, Settings()).run())
