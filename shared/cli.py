@@ -66,7 +66,7 @@ def submit(
             created["upload_url"],
             content=_file_chunks(path),
             headers={"x-ms-blob-type": "BlockBlob", "Content-Length": str(path.stat().st_size)},
-            timeout=None,
+            timeout=httpx.Timeout(30.0, write=None),  # a large upload may take long; each write may not
         )
         if upload.status_code not in (200, 201):
             raise CliError(f"uploading {path.name} failed ({upload.status_code}): {upload.text[:300]}")
