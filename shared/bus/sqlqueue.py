@@ -106,8 +106,15 @@ class SqlQueue:
         properties: dict[str, Any] | None = None,
     ) -> None:
         """Write a message inside the caller's transaction: it is sent if and only if that commits."""
-        connection = session.connection()
-        if self._insert(connection, queue, message_id=message_id, body=body, delay=delay, properties=properties):
+        accepted = self._insert(
+            session.connection(),
+            queue,
+            message_id=message_id,
+            body=body,
+            delay=delay,
+            properties=properties,
+        )
+        if accepted:
             self._wake_after_commit(session, queue)
 
     def send(
@@ -452,7 +459,8 @@ class SqlQueue:
         )
         with self._engine.connect() as connection:
             rows = connection.execute(statement).all()
-        depths = {queue: QueueDepth(active=0, scheduled=0, dead_letter=0) for queue in self._configured_queues}
+        empty = QueueDepth(active=0, scheduled=0, dead_letter=0)
+        depths = dict.fromkeys(self._configured_queues, empty)
         for queue, n_active, n_scheduled, n_dead in rows:
             depths[queue] = QueueDepth(
                 active=int(n_active or 0), scheduled=int(n_scheduled or 0), dead_letter=int(n_dead or 0)
@@ -488,8 +496,11 @@ class SqlQueue:
             return self._epoch, self._generations.get(key, 0)
 
     def _wait(self, key: str, seen: tuple[int, int], timeout: float) -> None:
+        def woken() -> bool:
+            return self._closed or (self._epoch, self._generations.get(key, 0)) != seen
+
         with self._wakeup:
-            self._wakeup.wait_for(lambda: self._closed or (self._epoch, self._generations.get(key, 0)) != seen, timeout)
+            self._wakeup.wait_for(woken, timeout)
 
     def _wake(self, keys: Iterable[str] | None) -> None:
         """Wake receivers waiting on these keys; None wakes every receiver."""

@@ -477,7 +477,7 @@ def consume_all(buses: list[SqlQueue], consumers_per_bus: int, expected: int) ->
         except BaseException as error:
             errors.append(error)
 
-    threads = [threading.Thread(target=consume, args=(bus,)) for bus in buses for _ in range(consumers_per_bus)]
+    threads = [threading.Thread(target=consume, args=(bus,)) for bus in buses * consumers_per_bus]
     for thread in threads:
         thread.start()
     for thread in threads:
