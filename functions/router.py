@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import azure.functions as func
 from pydantic import ValidationError
+from sqlalchemy import text
 
 from shared.bus import publish_committed
 from shared.callbacks import callback_payload, send_callback
@@ -63,6 +64,11 @@ def route_event(runtime: Runtime, body: str) -> Decision | None:
 def _apply(runtime: Runtime, event: JobEvent) -> Routed | None:
     settings = runtime.settings
     with runtime.sessions() as session, session.begin():
+        if runtime.bus.shares_database and session.get_bind().dialect.name == "postgresql":
+            # Safe without waiting for the disk: the event being routed is settled by a later commit in
+            # the same WAL, so a database crash that loses this commit loses that settlement too, and the
+            # event is delivered again. Not so with Service Bus, whose settlement lives elsewhere.
+            session.execute(text("SET LOCAL synchronous_commit TO OFF"))
         job = get_job(session=session, job_id=event.job_id, for_update=True)
         if job is None:
             log.warning("event for unknown job", extra={"action": "route_unknown_job", "job_id": str(event.job_id)})

@@ -70,6 +70,12 @@ class LlmSettings(BaseSettings):
     openai_api_key: SecretStr | None = Field(default=None, validation_alias="OPENAI_API_KEY")
     openai_model: str = Field(default="gpt-4.1", validation_alias="OPENAI_MODEL")
     timeout_seconds: float = Field(default=60.0, validation_alias="LLM_TIMEOUT_SECONDS")
+    backend: Literal["auto", "azure", "openai", "offline"] = Field(default="auto", validation_alias="LLM_BACKEND")
+    """`auto`: Azure OpenAI when AZURE_OPENAI_ENDPOINT is set, else OPENAI_BASE_URL, else offline."""
+    chunk_tokens: int = Field(default=2000, gt=0, validation_alias="LLM_CHUNK_TOKENS")
+    """Token budget of one request's transcript text (translation batches, summary chunks)."""
+    max_attempts: int = Field(default=5, gt=0, validation_alias="LLM_MAX_ATTEMPTS")
+    """Tries per request on 429/5xx/timeouts within one step run, before the step is retried."""
 
 
 class Settings(BaseSettings):
@@ -118,6 +124,9 @@ class Settings(BaseSettings):
     retry_backoff_seconds: float = Field(default=2.0, validation_alias="RETRY_BACKOFF_SECONDS")
     """First retry delay; doubles on each retry."""
     callback_timeout_seconds: float = Field(default=10.0, validation_alias="CALLBACK_TIMEOUT_SECONDS")
+    router_concurrency: int = Field(default=4, validation_alias="ROUTER_CONCURRENCY")
+    """Events the router handles at once (each job's events are still serialised by a row lock)."""
+    azure_ai_concurrency: int = Field(default=4, validation_alias="AZURE_AI_CONCURRENCY")
     shutdown_grace_seconds: float = Field(default=30.0, validation_alias="SHUTDOWN_GRACE_SECONDS")
 
     # --- API

@@ -37,21 +37,42 @@ class Pump:
     """Receive → call the handler → complete; an exception abandons the message (redelivered, and
     dead-lettered at the max delivery count); a ValueError (malformed input) dead-letters at once."""
 
-    def __init__(self, runtime: Runtime, queue: str, handler: Callable[[Runtime, str], object]) -> None:
+    def __init__(
+        self, runtime: Runtime, queue: str, handler: Callable[[Runtime, str], object], *, concurrency: int = 1
+    ) -> None:
         self.runtime = runtime
         self.queue = queue
         self.handler = handler
+        self.concurrency = max(1, concurrency)
         self.stopping = threading.Event()
 
     def run(self) -> int:
+        """Handle messages on `concurrency` threads (like the Functions host's maxConcurrentCalls)
+        until SIGTERM/SIGINT; each finishes its current message first."""
         _stop_on_signals(self.stopping)
-        log.info("pump started", extra={"action": "pump_started", "queue": self.queue})
+        log.info("pump started", extra={"action": "pump_started", "queue": self.queue, "concurrency": self.concurrency})
+        threads = [
+            threading.Thread(target=self._loop, name=f"pump-{self.queue}-{n}", daemon=True)
+            for n in range(self.concurrency)
+        ]
+        for thread in threads:
+            thread.start()
         try:
-            while not self.stopping.is_set():
-                self.poll_once(max_wait=1.0)
+            while any(thread.is_alive() for thread in threads):
+                for thread in threads:
+                    thread.join(timeout=0.5)
         finally:
             self.runtime.close()
         return 0
+
+    def _loop(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                self.poll_once(max_wait=1.0)
+            except Exception:
+                # The bus or the database is unreachable: back off, then try again.
+                log.exception("pump error", extra={"action": "pump_error", "queue": self.queue})
+                self.stopping.wait(1.0)
 
     def poll_once(self, *, max_wait: float) -> bool:
         bus = self.runtime.bus
@@ -86,13 +107,17 @@ def _stop_on_signals(stopping: threading.Event) -> None:
 def run_router(settings: Settings) -> int:
     from functions.router import route_event
 
-    return Pump(Runtime(settings), settings.job_events_queue, route_event).run()
+    return Pump(
+        Runtime(settings), settings.job_events_queue, route_event, concurrency=settings.router_concurrency
+    ).run()
 
 
 def run_azure_ai(settings: Settings) -> int:
     from functions.azure_ai import handle_step_message
 
-    return Pump(Runtime(settings), settings.azure_ai_queue, handle_step_message).run()
+    return Pump(
+        Runtime(settings), settings.azure_ai_queue, handle_step_message, concurrency=settings.azure_ai_concurrency
+    ).run()
 
 
 def run_relay(settings: Settings) -> int:

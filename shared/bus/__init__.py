@@ -43,6 +43,10 @@ class QueueDepth:
 
 
 class MessageBus(Protocol):
+    shares_database: bool
+    """True when messages live in the job database itself (the SQL queue): a message's receipt, the
+    state change it causes and its settlement then all sit in one write-ahead log."""
+
     def stage(
         self,
         session: Session,

@@ -135,6 +135,8 @@ def _epoch(moment: datetime | None, default: float) -> float:
 class ServiceBusBus:
     """The MessageBus port on Azure Service Bus (shared.bus.MessageBus)."""
 
+    shares_database = False
+
     def __init__(
         self,
         settings: Settings,

@@ -73,6 +73,8 @@ def wake_key(queue: str, *, dead_letter: bool) -> str:
 class SqlQueue:
     """MessageBus over the `queue_messages` table; see the module docstring."""
 
+    shares_database = True
+
     def __init__(self, settings: Settings, engine: Engine) -> None:
         self._engine = engine
         self._postgres = engine.dialect.name == "postgresql"
