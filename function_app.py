@@ -3,7 +3,9 @@
 import azure.functions as func
 
 from functions.api import create_app
+from functions.azure_ai import bp as azure_ai_blueprint
 from functions.router import bp as router_blueprint
 
 app = func.AsgiFunctionApp(app=create_app(), http_auth_level=func.AuthLevel.ANONYMOUS)
 app.register_functions(router_blueprint)
+app.register_functions(azure_ai_blueprint)

@@ -1,0 +1,69 @@
+"""Speech → English with Whisper's own task="translate", segment by segment, so the English text
+keeps the transcript's timings exactly. The offline default's translator for jobs with audio."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from shared.audio import SAMPLE_RATE, decode
+from shared.config import Settings
+from shared.speech.languages import to_whisper
+from shared.speech.transcriber import LazyWhisperModel
+
+ENGINE = "whisper-translate"
+
+_models: dict[tuple[str, str, str], LazyWhisperModel] = {}
+_models_lock = threading.Lock()
+
+
+def whisper_model(settings: Settings) -> LazyWhisperModel:
+    """One Whisper model per process and configuration, loaded on first use."""
+    key = (settings.whisper.model, settings.whisper.device, settings.whisper.compute_type)
+    with _models_lock:
+        if key not in _models:
+            _models[key] = LazyWhisperModel(settings.whisper, settings.model_cache_dir)
+        return _models[key]
+
+
+def translate_speech(
+    audio: Path,
+    segments: Sequence[dict[str, Any]],
+    *,
+    language: str | None,
+    settings: Settings,
+    on_progress: Callable[[float], None] | None = None,
+) -> tuple[list[str], dict[str, Any]]:
+    """The English text of each transcript segment, translated from its slice of the audio."""
+    model = whisper_model(settings).get()
+    samples = decode(audio)
+    whisper_language = to_whisper(language) if language else None
+    started = time.perf_counter()
+    texts: list[str] = []
+    for index, segment in enumerate(segments):
+        piece = samples[int(float(segment["start"]) * SAMPLE_RATE) : int(float(segment["end"]) * SAMPLE_RATE)]
+        if len(piece) < SAMPLE_RATE // 10:
+            texts.append("")
+            continue
+        parts, _info = model.transcribe(
+            piece,
+            task="translate",
+            language=whisper_language,
+            beam_size=settings.whisper.beam_size,
+            vad_filter=False,
+            without_timestamps=True,
+            condition_on_previous_text=False,
+        )
+        texts.append(" ".join(part.text.strip() for part in parts).strip())
+        if on_progress is not None:
+            on_progress((index + 1) / len(segments))
+    details = {
+        "engine": ENGINE,
+        "model": settings.whisper.model,
+        "device": settings.whisper.device,
+        "translate_seconds": round(time.perf_counter() - started, 3),
+    }
+    return texts, details
