@@ -34,6 +34,9 @@ class WhisperSettings(BaseSettings):
     """0 lets CTranslate2 choose."""
     batch_size: int = 0
     """>0 uses BatchedInferencePipeline (the GPU path)."""
+    workers: int = Field(default=1, ge=1)
+    """Transcription worker processes the local host runs (on 2 CPU cores, two with WHISPER_CPU_THREADS=1
+    beat one with two threads)."""
     vad_filter: bool = True
     word_timestamps: bool = True
     model_cache_dir: Path | None = None

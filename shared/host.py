@@ -177,10 +177,20 @@ def components(settings: Settings) -> list[str]:
     return names
 
 
+def replica_names(name: str, settings: Settings) -> list[str]:
+    """One child per process of a component: `whisper`, `whisper-2`, … for WHISPER_WORKERS > 1."""
+    count = settings.whisper.workers if name == "whisper" else 1
+    return [name, *(f"{name}-{n}" for n in range(2, count + 1))]
+
+
 class Supervisor:
     def __init__(self, settings: Settings, names: list[str]) -> None:
         self.settings = settings
-        self.children = [Child(name, [sys.executable, "-m", "shared.host", "run", name]) for name in names]
+        self.children = [
+            Child(label, [sys.executable, "-m", "shared.host", "run", name])
+            for name in names
+            for label in replica_names(name, settings)
+        ]
         self.stopping = threading.Event()
 
     def start(self, child: Child) -> None:
