@@ -15,6 +15,7 @@ drains them; events/s = N / time until every job has its first step dispatched.
 from __future__ import annotations
 
 import argparse
+import itertools
 import multiprocessing
 import os
 import statistics
@@ -59,7 +60,7 @@ def noop_worker(kind: str, env: dict[str, str]) -> None:
 
 def percentile(values: list[float], fraction: float) -> float:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(fraction * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
 
 
 def queue_jobs(runtime: Runtime, count: int) -> list[uuid.UUID]:
@@ -109,7 +110,7 @@ def hop_latency(settings: Settings, env: dict[str, str], jobs: int) -> list[floa
             order = ["LID", "TRANSCRIBE", "TRANSLATE", "SUMMARIZE"]
             job_hops = [
                 (steps[b].started_at - steps[a].completed_at).total_seconds() * 1000  # type: ignore[operator]
-                for a, b in zip(order, order[1:], strict=False)
+                for a, b in itertools.pairwise(order)
             ]
             hops.extend(job_hops)
         return hops[6:]  # the first two jobs warm the processes up
@@ -191,7 +192,8 @@ def main() -> None:
                 admin.dispose()
 
     print(
-        f"\nqueue hop (step completed → next step started), {args.jobs} idle full_pipeline jobs; router drain of {args.events} events"
+        f"\nqueue hop (step completed → next step started), {args.jobs} idle full_pipeline jobs;"
+        f" router drain of {args.events} events"
     )
     print(f"{'backend':<10} {'hops':>5} {'p50 ms':>8} {'p95 ms':>8} {'max ms':>8} {'router events/s':>16}")
     for name, figures in results.items():

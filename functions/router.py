@@ -7,18 +7,20 @@ job row is locked for the decision, so two events of one job are routed one afte
 from __future__ import annotations
 
 import logging
+import uuid
 from dataclasses import dataclass
 
 import azure.functions as func
 from pydantic import ValidationError
 from sqlalchemy import text
+from sqlalchemy.orm import Session
 
 from shared.bus import publish_committed
 from shared.callbacks import callback_payload, send_callback
 from shared.config import get_settings
-from shared.jobs import get_job, job_state, step_of, step_states
+from shared.jobs import job_state, lock_jobs, step_of, step_states
 from shared.messages import JobEvent, StepMessage
-from shared.models import ProcessingStep, utcnow
+from shared.models import Job, ProcessingStep, utcnow
 from shared.runtime import Runtime
 from shared.workflow import Decision, Event, next_decision
 
@@ -29,121 +31,166 @@ bp = func.Blueprint()
 
 @dataclass(frozen=True)
 class Routed:
+    job_id: uuid.UUID
     decision: Decision
     callback_url: str | None
     job_status: str | None
 
 
+RouteResult = Decision | None | Exception
+"""Per event: the decision taken, None (unknown job), or the error that stopped it (ValueError: malformed,
+dead-letter it; anything else: deliver it again)."""
+
+
 def route_event(runtime: Runtime, body: str) -> Decision | None:
     """Handle one job-events message. Raises on infrastructure errors (the message is retried);
     a malformed message raises ValueError (the caller dead-letters it)."""
+    (result,) = route_events(runtime, [body])
+    if isinstance(result, Exception):
+        raise result
+    return result
+
+
+def route_events(runtime: Runtime, bodies: list[str]) -> list[RouteResult]:
+    """Route a batch of job events in one transaction (one lock on each job, one commit), falling back
+    to one transaction per event if the batch fails, so that one bad event holds up no other."""
+    results: list[RouteResult] = []
+    events: dict[int, JobEvent] = {}
+    for index, body in enumerate(bodies):
+        try:
+            events[index] = JobEvent.model_validate_json(body)
+            results.append(None)
+        except ValidationError as error:
+            results.append(ValueError(f"malformed job event: {error.errors()[:1]}"))
+    if not events:
+        return results
     try:
-        event = JobEvent.model_validate_json(body)
-    except ValidationError as error:
-        raise ValueError(f"malformed job event: {error.errors()[:1]}") from error
-
-    routed = _apply(runtime, event)
-    if routed is None:
-        return None
+        routed = _apply(runtime, list(events.values()))
+    except Exception as error:
+        if len(events) == 1:
+            (index,) = events
+            results[index] = error
+            return results
+        log.warning("batch routing failed; routing one by one", extra={"action": "route_batch_fallback"})
+        routed = []
+        for index, event in events.items():
+            try:
+                routed.extend(_apply(runtime, [event]))
+            except Exception as single_error:
+                results[index] = single_error
+                routed.append(None)
     publish_committed(runtime.bus)
-    decision = routed.decision
-    if decision.notify and routed.callback_url and routed.job_status:
-        send_callback(
-            settings=runtime.settings,
-            url=routed.callback_url,
-            payload=callback_payload(
+    for index, outcome in zip(events, routed, strict=True):
+        if outcome is None:
+            continue
+        results[index] = outcome.decision
+        if outcome.decision.notify and outcome.callback_url and outcome.job_status:
+            send_callback(
                 settings=runtime.settings,
-                job_id=event.job_id,
-                status=routed.job_status,
-                error=decision.error_message,
-            ),
-        )
-    return decision
+                url=outcome.callback_url,
+                payload=callback_payload(
+                    settings=runtime.settings,
+                    job_id=outcome.job_id,
+                    status=outcome.job_status,
+                    error=outcome.decision.error_message,
+                ),
+            )
+    return results
 
 
-def _apply(runtime: Runtime, event: JobEvent) -> Routed | None:
-    settings = runtime.settings
+def _apply(runtime: Runtime, events: list[JobEvent]) -> list[Routed | None]:
+    """Decide and apply each event in one transaction. Jobs are locked in id order, so concurrent
+    routers cannot deadlock; events of one job are applied in order against its updated state."""
     with runtime.sessions() as session, session.begin():
         if runtime.bus.shares_database and session.get_bind().dialect.name == "postgresql":
-            # Safe without waiting for the disk: the event being routed is settled by a later commit in
+            # Safe without waiting for the disk: the events being routed are settled by a later commit in
             # the same WAL, so a database crash that loses this commit loses that settlement too, and the
-            # event is delivered again. Not so with Service Bus, whose settlement lives elsewhere.
+            # events are delivered again. Not so with Service Bus, whose settlement lives elsewhere.
             session.execute(text("SET LOCAL synchronous_commit TO OFF"))
-        job = get_job(session=session, job_id=event.job_id, for_update=True)
-        if job is None:
-            log.warning("event for unknown job", extra={"action": "route_unknown_job", "job_id": str(event.job_id)})
-            return None
-        decision = next_decision(
-            job=job_state(job),
-            steps=step_states(job),
-            event=Event(kind=event.kind, step_type=event.step_type, attempt=event.attempt),
-            max_retries=settings.max_retries,
-            backoff_seconds=settings.retry_backoff_seconds,
+        jobs = {job.id: job for job in lock_jobs(session=session, job_ids={event.job_id for event in events})}
+        routed: list[Routed | None] = []
+        for event in events:
+            job = jobs.get(event.job_id)
+            if job is None:
+                log.warning("event for unknown job", extra={"action": "route_unknown_job", "job_id": str(event.job_id)})
+                routed.append(None)
+                continue
+            routed.append(_decide(runtime, session, job, event))
+        return routed
+
+
+def _decide(runtime: Runtime, session: Session, job: Job, event: JobEvent) -> Routed:
+    settings = runtime.settings
+    decision = next_decision(
+        job=job_state(job),
+        steps=step_states(job),
+        event=Event(kind=event.kind, step_type=event.step_type, attempt=event.attempt),
+        max_retries=settings.max_retries,
+        backoff_seconds=settings.retry_backoff_seconds,
+    )
+    now = utcnow()
+    if decision.dead_lettered_step is not None:
+        step = step_of(job, decision.dead_lettered_step)
+        if step is not None:
+            step.status = "failed"
+            step.retryable = False
+            step.lease_expires_at = None
+            step.error_message = step.error_message or "message dead-lettered after repeated delivery failures"
+    for skip in decision.skips:
+        job.steps.append(
+            ProcessingStep(
+                id=uuid.uuid4(),
+                step_type=skip.step_type,
+                status="completed",
+                started_at=now,
+                completed_at=now,
+                details={"skipped": True, "reason": skip.reason},
+            )
         )
-        now = utcnow()
-        if decision.dead_lettered_step is not None:
-            step = step_of(job, decision.dead_lettered_step)
-            if step is not None:
-                step.status = "failed"
-                step.retryable = False
-                step.lease_expires_at = None
-                step.error_message = step.error_message or "message dead-lettered after repeated delivery failures"
-        for skip in decision.skips:
-            session.add(
-                ProcessingStep(
-                    job_id=job.id,
-                    step_type=skip.step_type,
-                    status="completed",
-                    started_at=now,
-                    completed_at=now,
-                    details={"skipped": True, "reason": skip.reason},
-                )
-            )
-        if decision.dispatch is not None:
-            dispatch = decision.dispatch
-            step = step_of(job, dispatch.step_type)
-            if step is None:
-                step = ProcessingStep(job_id=job.id, step_type=dispatch.step_type, status="pending")
-                session.add(step)
-                session.flush()
-            else:
-                step.status = "pending"
-                step.retry_count = dispatch.attempt
-                step.lease_expires_at = None
-                step.worker_id = None
-            message = StepMessage(
-                job_id=job.id,
-                step_id=step.id,
-                step_type=dispatch.step_type,
-                attempt=dispatch.attempt,
-                traceparent=event.traceparent,
-            )
-            runtime.bus.stage(
-                session,
-                settings.worker_queues[dispatch.step_type],
-                message_id=message.message_id,
-                body=message.model_dump_json(),
-                delay=dispatch.delay_seconds,
-            )
-        if decision.job_status is not None:
-            job.status = decision.job_status
-            job.updated_at = now
-            if decision.error_message:
-                job.error_message = decision.error_message
-            if decision.notify:
-                job.completed_at = now
-        log.info(
-            decision.reason or "no change",
-            extra={
-                "action": "route",
-                "job_id": str(job.id),
-                "event": event.kind,
-                "step_type": event.step_type,
-                "attempt": event.attempt,
-                "job_status": job.status,
-            },
+    if decision.dispatch is not None:
+        dispatch = decision.dispatch
+        step = step_of(job, dispatch.step_type)
+        if step is None:
+            step = ProcessingStep(id=uuid.uuid4(), step_type=dispatch.step_type, status="pending", retry_count=0)
+            job.steps.append(step)
+        else:
+            step.status = "pending"
+            step.retry_count = dispatch.attempt
+            step.lease_expires_at = None
+            step.worker_id = None
+        message = StepMessage(
+            job_id=job.id,
+            step_id=step.id,
+            step_type=dispatch.step_type,
+            attempt=dispatch.attempt,
+            traceparent=event.traceparent,
         )
-        return Routed(decision=decision, callback_url=job.callback_url, job_status=job.status)
+        runtime.bus.stage(
+            session,
+            settings.worker_queues[dispatch.step_type],
+            message_id=message.message_id,
+            body=message.model_dump_json(),
+            delay=dispatch.delay_seconds,
+        )
+    if decision.job_status is not None:
+        job.status = decision.job_status
+        job.updated_at = now
+        if decision.error_message:
+            job.error_message = decision.error_message
+        if decision.notify:
+            job.completed_at = now
+    log.info(
+        decision.reason or "no change",
+        extra={
+            "action": "route",
+            "job_id": str(job.id),
+            "event": event.kind,
+            "step_type": event.step_type,
+            "attempt": event.attempt,
+            "job_status": job.status,
+        },
+    )
+    return Routed(job_id=job.id, decision=decision, callback_url=job.callback_url, job_status=job.status)
 
 
 _runtime: Runtime | None = None

@@ -18,7 +18,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from types import FrameType
 
@@ -38,11 +38,20 @@ class Pump:
     dead-lettered at the max delivery count); a ValueError (malformed input) dead-letters at once."""
 
     def __init__(
-        self, runtime: Runtime, queue: str, handler: Callable[[Runtime, str], object], *, concurrency: int = 1
+        self,
+        runtime: Runtime,
+        queue: str,
+        handler: Callable[[Runtime, str], object],
+        *,
+        concurrency: int = 1,
+        batch_handler: BatchHandler | None = None,
+        batch_size: int = 32,
     ) -> None:
         self.runtime = runtime
         self.queue = queue
         self.handler = handler
+        self.batch_handler = batch_handler
+        self.batch_size = batch_size
         self.concurrency = max(1, concurrency)
         self.stopping = threading.Event()
 
@@ -75,6 +84,8 @@ class Pump:
                 self.stopping.wait(1.0)
 
     def poll_once(self, *, max_wait: float) -> bool:
+        if self.batch_handler is not None:
+            return self._poll_batch(self.batch_handler, max_wait=max_wait)
         bus = self.runtime.bus
         message = bus.receive(self.queue, max_wait=max_wait)
         if message is None:
@@ -95,6 +106,35 @@ class Pump:
             log.warning("lock lost before completing", extra={"action": "complete_lock_lost", "queue": self.queue})
         return True
 
+    def _poll_batch(self, batch_handler: BatchHandler, *, max_wait: float) -> bool:
+        """Like poll_once for up to batch_size messages: one receive, one handler call, one settle."""
+        bus = self.runtime.bus
+        messages = bus.receive_many(self.queue, max_messages=self.batch_size, max_wait=max_wait)
+        if not messages:
+            return False
+        results = batch_handler(self.runtime, [message.body for message in messages])
+        done = []
+        for message, result in zip(messages, results, strict=True):
+            if isinstance(result, ValueError):
+                bus.dead_letter(message, reason="InvalidMessage", description=str(result)[:1000])
+            elif isinstance(result, Exception):
+                log.error(
+                    "handler failed; message abandoned: %s",
+                    result,
+                    extra={"action": "abandon", "queue": self.queue},
+                )
+                with contextlib.suppress(MessageLockLost):
+                    bus.abandon(message)
+            else:
+                done.append(message)
+        lost = bus.complete_many(done)
+        if lost:
+            log.warning("lock lost before completing", extra={"action": "complete_lock_lost", "count": len(lost)})
+        return True
+
+
+BatchHandler = Callable[[Runtime, list[str]], Sequence[object]]
+
 
 def _stop_on_signals(stopping: threading.Event) -> None:
     def stop(_signum: int, _frame: FrameType | None) -> None:
@@ -105,10 +145,14 @@ def _stop_on_signals(stopping: threading.Event) -> None:
 
 
 def run_router(settings: Settings) -> int:
-    from functions.router import route_event
+    from functions.router import route_event, route_events
 
     return Pump(
-        Runtime(settings), settings.job_events_queue, route_event, concurrency=settings.router_concurrency
+        Runtime(settings),
+        settings.job_events_queue,
+        route_event,
+        batch_handler=route_events,
+        concurrency=settings.router_concurrency,
     ).run()
 
 

@@ -110,6 +110,21 @@ def get_job(*, session: Session, job_id: uuid.UUID, for_update: bool = False) ->
     return session.scalars(query).one_or_none()
 
 
+def lock_jobs(*, session: Session, job_ids: set[uuid.UUID]) -> list[Job]:
+    """Load and lock these jobs (with their steps), in id order so that concurrent lockers cannot
+    deadlock."""
+    if not job_ids:
+        return []
+    query = (
+        select(Job)
+        .where(Job.id.in_(sorted(job_ids)))
+        .order_by(Job.id)
+        .options(selectinload(Job.steps))
+        .with_for_update(of=Job)
+    )
+    return list(session.scalars(query).all())
+
+
 def list_jobs(
     *,
     session: Session,

@@ -77,6 +77,14 @@ class MessageBus(Protocol):
     def receive(self, queue: str, *, max_wait: float, dead_letter: bool = False) -> ReceivedMessage | None:
         """Lock and return the next deliverable message, waiting up to max_wait seconds."""
 
+    def receive_many(
+        self, queue: str, *, max_messages: int, max_wait: float, dead_letter: bool = False
+    ) -> list[ReceivedMessage]:
+        """Lock up to max_messages deliverable messages at once, waiting up to max_wait for the first."""
+
+    def complete_many(self, messages: list[ReceivedMessage]) -> list[ReceivedMessage]:
+        """Complete several messages; returns those whose lock was lost (not raised)."""
+
     def complete(self, message: ReceivedMessage) -> None:
         """Settle: the message is done. Raises MessageLockLost if the lock is no longer ours."""
 

@@ -367,16 +367,22 @@ class ServiceBusBus:
             sender.send_messages(message)
 
     def receive(self, queue: str, *, max_wait: float, dead_letter: bool = False) -> ReceivedMessage | None:
+        messages = self.receive_many(queue, max_messages=1, max_wait=max_wait, dead_letter=dead_letter)
+        return messages[0] if messages else None
+
+    def receive_many(
+        self, queue: str, *, max_messages: int, max_wait: float, dead_letter: bool = False
+    ) -> list[ReceivedMessage]:
         receiver, lock = self._receiver(queue, dead_letter)
         with _translated_errors(f"receive from {queue}"), lock:
             messages = receiver.receive_messages(
-                max_message_count=1, max_wait_time=max(max_wait, MIN_RECEIVE_WAIT_SECONDS)
+                max_message_count=max(1, max_messages), max_wait_time=max(max_wait, MIN_RECEIVE_WAIT_SECONDS)
             )
-        if not messages:
-            return None
-        raw = messages[0]
-        self._receiver_of[raw] = receiver
-        return self._received(queue, raw)
+        received = []
+        for raw in messages:
+            self._receiver_of[raw] = receiver
+            received.append(self._received(queue, raw))
+        return received
 
     def _received(self, queue: str, raw: ServiceBusReceivedMessage) -> ReceivedMessage:
         now = time.time()
@@ -402,6 +408,16 @@ class ServiceBusBus:
         with _translated_errors(f"complete {message.message_id}"):
             receiver.complete_message(message.raw)
         self._receiver_of.pop(message.raw, None)
+
+    def complete_many(self, messages: list[ReceivedMessage]) -> list[ReceivedMessage]:
+        """Service Bus settles one message a call; returns those whose lock was lost."""
+        lost = []
+        for message in messages:
+            try:
+                self.complete(message)
+            except MessageLockLost:
+                lost.append(message)
+        return lost
 
     def abandon(self, message: ReceivedMessage) -> None:
         receiver = self._settling_receiver(message)

@@ -206,6 +206,14 @@ class SqlQueue:
 
     def receive(self, queue: str, *, max_wait: float, dead_letter: bool = False) -> ReceivedMessage | None:
         """Lock and return the next deliverable message, waiting up to max_wait seconds for one."""
+        messages = self.receive_many(queue, max_messages=1, max_wait=max_wait, dead_letter=dead_letter)
+        return messages[0] if messages else None
+
+    def receive_many(
+        self, queue: str, *, max_messages: int, max_wait: float, dead_letter: bool = False
+    ) -> list[ReceivedMessage]:
+        """Lock up to max_messages deliverable messages in one statement, waiting up to max_wait
+        seconds for the first."""
         deadline = time.monotonic() + max(0.0, max_wait)
         key = wake_key(queue, dead_letter=dead_letter)
         listener = self._ensure_listener()
@@ -213,12 +221,12 @@ class SqlQueue:
         poll_s = _POLL_FIRST_S
         while True:
             seen = self._generation(key)
-            message, next_due_ms = self._claim(queue, dead_letter=dead_letter)
-            if message is not None:
-                return message
+            messages, next_due_ms = self._claim(queue, dead_letter=dead_letter, limit=max(1, max_messages))
+            if messages:
+                return messages
             remaining = deadline - time.monotonic()
             if remaining <= 0 or self._closed:
-                return None
+                return []
             timeout = remaining
             if next_due_ms is not None:
                 # +1 ms: a lock counts as expired only once `now` is strictly past it.
@@ -230,42 +238,43 @@ class SqlQueue:
                 poll_s = min(poll_s * 2, _POLL_MAX_S)
             self._wait(key, seen, timeout)
 
-    def _claim(self, queue: str, *, dead_letter: bool) -> tuple[ReceivedMessage | None, int | None]:
-        """Lock the next deliverable message; when there is none, say when the next one is due."""
+    def _claim(self, queue: str, *, dead_letter: bool, limit: int) -> tuple[list[ReceivedMessage], int | None]:
+        """Lock the next deliverable messages; when there are none, say when the next one is due."""
         state = DEAD if dead_letter else ACTIVE
         dead_letter_key = wake_key(queue, dead_letter=True)
-        message: ReceivedMessage | None = None
+        messages: list[ReceivedMessage] = []
         next_due: int | None = None
         moved_to_dead_letter = False
         with self._settling() as connection:
             # `now` is taken once the transaction holds its locks (SQLite: BEGIN IMMEDIATE may wait).
             now = now_ms()
-            while message is None:
-                row = connection.execute(self._claim_statement(queue, state, now)).first()
-                if row is None:
+            while not messages:
+                rows = connection.execute(self._claim_statement(queue, state, now, limit)).all()
+                if not rows:
                     next_due = connection.execute(
                         sql_select(
                             func.min(case((_c.visible_ms > now, _c.visible_ms), else_=_c.locked_until_ms))
                         ).where(_c.queue == queue, _c.state == state)
                     ).scalar()
                     break
-                if row.state == state:
-                    message = self._received(queue, row)
-                    continue
-                # Delivered max_delivery_count times already: it went to the dead-letter sub-queue
-                # instead (as on Service Bus); look for the next one.
-                moved_to_dead_letter = True
-                log.warning(
-                    "message dead-lettered: max delivery count exceeded",
-                    extra={"action": "queue.max_delivery", "queue": queue, "message_id": row.message_id},
-                )
+                for row in sorted(rows, key=lambda r: r.id):
+                    if row.state == state:
+                        messages.append(self._received(queue, row))
+                        continue
+                    # Delivered max_delivery_count times already: it went to the dead-letter sub-queue
+                    # instead (as on Service Bus); look for the next one.
+                    moved_to_dead_letter = True
+                    log.warning(
+                        "message dead-lettered: max delivery count exceeded",
+                        extra={"action": "queue.max_delivery", "queue": queue, "message_id": row.message_id},
+                    )
             if moved_to_dead_letter:
                 self._notify(connection, [dead_letter_key])
         if moved_to_dead_letter:
             self._wake([dead_letter_key])
-        return message, next_due
+        return messages, next_due
 
-    def _claim_statement(self, queue: str, state: str, now: int) -> Any:
+    def _claim_statement(self, queue: str, state: str, now: int, limit: int) -> Any:
         candidate = (
             sql_select(_c.id)
             .where(
@@ -275,7 +284,7 @@ class SqlQueue:
                 or_(_c.locked_until_ms.is_(None), _c.locked_until_ms < now),
             )
             .order_by(_c.visible_ms, _c.id)
-            .limit(1)
+            .limit(limit)
         )
         if self._postgres:
             candidate = candidate.with_for_update(skip_locked=True)
@@ -303,7 +312,7 @@ class SqlQueue:
             }
         return (
             update(_table)
-            .where(_c.id == candidate.scalar_subquery())
+            .where(_c.id.in_(candidate.scalar_subquery()) if limit > 1 else _c.id == candidate.scalar_subquery())
             .values(values)
             .returning(
                 _c.id,
@@ -353,6 +362,26 @@ class SqlQueue:
             )
         if not result.rowcount:
             raise self._lock_lost(message, "complete")
+
+    def complete_many(self, messages: list[ReceivedMessage]) -> list[ReceivedMessage]:
+        """Complete several messages in one statement; returns those whose lock was lost."""
+        if not messages:
+            return []
+        with self._settling() as connection:
+            now = now_ms()
+            held = or_(*(and_(*self._lock_held(message, now)[:2]) for message in messages))
+            done = (
+                connection.execute(
+                    update(_table)
+                    .where(held, _c.locked_until_ms >= now)
+                    .values(state=DONE, settled_ms=now, lock_token=None, locked_until_ms=None)
+                    .returning(_c.id)
+                )
+                .scalars()
+                .all()
+            )
+        settled = set(done)
+        return [message for message in messages if message.raw not in settled]
 
     def abandon(self, message: ReceivedMessage) -> None:
         """Release the lock so the message is delivered again, or dead-lettered if that was its last try."""

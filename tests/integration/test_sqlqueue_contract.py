@@ -580,3 +580,43 @@ def test_postgres_waiting_receiver_wakes_on_a_send_from_another_connection(
         for bus in (waiting, sending):
             bus.close()
             engine_of(bus).dispose()
+
+
+def test_receive_many_locks_a_batch_in_order_and_complete_many_settles_it(bus: SqlQueue) -> None:
+    for n in range(5):
+        bus.send(Q, message_id=f"batch-{n}", body=str(n))
+    first = bus.receive_many(Q, max_messages=3, max_wait=0.0)
+    assert [m.body for m in first] == ["0", "1", "2"]
+    assert all(m.delivery_count == 1 for m in first)
+    rest = bus.receive_many(Q, max_messages=10, max_wait=0.0)
+    assert [m.body for m in rest] == ["3", "4"]
+    assert bus.receive_many(Q, max_messages=10, max_wait=0.0) == []
+    assert bus.complete_many(first + rest) == []
+    assert bus.queue_depths()[Q] == QueueDepth(active=0, scheduled=0, dead_letter=0)
+
+
+def test_complete_many_reports_the_messages_whose_lock_was_lost(new_bus: BusFactory) -> None:
+    bus = new_bus(lock_duration_seconds=0.2)
+    bus.send(Q, message_id="first", body="first")
+    bus.send(Q, message_id="second", body="second")
+    kept, lost = bus.receive_many(Q, max_messages=2, max_wait=0.0)
+    time.sleep(0.3)  # both locks expire
+    with pytest.raises(MessageLockLost):
+        bus.renew_lock(kept)
+    again = bus.receive_many(Q, max_messages=2, max_wait=0.0)
+    assert {m.body for m in again} == {"first", "second"}
+    assert bus.complete_many([kept, lost]) == [kept, lost]
+    assert bus.complete_many(again) == []
+
+
+def test_receive_many_dead_letters_exhausted_messages_and_returns_the_rest(new_bus: BusFactory) -> None:
+    bus = new_bus(max_delivery_count=1, lock_duration_seconds=30.0)
+    bus.send(Q, message_id="poison", body="poison")
+    bus.send(Q, message_id="fine", body="fine")
+    poison = bus.receive_many(Q, max_messages=1, max_wait=0.0)
+    assert [m.body for m in poison] == ["poison"]
+    bus.abandon(poison[0])  # its one delivery is spent: dead-lettered
+    assert [m.body for m in bus.receive_many(Q, max_messages=5, max_wait=0.0)] == ["fine"]
+    dead = bus.receive_many(Q, max_messages=5, max_wait=0.0, dead_letter=True)
+    assert [m.body for m in dead] == ["poison"]
+    assert dead[0].dead_letter_reason == MAX_DELIVERY_REASON

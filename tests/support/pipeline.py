@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 from fastapi.testclient import TestClient
 
 from functions.api import create_app
-from functions.router import route_event
+from functions.router import route_event, route_events
 from gpu_worker.base_worker import BaseWorker
 from shared.config import Settings
 from shared.errors import PermanentError, TransientError
@@ -156,5 +156,5 @@ def build_stack(settings: Settings) -> Stack:
         runtime=runtime,
         client=client,
         workers=workers,
-        router=Pump(runtime, settings.job_events_queue, route_event),
+        router=Pump(runtime, settings.job_events_queue, route_event, batch_handler=route_events),
     )

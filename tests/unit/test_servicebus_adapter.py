@@ -108,7 +108,9 @@ class FakeReceiver:
         self.waits.append((max_message_count, max_wait_time))
         if self.error is not None:
             raise self.error
-        return [self.inbox.pop(0)] if self.inbox else []
+        count = max_message_count or 1
+        taken, self.inbox = self.inbox[:count], self.inbox[count:]
+        return taken
 
     def _settle(self, action: str, message: ServiceBusReceivedMessage, **details: Any) -> None:
         if self.error is not None:
@@ -524,3 +526,19 @@ def test_lock_renewer_registers_the_message_with_its_receiver(
         assert not renewer.closed
     assert renewer.max_duration == 600
     assert renewer.closed
+
+
+def test_receive_many_asks_for_a_batch_and_complete_many_reports_lost_locks(
+    bus: ServiceBusBus, client: FakeClient
+) -> None:
+    assert bus.receive_many("job-events", max_messages=3, max_wait=0.5) == []
+    receiver = client.receiver("job-events")
+    receiver.inbox.extend(sdk_message(message_id=f"e{n}") for n in range(4))
+    batch = bus.receive_many("job-events", max_messages=3, max_wait=0.5)
+    assert [m.message_id for m in batch] == ["e0", "e1", "e2"]
+    assert receiver.waits[-1][0] == 3
+    receiver.error = MessageLockLostError(message="lock expired")
+    assert bus.complete_many(batch[:1]) == batch[:1]
+    receiver.error = None
+    assert bus.complete_many(batch[1:]) == []
+    assert [(a, m.message_id) for a, m, _ in receiver.settled] == [("complete", "e1"), ("complete", "e2")]
