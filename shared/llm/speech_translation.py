@@ -15,6 +15,8 @@ from shared.speech.languages import to_whisper
 from shared.speech.transcriber import LazyWhisperModel
 
 ENGINE = "whisper-translate"
+PAD_BEFORE_SECONDS = 0.2
+PAD_AFTER_SECONDS = 0.6
 
 _models: dict[tuple[str, str, str], LazyWhisperModel] = {}
 _models_lock = threading.Lock()
@@ -44,7 +46,10 @@ def translate_speech(
     started = time.perf_counter()
     texts: list[str] = []
     for index, segment in enumerate(segments):
-        piece = samples[int(float(segment["start"]) * SAMPLE_RATE) : int(float(segment["end"]) * SAMPLE_RATE)]
+        # Segment ends from word timestamps fall early on the last word: pad so it is heard whole.
+        start = max(0.0, float(segment["start"]) - PAD_BEFORE_SECONDS)
+        end = float(segment["end"]) + PAD_AFTER_SECONDS
+        piece = samples[int(start * SAMPLE_RATE) : int(end * SAMPLE_RATE)]
         if len(piece) < SAMPLE_RATE // 10:
             texts.append("")
             continue
