@@ -144,8 +144,8 @@ def test_translate_and_summarize_from_source_job(make_stack: Callable[..., Stack
         assert response.status_code == 201, response.text
         job_id = uuid.UUID(response.json()["job_id"])
         stack.start(job_id)
-        job = stack.drive(job_id)
-        assert job is not None and job["status"] == "completed", job
+        finished = stack.drive(job_id)
+        assert finished is not None and finished["status"] == "completed", finished
         results = stack.client.get(f"/jobs/{job_id}/results").json()
         if workflow == "translate_only":
             [segment] = results["translation"]["segments"]
