@@ -201,3 +201,31 @@ class OutboxMessage(Base):
     sent_at: Mapped[datetime | None] = mapped_column()
 
     __table_args__ = (Index("idx_outbox_unsent", "sent_at", "id"),)
+
+
+class WebhookDelivery(Base):
+    """A callback to deliver, committed with the job's terminal status (the outbox for webhooks) and
+    retried with backoff until delivered, refused (4xx) or out of attempts."""
+
+    __tablename__ = "webhook_deliveries"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    """Also the Standard Webhooks `webhook-id`: the same for every attempt, so receivers can dedupe."""
+    job_id: Mapped[uuid.UUID] = mapped_column(Uuid, ForeignKey("jobs.id", ondelete="CASCADE"))
+    url: Mapped[str] = mapped_column(Text)
+    event_type: Mapped[str] = mapped_column(String(50))
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String(12), default="pending", server_default="pending")
+    """pending → delivered, or failed (refused, or out of attempts)."""
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    next_attempt_at: Mapped[datetime] = mapped_column(default=utcnow)
+    locked_until: Mapped[datetime | None] = mapped_column()
+    last_status_code: Mapped[int | None] = mapped_column(Integer)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, server_default=text("CURRENT_TIMESTAMP"))
+    delivered_at: Mapped[datetime | None] = mapped_column()
+
+    __table_args__ = (
+        Index("idx_webhook_deliveries_due", "status", "next_attempt_at"),
+        Index("idx_webhook_deliveries_job_id", "job_id"),
+    )

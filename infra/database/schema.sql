@@ -100,4 +100,30 @@ CREATE INDEX idx_steps_status ON processing_steps (status);
 
 INSERT INTO alembic_version (version_num) VALUES ('0001');
 
+-- Running upgrade 0001 -> 0002
+
+CREATE TABLE webhook_deliveries (
+    id UUID NOT NULL,
+    job_id UUID NOT NULL,
+    url TEXT NOT NULL,
+    event_type VARCHAR(50) NOT NULL,
+    payload JSON NOT NULL,
+    status VARCHAR(12) DEFAULT 'pending' NOT NULL,
+    attempts INTEGER DEFAULT '0' NOT NULL,
+    next_attempt_at TIMESTAMP WITH TIME ZONE NOT NULL,
+    locked_until TIMESTAMP WITH TIME ZONE,
+    last_status_code INTEGER,
+    last_error TEXT,
+    created_at TIMESTAMP WITH TIME ZONE DEFAULT CURRENT_TIMESTAMP NOT NULL,
+    delivered_at TIMESTAMP WITH TIME ZONE,
+    CONSTRAINT pk_webhook_deliveries PRIMARY KEY (id),
+    CONSTRAINT fk_webhook_deliveries_job_id_jobs FOREIGN KEY(job_id) REFERENCES jobs (id) ON DELETE CASCADE
+);
+
+CREATE INDEX idx_webhook_deliveries_due ON webhook_deliveries (status, next_attempt_at);
+
+CREATE INDEX idx_webhook_deliveries_job_id ON webhook_deliveries (job_id);
+
+UPDATE alembic_version SET version_num='0002' WHERE alembic_version.version_num = '0001';
+
 COMMIT;
