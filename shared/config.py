@@ -139,12 +139,6 @@ class Settings(BaseSettings):
     max_audio_seconds: float = Field(default=4 * 3600.0, validation_alias="MAX_AUDIO_SECONDS")
     """Longer uploads fail at once with a clear message."""
 
-    whisper: WhisperSettings = Field(default_factory=WhisperSettings)
-    lid: LidSettings = Field(default_factory=LidSettings)
-    llm: LlmSettings = Field(default_factory=LlmSettings)
-
-    @model_validator(mode="after")
-    def _refuse_placeholder_secrets(self) -> Settings:
     # --- operations: probes, metrics, traces
     health_host: str = Field(default="0.0.0.0", validation_alias="HEALTH_HOST")  # noqa: S104 - probes come from the kubelet
     health_port: int = Field(default=8080, validation_alias="HEALTH_PORT")
@@ -156,26 +150,12 @@ class Settings(BaseSettings):
     )
     """Azure Monitor: traces go to Application Insights when azure-monitor-opentelemetry-exporter is installed."""
 
-    # --- security (docs/SECURITY.md)
-    api_key: SecretStr | None = Field(default=None, validation_alias="SPEECHFLOW_API_KEY")
-    """Bootstrap API key, accepted besides the keys in the database (local runs, tests, first setup)."""
-    entra_tenant_id: str | None = Field(default=None, validation_alias="ENTRA_TENANT_ID")
-    """Set with ENTRA_AUDIENCE to also accept Entra ID access tokens (`Authorization: Bearer <JWT>`)."""
-    entra_audience: str | None = Field(default=None, validation_alias="ENTRA_AUDIENCE")
-    entra_issuer: str | None = Field(default=None, validation_alias="ENTRA_ISSUER")
-    """Defaults to https://login.microsoftonline.com/{tenant}/v2.0."""
-    entra_jwks_url: str | None = Field(default=None, validation_alias="ENTRA_JWKS_URL")
-    """Defaults to the tenant's discovery keys."""
-    rate_limit_per_minute: float = Field(default=600.0, ge=0, validation_alias="RATE_LIMIT_PER_MINUTE")
-    """Requests a key may make per minute on average (token bucket refill); 0 turns limiting off."""
-    rate_limit_burst: int = Field(default=120, ge=1, validation_alias="RATE_LIMIT_BURST")
-    """Requests a key may make at once (the bucket's size)."""
-    callback_allowed_hosts: Annotated[list[str], NoDecode] = Field(
-        default_factory=list, validation_alias="CALLBACK_ALLOWED_HOSTS"
-    )
-    """Comma-separated hosts whose callbacks skip the https and public-address checks (local development);
-    `.example.com` also matches its subdomains."""
+    whisper: WhisperSettings = Field(default_factory=WhisperSettings)
+    lid: LidSettings = Field(default_factory=LidSettings)
+    llm: LlmSettings = Field(default_factory=LlmSettings)
 
+    @model_validator(mode="after")
+    def _refuse_placeholder_secrets(self) -> Settings:
         if self.environment != "production":
             return self
         for name in ("signing_key", "service_bus_connection_string", "azure_storage_connection_string"):
