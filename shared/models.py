@@ -115,6 +115,7 @@ class Job(Base):
     __table_args__ = (
         Index("idx_jobs_status", "status"),
         Index("idx_jobs_created_at", "created_at"),
+        Index("idx_jobs_api_key_id", "api_key_id", "created_at"),
     )
 
 
@@ -229,3 +230,17 @@ class WebhookDelivery(Base):
         Index("idx_webhook_deliveries_due", "status", "next_attempt_at"),
         Index("idx_webhook_deliveries_job_id", "job_id"),
     )
+
+
+class ApiKey(Base):
+    """An API key (shared/keys.py). Only a SHA-256 digest of the key is kept; the key itself is shown
+    once, when it is created. `jobs.api_key_id` names the key that created a job."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    """The key's public part (`sfk_<id>_…`), safe to show and log."""
+    name: Mapped[str] = mapped_column(String(100))
+    key_hash: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, server_default=text("CURRENT_TIMESTAMP"))
+    revoked_at: Mapped[datetime | None] = mapped_column()

@@ -126,4 +126,19 @@ CREATE INDEX idx_webhook_deliveries_job_id ON webhook_deliveries (job_id);
 
 UPDATE alembic_version SET version_num='0002' WHERE alembic_version.version_num = '0001';
 
+-- Running upgrade 0002 -> 0003
+
+CREATE TABLE api_keys (
+    id VARCHAR(64) NOT NULL,
+    name VARCHAR(100) NOT NULL,
+    key_hash VARCHAR(64) NOT NULL,
+    created_at TIMESTAMP WITH TIME ZONE DEFAULT CURRENT_TIMESTAMP NOT NULL,
+    revoked_at TIMESTAMP WITH TIME ZONE,
+    CONSTRAINT pk_api_keys PRIMARY KEY (id)
+);
+
+CREATE INDEX idx_jobs_api_key_id ON jobs (api_key_id, created_at);
+
+UPDATE alembic_version SET version_num='0003' WHERE alembic_version.version_num = '0002';
+
 COMMIT;
