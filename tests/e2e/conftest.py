@@ -28,6 +28,8 @@ AUDIO = REPO / "tests" / "fixtures" / "audio"
 TERMINAL = {"completed", "partial_complete", "failed", "cancelled"}
 STOP_TIMEOUT_S = 40.0
 READY_TIMEOUT_S = 90.0
+JobView = dict[str, Any]
+"""A job as GET /jobs/{id} returns it."""
 
 # Configuration that would point the stack at something other than its own temporary home.
 _INHERITED_BUT_DROPPED = (
@@ -53,11 +55,13 @@ class RunningStack:
 
     def submit(self, path: Path, workflow: str, *, upload: bytes | None = None, **fields: Any) -> str:
         """Create the job, PUT the file to its upload URL, start it; returns the job id."""
-        created = self.client.post("/jobs", json={"workflow_type": workflow, "audio_filename": path.name, **fields})
+        request = {"workflow_type": workflow, "audio_filename": path.name, **fields}
+        created = self.client.post("/jobs", json=request)
         assert created.status_code == 201, created.text
         body = created.json()
         content = path.read_bytes() if upload is None else upload
-        put = httpx.put(body["upload_url"], content=content, headers={"x-ms-blob-type": "BlockBlob"}, timeout=30)
+        headers = {"x-ms-blob-type": "BlockBlob"}
+        put = httpx.put(body["upload_url"], content=content, headers=headers, timeout=30)
         assert put.status_code == 201, put.text
         started = self.client.post(f"/jobs/{body['job_id']}/start")
         assert started.status_code == 202, started.text
@@ -70,10 +74,10 @@ class RunningStack:
         data: dict[str, Any] = response.json()
         return data
 
-    def wait(self, job_ids: list[str], *, timeout: float = 120.0, poll: float = 0.1) -> dict[str, dict[str, Any]]:
+    def wait(self, job_ids: list[str], *, timeout: float = 120.0, poll: float = 0.1) -> dict[str, JobView]:
         """Poll until every job is terminal; returns each job's last GET /jobs/{id}."""
         deadline = time.monotonic() + timeout
-        jobs: dict[str, dict[str, Any]] = {}
+        jobs: dict[str, JobView] = {}
         pending = list(job_ids)
         while pending:
             for job_id in list(pending):
@@ -193,7 +197,9 @@ def start_stack(
     """`with start_stack(components=(...), env={...}) as stack:` — a fresh home per stack."""
 
     def start(
-        *, components: tuple[str, ...] = ("api", "router", "lid", "whisper"), env: dict[str, str] | None = None
+        *,
+        components: tuple[str, ...] = ("api", "router", "lid", "whisper"),
+        env: dict[str, str] | None = None,
     ) -> contextlib.AbstractContextManager[RunningStack]:
         home = tmp_path_factory.mktemp("speechflow-home")
         return running_stack(

@@ -23,7 +23,7 @@ import pytest
 from shared.audio import probe
 from shared.config import Settings
 from shared.speech.bundled_model import ensure_bundled_model
-from tests.e2e.conftest import AUDIO, REPO, RunningStack
+from tests.e2e.conftest import AUDIO, REPO, JobView, RunningStack
 from tests.support.wer import normalise, wer
 
 pytestmark = [pytest.mark.model, pytest.mark.slow]
@@ -42,6 +42,10 @@ LID_CLIPS = {
     "zh/kokoro-pangrama.wav": "cmn",
 }
 MAX_WER = 0.10
+Jobs = dict[tuple[str, str], JobView]
+"""(workflow, clip) → the job's final GET /jobs/{id}."""
+Transcripts = dict[str, dict[str, Any]]
+"""clip → GET /jobs/{id}/results."""
 STACK_ENV = {"WHISPER_WORKERS": "2", "WHISPER_CPU_THREADS": "1"}
 
 
@@ -52,11 +56,12 @@ def stack(start_stack: Callable[..., AbstractContextManager[RunningStack]]) -> I
 
 
 @pytest.fixture(scope="module")
-def jobs(stack: RunningStack) -> dict[tuple[str, str], dict[str, Any]]:
+def jobs(stack: RunningStack) -> Jobs:
     """Every fixture job, submitted at once: (workflow, clip) → its final GET /jobs/{id}."""
     submitted: dict[tuple[str, str], str] = {}
     for clip in [*LIBRIVOX, MEETING, *FLOAT32]:
-        submitted["transcribe_only", clip] = stack.submit(AUDIO / clip, "transcribe_only", source_language="eng")
+        job_id = stack.submit(AUDIO / clip, "transcribe_only", source_language="eng")
+        submitted["transcribe_only", clip] = job_id
     for clip in LID_CLIPS:
         submitted["lid_only", clip] = stack.submit(AUDIO / clip, "lid_only")
     finished = stack.wait(list(submitted.values()), timeout=150)
@@ -64,7 +69,7 @@ def jobs(stack: RunningStack) -> dict[tuple[str, str], dict[str, Any]]:
 
 
 @pytest.fixture(scope="module")
-def transcripts(stack: RunningStack, jobs: dict[tuple[str, str], dict[str, Any]]) -> dict[str, dict[str, Any]]:
+def transcripts(stack: RunningStack, jobs: Jobs) -> Transcripts:
     """clip → the transcript part of GET /jobs/{id}/results, for every transcribe_only job."""
     found = {}
     for (workflow, clip), job in jobs.items():
@@ -86,7 +91,9 @@ def _step(job: dict[str, Any], step_type: str) -> dict[str, Any]:
 
 @pytest.mark.parametrize("clip", LIBRIVOX)
 def test_librivox_clip_is_transcribed_within_ten_percent_wer(
-    jobs: dict[tuple[str, str], dict[str, Any]], transcripts: dict[str, dict[str, Any]], clip: str
+    jobs: Jobs,
+    transcripts: Transcripts,
+    clip: str,
 ) -> None:
     assert jobs["transcribe_only", clip]["status"] == "completed", jobs["transcribe_only", clip]
     reference = (AUDIO / clip).with_suffix(".txt").read_text()
@@ -97,7 +104,7 @@ def test_librivox_clip_is_transcribed_within_ten_percent_wer(
 
 
 @pytest.mark.parametrize("clip", [*LIBRIVOX, MEETING])
-def test_word_timestamps_increase_and_stay_inside_the_audio(transcripts: dict[str, dict[str, Any]], clip: str) -> None:
+def test_word_timestamps_increase_and_stay_inside_the_audio(transcripts: Transcripts, clip: str) -> None:
     duration = probe(AUDIO / clip).duration_seconds
     segments = transcripts[clip]["transcript"]["segments"]
     words = [word for segment in segments for word in segment["words"]]
@@ -110,9 +117,7 @@ def test_word_timestamps_increase_and_stay_inside_the_audio(transcripts: dict[st
         previous_end = word["end"]
 
 
-def test_the_11khz_meeting_clip_transcribes(
-    jobs: dict[tuple[str, str], dict[str, Any]], transcripts: dict[str, dict[str, Any]]
-) -> None:
+def test_the_11khz_meeting_clip_transcribes(jobs: Jobs, transcripts: Transcripts) -> None:
     job = jobs["transcribe_only", MEETING]
     step = _step(job, "TRANSCRIBE")
 
@@ -125,9 +130,7 @@ def test_the_11khz_meeting_clip_transcribes(
 
 
 @pytest.mark.parametrize("clip", FLOAT32)
-def test_float32_wav_decodes_and_transcribes(
-    jobs: dict[tuple[str, str], dict[str, Any]], transcripts: dict[str, dict[str, Any]], clip: str
-) -> None:
+def test_float32_wav_decodes_and_transcribes(jobs: Jobs, transcripts: Transcripts, clip: str) -> None:
     reference = (AUDIO / clip).with_suffix(".txt").read_text()
     job = jobs["transcribe_only", clip]
 
@@ -140,7 +143,7 @@ def test_float32_wav_decodes_and_transcribes(
     assert wer(_spell_digits(reference), _spell_digits(hypothesis)) <= 0.2, hypothesis
 
 
-def test_steps_show_progress_and_what_ran(jobs: dict[tuple[str, str], dict[str, Any]]) -> None:
+def test_steps_show_progress_and_what_ran(jobs: Jobs) -> None:
     for (workflow, clip), job in jobs.items():
         if workflow != "transcribe_only":
             continue
@@ -153,14 +156,13 @@ def test_steps_show_progress_and_what_ran(jobs: dict[tuple[str, str], dict[str, 
         assert details["model"] == "bundled"
         assert details["device"] == "cpu"
         assert details["compute_type"] == "int8"
-        assert details["audio_duration_seconds"] == pytest.approx(probe(AUDIO / clip).duration_seconds, abs=0.01)
+        duration = probe(AUDIO / clip).duration_seconds
+        assert details["audio_duration_seconds"] == pytest.approx(duration, abs=0.01)
         assert 0 < details["processing_seconds"] < 60
 
 
 @pytest.mark.parametrize("fmt", ["srt", "vtt", "txt"])
-def test_subtitles_and_text_are_served(
-    stack: RunningStack, jobs: dict[tuple[str, str], dict[str, Any]], fmt: str
-) -> None:
+def test_subtitles_and_text_are_served(stack: RunningStack, jobs: Jobs, fmt: str) -> None:
     job_id = jobs["transcribe_only", MEETING]["job_id"]
     json_text = stack.results(job_id).json()["transcript"]["text"]
 
@@ -188,7 +190,10 @@ def test_subtitles_and_text_are_served(
 
 @pytest.mark.parametrize(("clip", "language"), LID_CLIPS.items())
 def test_lid_only_names_the_spoken_language(
-    stack: RunningStack, jobs: dict[tuple[str, str], dict[str, Any]], clip: str, language: str
+    stack: RunningStack,
+    jobs: Jobs,
+    clip: str,
+    language: str,
 ) -> None:
     job = jobs["lid_only", clip]
 
@@ -202,7 +207,9 @@ def test_lid_only_names_the_spoken_language(
 
 
 def test_a_corrupt_upload_fails_at_once_without_retries(
-    stack: RunningStack, jobs: dict[tuple[str, str], dict[str, Any]], tmp_path: Path
+    stack: RunningStack,
+    jobs: Jobs,
+    tmp_path: Path,
 ) -> None:
     del jobs  # the queues are idle: whatever time this job takes is its own
     upload = tmp_path / "noise.wav"
@@ -222,7 +229,7 @@ def test_a_corrupt_upload_fails_at_once_without_retries(
     assert "not an audio file" in (step["error_message"] or "")
 
 
-def test_the_cli_prints_the_transcript(stack: RunningStack, jobs: dict[tuple[str, str], dict[str, Any]]) -> None:
+def test_the_cli_prints_the_transcript(stack: RunningStack, jobs: Jobs) -> None:
     del jobs
     clip = AUDIO / "en" / "librivox-0930.wav"
 
@@ -251,7 +258,7 @@ def test_the_host_runs_two_transcription_workers(stack: RunningStack) -> None:
 
 
 def test_the_stack_transcribes_exactly_as_faster_whisper_does_directly(
-    transcripts: dict[str, dict[str, Any]], model_cache: Path, monkeypatch: pytest.MonkeyPatch
+    transcripts: Transcripts, model_cache: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Same file, same settings (those the stack's workers read): same text, so the same WER."""
     from faster_whisper import WhisperModel

@@ -1,0 +1,569 @@
+"""Transcription through the local stack against faster-whisper called directly, on the same files.
+
+    .venv/bin/python bench/transcribe.py [--repeat 3] [--workload-repeat 4] [--database-url URL]
+                                         [--skip-workload] [--skip-lid] [--model-cache DIR]
+
+What it prints (ANCHORS.md has the targets):
+
+1. Raw: faster-whisper in a process of its own (only faster-whisper imported), the bundled model,
+   int8, beam 5, VAD, word timestamps, 2 CPU threads, warmed up with one file; each file's median
+   time over `--repeat` runs, then workload W (the six English files × 4, one after another).
+2. Single jobs: the local stack (`python -m shared.host up --only api router lid whisper`, one
+   transcription worker with the same settings), warmed up, one `transcribe_only` job at a time; the
+   end-to-end time is from POST /jobs to the client seeing `completed` (upload and polling included),
+   its ratio to the raw time per file and in total (target ≤ 1.05), and the real-time factors.
+3. Workload W through a stack with WHISPER_WORKERS=2 × WHISPER_CPU_THREADS=1 (and, for comparison,
+   through the single-worker stack): 24 jobs submitted at once, first submit to last completion,
+   against the raw sequential time (target ≤ 0.85).
+4. Peak resident memory (VmHWM) of every worker process and of the raw process.
+5. Language identification accuracy by clip length — the whole-file vote (`identify`: VAD, windows
+   over all the speech) against Whisper's usual first-30-s detection (`identify_first_window`) — on
+   clips of 0.5, 1, 2 and 5 s cut from the middle of the fixtures, bare and after 35 s of near-silence.
+
+The machine's load average is printed at the start and the end: other processes share the cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import wave
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from shared.audio import SAMPLE_RATE, decode, probe  # noqa: E402
+
+AUDIO = REPO / "tests" / "fixtures" / "audio"
+FILES = [*sorted((AUDIO / "en").glob("librivox-*.wav")), AUDIO / "en" / "meeting-chan3.wav"]
+TERMINAL = {"completed", "partial_complete", "failed", "cancelled"}
+RAW_THREADS = 2
+
+LID_LENGTHS = (0.5, 1.0, 2.0, 5.0)
+LID_LEADING_SILENCE_S = 35.0
+LID_CLIPS = {
+    **{path: "eng" for path in FILES},
+    AUDIO / "en" / "kokoro-counting.wav": "eng",
+    AUDIO / "en" / "kokoro-hello_world.wav": "eng",
+    **{path: "fra" for path in sorted((AUDIO / "fr").glob("*.wav"))},
+    **{path: "cmn" for path in sorted((AUDIO / "zh").glob("*.wav"))},
+}
+# Stack configuration the child processes inherit; anything pointing elsewhere is dropped.
+_DROPPED = (
+    "DATABASE_URL",
+    "SERVICE_BUS_CONNECTION_STRING",
+    "SERVICE_BUS_NAMESPACE",
+    "AZURE_STORAGE_CONNECTION_STRING",
+    "AZURE_STORAGE_ACCOUNT_NAME",
+    "WHISPER_WORKERS",
+    "WHISPER_CPU_THREADS",
+)
+
+
+# --- raw faster-whisper, in a process of its own -----------------------------------------------------------
+
+
+def raw_main(argv: list[str]) -> int:
+    """`bench/transcribe.py raw …`: time faster-whisper alone and print the figures as JSON."""
+    parser = argparse.ArgumentParser(prog="bench/transcribe.py raw")
+    parser.add_argument("--model-cache", type=Path, required=True)
+    parser.add_argument("--threads", type=int, default=RAW_THREADS)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--workload-repeat", type=int, default=4)
+    parser.add_argument("files", nargs="+", type=Path)
+    args = parser.parse_args(argv)
+
+    from faster_whisper import WhisperModel
+
+    from shared.config import WhisperSettings
+    from shared.speech.bundled_model import ensure_bundled_model
+
+    config = WhisperSettings(cpu_threads=args.threads)
+    started = time.perf_counter()
+    model = WhisperModel(
+        str(ensure_bundled_model(args.model_cache)),
+        device=config.device,
+        compute_type=config.compute_type,
+        cpu_threads=config.cpu_threads,
+    )
+    load_seconds = time.perf_counter() - started
+
+    def transcribe(path: Path) -> tuple[float, str]:
+        began = time.perf_counter()
+        segments, _ = model.transcribe(
+            str(path),
+            language="en",
+            beam_size=config.beam_size,
+            vad_filter=config.vad_filter,
+            word_timestamps=config.word_timestamps,
+        )
+        text = " ".join(segment.text.strip() for segment in segments)  # the generator does the work
+        return time.perf_counter() - began, text
+
+    transcribe(args.files[0])  # warm-up
+    per_file = {}
+    for path in args.files:
+        per_file[str(path)] = statistics.median(transcribe(path)[0] for _ in range(args.repeat))
+    began = time.perf_counter()
+    for _ in range(args.workload_repeat):
+        for path in args.files:
+            transcribe(path)
+    workload_seconds = time.perf_counter() - began
+    print(
+        json.dumps(
+            {
+                "load_seconds": load_seconds,
+                "per_file": per_file,
+                "workload_seconds": workload_seconds,
+                "peak_rss_mib": peak_rss_mib(os.getpid()),
+            }
+        )
+    )
+    return 0
+
+
+@dataclass
+class RawFigures:
+    load_seconds: float
+    per_file: dict[Path, float]
+    workload_seconds: float
+    peak_rss_mib: float
+
+
+def run_raw(model_cache: Path, *, repeat: int, workload_repeat: int) -> RawFigures:
+    command = [sys.executable, __file__, "raw", "--model-cache", str(model_cache)]
+    command += ["--threads", str(RAW_THREADS), "--repeat", str(repeat)]
+    command += ["--workload-repeat", str(workload_repeat), *map(str, FILES)]
+    finished = subprocess.run(command, cwd=REPO, capture_output=True, text=True, check=True)
+    data = json.loads(finished.stdout.strip().splitlines()[-1])
+    return RawFigures(
+        load_seconds=data["load_seconds"],
+        per_file={Path(path): seconds for path, seconds in data["per_file"].items()},
+        workload_seconds=data["workload_seconds"],
+        peak_rss_mib=data["peak_rss_mib"],
+    )
+
+
+# --- the local stack ----------------------------------------------------------------------------------------
+
+
+@dataclass
+class Stack:
+    process: subprocess.Popen[bytes]
+    client: httpx.Client
+    log_path: Path
+    poll_seconds: float = 0.2
+    """Slow polling: the API's work must not take CPU from the worker being timed. Times come from
+    the jobs' own completed_at, not from when the poll saw them."""
+    submitted: list[str] = field(default_factory=list)
+
+    def submit(self, path: Path) -> str:
+        body = {"workflow_type": "transcribe_only", "audio_filename": path.name, "source_language": "eng"}
+        created = self.client.post("/jobs", json=body)
+        created.raise_for_status()
+        job = created.json()
+        headers = {"x-ms-blob-type": "BlockBlob"}
+        upload = self.client.put(job["upload_url"], content=path.read_bytes(), headers=headers)
+        upload.raise_for_status()
+        self.client.post(f"/jobs/{job['job_id']}/start").raise_for_status()
+        self.submitted.append(job["job_id"])
+        job_id: str = job["job_id"]
+        return job_id
+
+    def wait(self, job_id: str, *, timeout: float = 300.0) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            job: dict[str, Any] = self.client.get(f"/jobs/{job_id}").json()
+            if job["status"] in TERMINAL:
+                if job["status"] != "completed":
+                    raise RuntimeError(f"job {job_id} ended {job['status']}: {job.get('error_message')}")
+                return job
+            time.sleep(self.poll_seconds)
+        raise TimeoutError(f"job {job_id} not finished after {timeout} s")
+
+    def wait_all(self, job_ids: list[str], *, timeout: float = 600.0) -> list[dict[str, Any]]:
+        """One listing per poll rather than a request per job, to leave the cores to the workers."""
+        pending = set(job_ids)
+        finished: list[dict[str, Any]] = []
+        deadline = time.monotonic() + timeout
+        while pending and time.monotonic() < deadline:
+            time.sleep(self.poll_seconds)
+            listing = self.client.get("/jobs", params={"limit": 500}).json()
+            for job in listing["items"]:
+                if job["job_id"] in pending and job["status"] in TERMINAL:
+                    if job["status"] != "completed":
+                        error = job["error_message"]
+                        raise RuntimeError(f"job {job['job_id']} ended {job['status']}: {error}")
+                    pending.discard(job["job_id"])
+                    finished.append(job)
+        if pending:
+            raise TimeoutError(f"{len(pending)} jobs not finished after {timeout} s")
+        return finished
+
+    def workers_started(self) -> int:
+        """How many transcription workers have loaded their model and begun consuming."""
+        count = 0
+        for line in self.log_path.read_text(errors="replace").splitlines():
+            if '"worker_started"' in line and '"whisper-jobs"' in line:
+                count += 1
+        return count
+
+    def children(self) -> dict[int, str]:
+        """pid → component of every process the host supervises."""
+        found: dict[int, str] = {}
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                stat = (entry / "stat").read_text()
+                parent = int(stat[stat.rindex(")") + 2 :].split()[1])
+                argv = (entry / "cmdline").read_bytes().split(b"\0")
+                if parent == self.process.pid:
+                    found[int(entry.name)] = argv[argv.index(b"run") + 1].decode()
+        return found
+
+
+@contextlib.contextmanager
+def local_stack(
+    home: Path, *, model_cache: Path, env: dict[str, str], database_url: str | None, workers: int
+) -> Iterator[Stack]:
+    port = _free_port()
+    child_env = {key: value for key, value in os.environ.items() if key not in _DROPPED}
+    child_env.update(
+        SPEECHFLOW_HOME=str(home),
+        API_PORT=str(port),
+        SPEECHFLOW_PUBLIC_URL=f"http://127.0.0.1:{port}",
+        WHISPER_MODEL_CACHE_DIR=str(model_cache),
+        PYTHONPATH=str(REPO),
+        **env,
+    )
+    if database_url:
+        child_env["DATABASE_URL"] = database_url
+    home.mkdir(parents=True, exist_ok=True)
+    log_path = home / "host.log"
+    with log_path.open("ab") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "shared.host", "up", "--only", "api", "router", "lid", "whisper"],
+            cwd=REPO,
+            env=child_env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60)
+    stack = Stack(process, client, log_path)
+    try:
+        deadline = time.monotonic() + 120
+        while stack.workers_started() < workers:
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the stack did not start; see {log_path}")
+            time.sleep(0.2)
+        while True:
+            with contextlib.suppress(httpx.TransportError):
+                if client.get("/ready").status_code == 200:
+                    break
+            time.sleep(0.2)
+        yield stack
+    finally:
+        client.close()
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def _free_port() -> int:
+    with socket.socket() as probe_socket:
+        probe_socket.bind(("127.0.0.1", 0))
+        port: int = probe_socket.getsockname()[1]
+        return port
+
+
+def peak_rss_mib(pid: int) -> float:
+    """The process's peak resident set size so far (VmHWM)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def peak_memory(stack: Stack) -> dict[str, float]:
+    return {
+        f"{name}[{pid}]": peak_rss_mib(pid)
+        for pid, name in sorted(stack.children().items(), key=lambda item: item[1])
+        if name in ("lid", "whisper")
+    }
+
+
+@dataclass
+class SingleJob:
+    e2e_seconds: float
+    step_seconds: float
+    model_seconds: float
+
+
+def single_jobs(stack: Stack, *, repeat: int) -> dict[Path, SingleJob]:
+    stack.wait(stack.submit(FILES[0]))  # warm-up: first model call, first blob writes
+    results: dict[Path, SingleJob] = {}
+    for path in FILES:
+        runs = []
+        for _ in range(repeat):
+            time.sleep(0.3)  # an idle stack: every poller back at rest
+            began = time.time()
+            job = stack.wait(stack.submit(path))
+            step = next(step for step in job["steps"] if step["step_type"] == "TRANSCRIBE")["details"]
+            runs.append(SingleJob(_completed(job) - began, step["processing_seconds"], step["model_seconds"]))
+        runs.sort(key=lambda run: run.e2e_seconds)
+        results[path] = runs[len(runs) // 2]
+    return results
+
+
+def workload(stack: Stack, *, repeat: int) -> float:
+    """Submit every file `repeat` times at once; seconds from the first submit to the last completion."""
+    began = time.time()
+    job_ids = [stack.submit(path) for _ in range(repeat) for path in FILES]
+    jobs = stack.wait_all(job_ids)
+    return max(_completed(job) for job in jobs) - began
+
+
+def _completed(job: dict[str, Any]) -> float:
+    """When the job completed, on this machine's clock (the stack runs here)."""
+    return datetime.fromisoformat(job["completed_at"]).timestamp()
+
+
+def warm_replicas(stack: Stack, replicas: int) -> None:
+    job_ids = [stack.submit(FILES[0]) for _ in range(replicas)]
+    stack.wait_all(job_ids)
+
+
+# --- language identification by clip length ---------------------------------------------------------------
+
+
+def lid_accuracy(model_cache: Path, clips_dir: Path) -> list[tuple[float, str, int, int, int]]:
+    """(length, variant, clips, correct whole-file vote, correct first-30-s) per length and variant."""
+    from shared.config import LidSettings, Settings, WhisperSettings
+    from shared.speech.lid import WhisperLanguageIdentifier, whisper_settings_for_lid
+    from shared.speech.transcriber import LazyWhisperModel
+
+    settings = Settings(
+        whisper=WhisperSettings(cpu_threads=RAW_THREADS, model_cache_dir=model_cache), lid=LidSettings()
+    )
+    identifier = WhisperLanguageIdentifier(
+        LazyWhisperModel(whisper_settings_for_lid(settings), model_cache),
+        windows=settings.lid.windows,
+        window_seconds=settings.lid.window_seconds,
+        low_confidence=settings.lid.low_confidence,
+    )
+    identifier.load()
+    rng = np.random.default_rng(7)
+    rows = []
+    for length in LID_LENGTHS:
+        for variant in ("bare", f"after {LID_LEADING_SILENCE_S:.0f} s silence"):
+            total = vote_right = first_right = 0
+            for source, language in LID_CLIPS.items():
+                samples = decode(source)
+                wanted = round(length * SAMPLE_RATE)
+                if len(samples) < wanted:
+                    continue
+                start = (len(samples) - wanted) // 2
+                clip = samples[start : start + wanted]
+                if variant != "bare":
+                    # Room noise at about -60 dBFS rather than digital zeros.
+                    hush = rng.normal(0.0, 0.001, round(LID_LEADING_SILENCE_S * SAMPLE_RATE))
+                    clip = np.concatenate([hush.astype(np.float32), clip])
+                path = clips_dir / f"{source.stem}-{length}-{variant.split()[0]}.wav"
+                write_wav(path, clip)
+                total += 1
+                vote_right += identifier.identify(path)["language"] == language
+                first_right += identifier.identify_first_window(path)["language"] == language
+            rows.append((length, variant, total, vote_right, first_right))
+    return rows
+
+
+def write_wav(path: Path, samples: np.ndarray) -> None:
+    pcm = (np.clip(samples, -1.0, 1.0) * 32767).astype("<i2")
+    with wave.open(str(path), "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(SAMPLE_RATE)
+        out.writeframes(pcm.tobytes())
+
+
+# --- the report ---------------------------------------------------------------------------------------------
+
+
+def load_average() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["raw"]:
+        return raw_main(argv[1:])
+    formatter = argparse.RawDescriptionHelpFormatter
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=formatter)
+    parser.add_argument("--repeat", type=int, default=3, help="runs per file for the per-file medians")
+    parser.add_argument("--workload-repeat", type=int, default=4, help="times each file is in workload W")
+    parser.add_argument("--database-url", help="run the stacks on this PostgreSQL server instead of SQLite")
+    parser.add_argument("--model-cache", type=Path, help="where the bundled model is joined (default: temp)")
+    parser.add_argument("--skip-workload", action="store_true")
+    parser.add_argument("--skip-lid", action="store_true")
+    args = parser.parse_args(argv)
+
+    with tempfile.TemporaryDirectory(prefix="speechflow-bench-") as scratch:
+        root = Path(scratch)
+        model_cache = args.model_cache or root / "models"
+        from shared.speech.bundled_model import ensure_bundled_model
+
+        ensure_bundled_model(model_cache)
+        print(f"load average at start: {load_average()} ({os.cpu_count()} CPUs)")
+        durations = {path: probe(path).duration_seconds for path in FILES}
+        audio_total = sum(durations.values())
+        print(f"files: {len(FILES)}, {audio_total:.1f} s of audio; W = each file × {args.workload_repeat}")
+        print(f"database: {'PostgreSQL' if args.database_url else 'SQLite'}\n")
+
+        raw = run_raw(model_cache, repeat=args.repeat, workload_repeat=args.workload_repeat)
+
+        single_env = {"WHISPER_WORKERS": "1", "WHISPER_CPU_THREADS": str(RAW_THREADS)}
+        database = _fresh_database(args.database_url)
+        with local_stack(
+            root / "home-1", model_cache=model_cache, env=single_env, database_url=database, workers=1
+        ) as stack:
+            jobs = single_jobs(stack, repeat=args.repeat)
+            workload_single = None if args.skip_workload else workload(stack, repeat=args.workload_repeat)
+            memory_single = peak_memory(stack)
+
+        _print_single_jobs(raw, jobs, durations)
+
+        workload_replicas, memory_replicas = None, {}
+        if not args.skip_workload:
+            replica_env = {"WHISPER_WORKERS": "2", "WHISPER_CPU_THREADS": "1"}
+            database = _fresh_database(args.database_url)
+            with local_stack(
+                root / "home-2", model_cache=model_cache, env=replica_env, database_url=database, workers=2
+            ) as stack:
+                warm_replicas(stack, 2)
+                workload_replicas = workload(stack, repeat=args.workload_repeat)
+                memory_replicas = peak_memory(stack)
+            _print_workload(raw, workload_single, workload_replicas, audio_total * args.workload_repeat)
+
+        _print_memory(
+            raw, {f"1 worker × {RAW_THREADS} threads": memory_single, "2 workers × 1 thread": memory_replicas}
+        )
+
+        if not args.skip_lid:
+            clips_dir = root / "clips"
+            clips_dir.mkdir()
+            print("\nlanguage identification by clip length (Whisper base, bundled model)")
+            print(f"  {'clip':>6}  {'variant':<22} {'n':>3}  {'whole-file vote':>15}  {'first 30 s':>10}")
+            for length, variant, total, vote, first in lid_accuracy(model_cache, clips_dir):
+                if total:
+                    shares = f"{vote / total:>14.0%}  {first / total:>10.0%}"
+                    print(f"  {length:>5.1f}s  {variant:<22} {total:>3}  {shares}")
+        print(f"\nload average at end: {load_average()}")
+    return 0
+
+
+def _fresh_database(url: str | None) -> str | None:
+    """Each stack gets an empty PostgreSQL database of its own (dropped at exit)."""
+    if not url:
+        return None
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    from shared.config import normalise_database_url
+
+    admin_url = normalise_database_url(url)
+    name = f"sf_bench_{os.getpid()}_{time.monotonic_ns() % 10**8}"
+    engine = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    engine.dispose()
+
+    import atexit
+
+    def drop() -> None:
+        dropper = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+        with dropper.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        dropper.dispose()
+
+    atexit.register(drop)
+    return make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+
+
+def _print_single_jobs(raw: RawFigures, jobs: dict[Path, SingleJob], durations: dict[Path, float]) -> None:
+    print(f"single jobs on a warm, idle stack (1 worker × {RAW_THREADS} threads) vs raw faster-whisper")
+    columns = (
+        ("audio", 6),
+        ("raw", 7),
+        ("e2e", 7),
+        ("ratio", 6),
+        ("RTF raw", 8),
+        ("RTF e2e", 8),
+        ("step", 7),
+        ("model", 7),
+    )
+    print(f"  {'file':<20} " + " ".join(f"{name:>{width}}" for name, width in columns))
+    for path, job in jobs.items():
+        seconds = raw.per_file[path]
+        print(
+            f"  {path.stem:<20} {durations[path]:>5.1f}s {seconds:>6.2f}s {job.e2e_seconds:>6.2f}s "
+            f"{job.e2e_seconds / seconds:>6.2f} {seconds / durations[path]:>8.3f} "
+            f"{job.e2e_seconds / durations[path]:>8.3f} {job.step_seconds:>6.2f}s {job.model_seconds:>6.2f}s"
+        )
+    raw_total = sum(raw.per_file[path] for path in jobs)
+    e2e_total = sum(job.e2e_seconds for job in jobs.values())
+    audio = sum(durations.values())
+    print(
+        f"  {'total':<20} {audio:>5.1f}s {raw_total:>6.2f}s {e2e_total:>6.2f}s {e2e_total / raw_total:>6.2f} "
+        f"{raw_total / audio:>8.3f} {e2e_total / audio:>8.3f}   (target ratio ≤ 1.05)"
+    )
+    print("  e2e: POST /jobs → upload → start → the job's completed_at; step: the worker's time for the")
+    print("  step (claim to result written); model: decoding and Whisper inside it")
+
+
+def _print_memory(raw: RawFigures, stacks: dict[str, dict[str, float]]) -> None:
+    print("\npeak resident memory (VmHWM)")
+    print(f"  raw faster-whisper process, {RAW_THREADS} threads: {raw.peak_rss_mib:6.0f} MiB")
+    for label, processes in stacks.items():
+        for name, mib in processes.items():
+            print(f"  stack, {label}: {name:<16} {mib:6.0f} MiB  ({mib / raw.peak_rss_mib:.2f}× raw)")
+
+
+def _print_workload(raw: RawFigures, single: float | None, replicas: float | None, audio: float) -> None:
+    print(f"\nworkload W: {round(audio)} s of audio, wall time and ratio to raw")
+    print(f"  raw faster-whisper, sequential, {RAW_THREADS} threads:  {raw.workload_seconds:6.1f} s  1.00")
+    if single is not None:
+        print(
+            f"  stack, 1 worker × {RAW_THREADS} threads, all at once:     {single:6.1f} s  "
+            f"{single / raw.workload_seconds:.2f}"
+        )
+    if replicas is not None:
+        print(
+            f"  stack, 2 workers × 1 thread, all at once:     {replicas:6.1f} s  "
+            f"{replicas / raw.workload_seconds:.2f}   (target ≤ 0.85)"
+        )
+    print(f"  audio {audio:.0f} s; RTF raw {raw.workload_seconds / audio:.3f}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
