@@ -6,12 +6,29 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any
 
 from shared.config import Settings
 
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime", "taskName"}
+
+_context: ContextVar[dict[str, Any]] = ContextVar("speechflow_log_context", default={})  # noqa: B039 - never mutated
+
+
+@contextmanager
+def log_context(**keys: Any) -> Iterator[None]:
+    """Every log line written inside the block (by any logger, on this thread or task) carries these
+    keys — job_id, step_type, attempt — unless the line sets them itself."""
+    given = {key: value for key, value in keys.items() if value is not None}
+    token = _context.set({**_context.get(), **given})
+    try:
+        yield
+    finally:
+        _context.reset(token)
 
 
 class JsonFormatter(logging.Formatter):
@@ -22,12 +39,21 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
+        entry.update(_context.get())
+        entry.update(_trace_ids())
         for key, value in record.__dict__.items():
             if key not in _STANDARD and not key.startswith("_"):
                 entry[key] = value
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return json.dumps(entry, default=str, ensure_ascii=False)
+
+
+def _trace_ids() -> dict[str, str]:
+    """trace_id and span_id of the current span, so that a log line can be found from its trace."""
+    from shared.tracing import current_ids
+
+    return current_ids()
 
 
 def configure_logging(settings: Settings, *, level: int = logging.INFO) -> None:
