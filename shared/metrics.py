@@ -63,12 +63,14 @@ def record_step(
     step_type: str,
     outcome: str,
     *,
-    seconds: float,
+    seconds: float | None = None,
     details: Mapping[str, Any] | None = None,
 ) -> None:
-    """Count one step run; a completed run adds the audio and model seconds its details record."""
+    """Count one step run, and its duration where it ran (a refused claim did not); a completed run adds
+    the audio and model seconds its details record."""
     STEPS.labels(step_type=step_type, outcome=outcome).inc()
-    STEP_DURATION.labels(step_type=step_type, outcome=outcome).observe(seconds)
+    if seconds is not None:
+        STEP_DURATION.labels(step_type=step_type, outcome=outcome).observe(seconds)
     if outcome != "completed" or not details:
         return
     for key, counter in (("audio_duration_seconds", AUDIO_SECONDS), ("model_seconds", MODEL_SECONDS)):

@@ -20,14 +20,18 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
+from opentelemetry.trace import SpanKind
 from sqlalchemy import and_, or_, select, update
 
+from shared import metrics
 from shared.bus import publish_committed
 from shared.errors import MessageLockLost, PermanentError, SpeechFlowError
 from shared.jobs import JobSnapshot
+from shared.logs import log_context
 from shared.messages import JobEvent, StepMessage, result_blob_path
 from shared.models import Job, ProcessingStep, utcnow
 from shared.runtime import Runtime
+from shared.tracing import current_traceparent, mark_error, span, trace_properties
 
 log = logging.getLogger(__name__)
 
@@ -180,17 +184,21 @@ def finish_step(
             return False
         if job_updates:
             session.execute(update(Job).where(Job.id == claim.job.id).values(updated_at=now, **job_updates))
+        # The event continues the step's trace, so that the router's span joins the job's one trace.
+        traceparent = current_traceparent()
         event = JobEvent(
             job_id=claim.job.id,
             kind="step_completed" if status == "completed" else "step_failed",
             step_type=claim.step_type,  # type: ignore[arg-type]
             attempt=claim.retry_count,
+            traceparent=traceparent,
         )
         runtime.bus.stage(
             session,
             runtime.settings.job_events_queue,
             message_id=event.message_id,
             body=event.model_dump_json(),
+            properties=trace_properties(traceparent),
         )
     publish_committed(runtime.bus)
     return True
@@ -313,14 +321,54 @@ def run_step(
     renew_message_lock: Callable[[], object] | None = None,
 ) -> Outcome:
     """Claim, process, write the result, complete — or record the failure. The returned outcome says
-    how the message should be settled: everything but "busy" is acknowledged."""
-    claim = claim_step(runtime, message, worker_id=worker_id)
+    how the message should be settled: everything but "busy" is acknowledged.
+
+    The run is one span continuing the message's trace; every log line inside carries job_id, step_type
+    and attempt; its outcome and duration are counted in the speechflow_step* metrics."""
     extra = {"job_id": str(message.job_id), "step_type": message.step_type, "attempt": message.attempt}
+    with (
+        log_context(**extra),
+        span(
+            f"step {message.step_type}",
+            traceparent=message.traceparent,
+            kind=SpanKind.CONSUMER,
+            attributes={"speechflow.job_id": extra["job_id"], "speechflow.step_type": message.step_type},
+        ) as current,
+    ):
+        current.set_attribute("speechflow.attempt", message.attempt)
+        outcome = _run_step(
+            runtime,
+            message,
+            processor,
+            worker_id=worker_id,
+            renew_message_lock=renew_message_lock,
+            extra=extra,
+        )
+        current.set_attribute("speechflow.outcome", outcome)
+        if outcome == "failed":
+            mark_error(current, "step failed")
+        return outcome
+
+
+def _run_step(
+    runtime: Runtime,
+    message: StepMessage,
+    processor: Callable[[StepContext], dict[str, Any]],
+    *,
+    worker_id: str,
+    renew_message_lock: Callable[[], object] | None,
+    extra: dict[str, Any],
+) -> Outcome:
+    claim = claim_step(runtime, message, worker_id=worker_id)
     if isinstance(claim, Refusal):
         log.info("step not claimed: %s", claim.reason, extra={"action": "claim_refused", **extra})
-        return "settled" if claim.settle else "busy"
+        outcome: Outcome = "settled" if claim.settle else "busy"
+        metrics.record_step(message.step_type, outcome)
+        return outcome
 
-    log.info("step claimed", extra={"action": "step_started", **extra})
+    log.info("step claimed", extra={"action": "step_started", "worker": worker_id, **extra})
+    if claim.retry_count > 0:
+        metrics.record_retry(claim.step_type)
     context = StepContext(runtime=runtime, claim=claim)
     started = time.perf_counter()
     with LeaseKeeper(runtime, claim, renew_message_lock=renew_message_lock):
@@ -333,14 +381,18 @@ def run_step(
                 json.dumps(result, ensure_ascii=False).encode("utf-8"),
                 content_type="application/json",
             )
-        except Cancelled as error:
-            return _failed(runtime, claim, context, str(error), retryable=False, extra=extra)
-        except PermanentError as error:
-            return _failed(runtime, claim, context, str(error), retryable=False, extra=extra)
+        except (Cancelled, PermanentError) as error:
+            outcome = _failed(runtime, claim, context, str(error), retryable=False, extra=extra)
+            metrics.record_step(claim.step_type, outcome, seconds=time.perf_counter() - started)
+            return outcome
         except Exception as error:
             log.exception("step failed", extra={"action": "step_error", **extra})
-            return _failed(runtime, claim, context, f"{error.__class__.__name__}: {error}", retryable=True, extra=extra)
-    context.details.setdefault("processing_seconds", round(time.perf_counter() - started, 3))
+            reason = f"{error.__class__.__name__}: {error}"
+            outcome = _failed(runtime, claim, context, reason, retryable=True, extra=extra)
+            metrics.record_step(claim.step_type, outcome, seconds=time.perf_counter() - started)
+            return outcome
+    elapsed = time.perf_counter() - started
+    context.details.setdefault("processing_seconds", round(elapsed, 3))
     done = finish_step(
         runtime,
         claim,
@@ -353,7 +405,9 @@ def run_step(
         "step completed" if done else "step taken over by another worker",
         extra={"action": "step_completed" if done else "step_lost", **extra},
     )
-    return "completed" if done else "lost"
+    outcome = "completed" if done else "lost"
+    metrics.record_step(claim.step_type, outcome, seconds=elapsed, details=context.details)
+    return outcome
 
 
 def _failed(
