@@ -11,17 +11,21 @@ import uuid
 from dataclasses import dataclass
 
 import azure.functions as func
+from opentelemetry.trace import SpanKind
 from pydantic import ValidationError
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
+from shared import metrics
 from shared.bus import publish_committed
 from shared.callbacks import callback_payload, send_callback
 from shared.config import get_settings
 from shared.jobs import job_state, lock_jobs, step_of, step_states
+from shared.logs import log_context
 from shared.messages import JobEvent, StepMessage
 from shared.models import Job, ProcessingStep, utcnow
 from shared.runtime import Runtime
+from shared.tracing import current_traceparent, span, trace_properties
 from shared.workflow import Decision, Event, next_decision
 
 log = logging.getLogger(__name__)
@@ -120,6 +124,26 @@ def _apply(runtime: Runtime, events: list[JobEvent]) -> list[Routed | None]:
 
 
 def _decide(runtime: Runtime, session: Session, job: Job, event: JobEvent) -> Routed:
+    """Route one event as one span that continues the event's trace; the step it dispatches carries the
+    span on, so that a job's API request, routing and steps form one trace."""
+    with (
+        log_context(job_id=str(job.id), step_type=event.step_type, attempt=event.attempt),
+        span(
+            f"route {event.kind}",
+            traceparent=event.traceparent,
+            kind=SpanKind.CONSUMER,
+            attributes={"speechflow.job_id": str(job.id), "speechflow.step_type": event.step_type},
+        ) as current,
+    ):
+        routed = _decide_in_trace(runtime, session, job, event)
+        current.set_attribute("speechflow.job_status", job.status)
+    metrics.ROUTED_EVENTS.labels(kind=event.kind).inc()
+    if routed.decision.notify and routed.decision.job_status is not None:
+        metrics.JOBS_FINISHED.labels(status=routed.decision.job_status).inc()
+    return routed
+
+
+def _decide_in_trace(runtime: Runtime, session: Session, job: Job, event: JobEvent) -> Routed:
     settings = runtime.settings
     decision = next_decision(
         job=job_state(job),
@@ -163,7 +187,7 @@ def _decide(runtime: Runtime, session: Session, job: Job, event: JobEvent) -> Ro
             step_id=step.id,
             step_type=dispatch.step_type,
             attempt=dispatch.attempt,
-            traceparent=event.traceparent,
+            traceparent=current_traceparent() or event.traceparent,
         )
         runtime.bus.stage(
             session,
@@ -171,6 +195,7 @@ def _decide(runtime: Runtime, session: Session, job: Job, event: JobEvent) -> Ro
             message_id=message.message_id,
             body=message.model_dump_json(),
             delay=dispatch.delay_seconds,
+            properties=trace_properties(message.traceparent),
         )
     if decision.job_status is not None:
         job.status = decision.job_status

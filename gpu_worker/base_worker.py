@@ -18,12 +18,15 @@ from typing import Any, ClassVar
 
 from pydantic import ValidationError
 
+from shared import metrics
 from shared.bus import ReceivedMessage
 from shared.config import Settings
 from shared.errors import MessageLockLost
+from shared.health import start_health_server
 from shared.messages import StepMessage
 from shared.runtime import Runtime
 from shared.steps import Outcome, StepContext, run_step
+from shared.tracing import configure_tracing, traceparent_of
 
 log = logging.getLogger(__name__)
 
@@ -58,12 +61,17 @@ class BaseWorker(ABC):
     def run(self) -> int:
         """Consume until asked to stop; returns the process exit code."""
         self._install_signal_handlers()
+        configure_tracing(self.settings, service_name=f"speechflow-{type(self).__name__.lower()}")
+        # Probes answer while the model loads: the startup probe waits for /health, not for warm_up.
+        health = start_health_server(self.runtime)
         self.warm_up()
         log.info("worker started", extra={"action": "worker_started", "queue": self.queue, "worker": self.worker_id})
         try:
             while not self.stopping.is_set():
                 self.poll_once()
         finally:
+            if health is not None:
+                health.stop()
             self.runtime.close()
             log.info("worker stopped", extra={"action": "worker_stopped", "processed": self.processed})
         return 0
@@ -83,6 +91,7 @@ class BaseWorker(ABC):
             message = StepMessage.model_validate_json(received.body)
         except ValidationError as error:
             bus.dead_letter(received, reason="InvalidMessage", description=str(error)[:1000])
+            metrics.record_dead_letter(self.queue, "InvalidMessage")
             return None
         if message.step_type not in self.step_types:
             bus.dead_letter(
@@ -90,7 +99,12 @@ class BaseWorker(ABC):
                 reason="UnexpectedStepType",
                 description=f"{type(self).__name__} does not handle {message.step_type}",
             )
+            metrics.record_dead_letter(self.queue, "UnexpectedStepType")
             return None
+        if message.traceparent is None:
+            # A producer that put the trace context only in the application properties.
+            traced = traceparent_of(None, received.properties)
+            message = message.model_copy(update={"traceparent": traced}) if traced else message
         outcome = run_step(
             self.runtime,
             message,

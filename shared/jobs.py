@@ -150,16 +150,25 @@ def list_jobs(
     return list(jobs), total
 
 
-def start_job(*, session: Session, bus: MessageBus, queue: str, job_id: uuid.UUID) -> bool:
+def start_job(
+    *,
+    session: Session,
+    bus: MessageBus,
+    queue: str,
+    job_id: uuid.UUID,
+    traceparent: str | None = None,
+) -> bool:
     """pending_upload → queued, and the job_started event committed with it. False if the job was
-    not pending_upload (already started, cancelled, …)."""
+    not pending_upload (already started, cancelled, …). `traceparent` (the starting request's span)
+    rides on the event, so that the job's routing and steps join that trace."""
     started = session.execute(
         update(Job).where(Job.id == job_id, Job.status == "pending_upload").values(status="queued", updated_at=utcnow())
     )
     if started.rowcount != 1:  # type: ignore[attr-defined]
         return False
-    event = JobEvent(job_id=job_id, kind="job_started")
-    bus.stage(session, queue, message_id=event.message_id, body=event.model_dump_json())
+    event = JobEvent(job_id=job_id, kind="job_started", traceparent=traceparent)
+    properties = {"traceparent": traceparent} if traceparent else None
+    bus.stage(session, queue, message_id=event.message_id, body=event.model_dump_json(), properties=properties)
     return True
 
 

@@ -36,10 +36,13 @@ from shared import subtitles
 from shared.bus import publish_committed
 from shared.config import Settings, get_settings
 from shared.errors import BlobNotFound
+from shared.health import install_state_metrics
 from shared.jobs import cancel_job, create_job, get_job, list_jobs, start_job, step_of
 from shared.messages import result_blob_path
+from shared.metrics import exposition
 from shared.models import Job
 from shared.runtime import Runtime
+from shared.tracing import TraceRequests, configure_tracing, current_traceparent
 from shared.workflow import WorkflowType
 
 log = logging.getLogger(__name__)
@@ -125,6 +128,9 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
 
     _add_job_routes(app, settings)
     _add_health_routes(app)
+    configure_tracing(settings, service_name="speechflow-api")
+    app.add_middleware(TraceRequests)
+    install_state_metrics(runtime)
     return app
 
 
@@ -213,7 +219,14 @@ def _add_job_routes(app: FastAPI, settings: Settings) -> None:
             transcribed = source is not None and (step := step_of(source, "TRANSCRIBE")) is not None
             if not transcribed or step is None or step.status != "completed":
                 raise ApiError(409, "source_not_ready", f"job {job.source_job_id} has no transcript yet")
-        if not start_job(session=session, bus=runtime.bus, queue=settings.job_events_queue, job_id=job.id):
+        started = start_job(
+            session=session,
+            bus=runtime.bus,
+            queue=settings.job_events_queue,
+            job_id=job.id,
+            traceparent=current_traceparent(),
+        )
+        if not started:
             raise ApiError(409, "conflict", "job was started or cancelled meanwhile")
         session.commit()
         publish_committed(runtime.bus)
@@ -361,7 +374,13 @@ def _add_health_routes(app: FastAPI) -> None:
             content={"status": "ok" if healthy else "unavailable", "checks": checks},
         )
 
-    del health, ready
+    @app.get("/metrics", tags=["health"], response_class=PlainTextResponse)
+    def prometheus_metrics() -> Response:
+        """Prometheus exposition: this process's speechflow_* counters, jobs by status, queue depths."""
+        body, content_type = exposition()
+        return Response(content=body, media_type=content_type)
+
+    del health, ready, prometheus_metrics
 
 
 def _ping_database(runtime: Runtime) -> None:
