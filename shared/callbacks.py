@@ -9,6 +9,7 @@ import httpx
 from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from shared.config import Settings
+from shared.netsafety import UnsafeCallbackUrl, check_callback_url_at_delivery
 
 log = logging.getLogger(__name__)
 
@@ -23,7 +24,10 @@ def callback_payload(*, settings: Settings, job_id: uuid.UUID, status: str, erro
 
 
 def send_callback(*, settings: Settings, url: str, payload: dict[str, object]) -> bool:
-    """POST the payload; a few quick retries on network errors and 5xx. True when delivered."""
+    """POST the payload; a few quick retries on network errors and 5xx. True when delivered.
+
+    The URL policy is checked again first: the host may resolve elsewhere than at submit time.
+    """
 
     @retry(
         stop=stop_after_attempt(3),
@@ -37,6 +41,14 @@ def send_callback(*, settings: Settings, url: str, payload: dict[str, object]) -
             raise _ServerError(f"callback answered {response.status_code}")
         response.raise_for_status()
 
+    try:
+        check_callback_url_at_delivery(url, settings)
+    except UnsafeCallbackUrl as refused:
+        log.warning(
+            "callback refused by the URL policy",
+            extra={"action": "callback_refused", "job_id": payload.get("job_id"), "error": str(refused)},
+        )
+        return False
     try:
         post()
     except (httpx.HTTPError, _ServerError) as error:

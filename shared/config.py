@@ -11,10 +11,10 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import AliasChoices, Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 _PLACEHOLDERS = {"changeme", "change-me", "placeholder", "secret", "your-key-here", "<secret>"}
 
@@ -84,7 +84,8 @@ class LlmSettings(BaseSettings):
 class Settings(BaseSettings):
     """Everything a SpeechFlow process needs to know, from the environment (seed §10)."""
 
-    model_config = SettingsConfigDict(extra="ignore", populate_by_name=True)
+    # hide_input_in_errors: a validation error must not echo the secrets it was given.
+    model_config = SettingsConfigDict(extra="ignore", populate_by_name=True, hide_input_in_errors=True)
 
     # --- where the embedded default keeps its data
     speechflow_home: Path = Field(default=Path(".speechflow"), validation_alias="SPEECHFLOW_HOME")
@@ -116,7 +117,8 @@ class Settings(BaseSettings):
     """Reached with DefaultAzureCredential; upload URLs are then user-delegation SAS."""
     audio_container: str = Field(default="audio-files", validation_alias="AUDIO_CONTAINER_NAME")
     results_container: str = Field(default="results", validation_alias="RESULTS_CONTAINER_NAME")
-    upload_url_ttl_seconds: int = Field(default=900, validation_alias="UPLOAD_URL_TTL_SECONDS")
+    upload_url_ttl_seconds: int = Field(default=900, gt=0, le=900, validation_alias="UPLOAD_URL_TTL_SECONDS")
+    """Lifetime of an upload URL (write-only, one blob); at most 15 minutes."""
     public_base_url: str = Field(default="http://localhost:7071", validation_alias="SPEECHFLOW_PUBLIC_URL")
     """How clients reach the API; the local blob adapter's upload URLs point here."""
     signing_key: SecretStr | None = Field(default=None, validation_alias="SPEECHFLOW_SIGNING_KEY")
@@ -150,18 +152,52 @@ class Settings(BaseSettings):
     )
     """Azure Monitor: traces go to Application Insights when azure-monitor-opentelemetry-exporter is installed."""
 
+    # --- security (docs/SECURITY.md)
+    api_key: SecretStr | None = Field(default=None, validation_alias="SPEECHFLOW_API_KEY")
+    """Bootstrap API key, accepted besides the keys in the database (local runs, tests, first setup)."""
+    entra_tenant_id: str | None = Field(default=None, validation_alias="ENTRA_TENANT_ID")
+    """Set with ENTRA_AUDIENCE to also accept Entra ID access tokens (`Authorization: Bearer <JWT>`)."""
+    entra_audience: str | None = Field(default=None, validation_alias="ENTRA_AUDIENCE")
+    entra_issuer: str | None = Field(default=None, validation_alias="ENTRA_ISSUER")
+    """Defaults to https://login.microsoftonline.com/{tenant}/v2.0."""
+    entra_jwks_url: str | None = Field(default=None, validation_alias="ENTRA_JWKS_URL")
+    """Defaults to the tenant's discovery keys."""
+    rate_limit_per_minute: float = Field(default=600.0, ge=0, validation_alias="RATE_LIMIT_PER_MINUTE")
+    """Requests a key may make per minute on average (token bucket refill); 0 turns limiting off."""
+    rate_limit_burst: int = Field(default=120, ge=1, validation_alias="RATE_LIMIT_BURST")
+    """Requests a key may make at once (the bucket's size)."""
+    callback_allowed_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, validation_alias="CALLBACK_ALLOWED_HOSTS"
+    )
+    """Comma-separated hosts whose callbacks skip the https and public-address checks (local development);
+    `.example.com` also matches its subdomains."""
+
     whisper: WhisperSettings = Field(default_factory=WhisperSettings)
     lid: LidSettings = Field(default_factory=LidSettings)
     llm: LlmSettings = Field(default_factory=LlmSettings)
+
+    @field_validator("callback_allowed_hosts", mode="before")
+    @classmethod
+    def _split_hosts(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [host.strip().lower() for host in value.split(",") if host.strip()]
+        return value
 
     @model_validator(mode="after")
     def _refuse_placeholder_secrets(self) -> Settings:
         if self.environment != "production":
             return self
-        for name in ("signing_key", "service_bus_connection_string", "azure_storage_connection_string"):
+        for name in (
+            "signing_key",
+            "service_bus_connection_string",
+            "azure_storage_connection_string",
+            "api_key",
+        ):
             value = getattr(self, name)
             if value is not None and value.get_secret_value().strip().lower() in _PLACEHOLDERS:
                 raise ValueError(f"{name} holds a placeholder value; set a real secret in production")
+        if self.api_key is not None and len(self.api_key.get_secret_value()) < 32:
+            raise ValueError("SPEECHFLOW_API_KEY is too short for production; use at least 32 random characters")
         return self
 
     # --- derived choices (which adapter each port uses)

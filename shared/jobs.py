@@ -132,8 +132,12 @@ def list_jobs(
     workflow_type: str | None = None,
     limit: int = 50,
     offset: int = 0,
+    api_key_id: str | None = None,
 ) -> tuple[list[Job], int]:
+    """A page of jobs and the total matching; `api_key_id` keeps only the jobs that key created."""
     conditions: list[Any] = []
+    if api_key_id is not None:
+        conditions.append(Job.api_key_id == api_key_id)
     if status is not None:
         conditions.append(Job.status == status)
     if workflow_type is not None:

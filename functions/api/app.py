@@ -32,6 +32,14 @@ from functions.api.schemas import (
     TranscriptPart,
     safe_filename,
 )
+from functions.api.security import (
+    Authenticator,
+    Principal,
+    PrincipalDep,
+    SecurityError,
+    check_upload,
+    entra_token_verifier,
+)
 from shared import subtitles
 from shared.bus import publish_committed
 from shared.config import Settings, get_settings
@@ -41,13 +49,21 @@ from shared.jobs import cancel_job, create_job, get_job, list_jobs, start_job, s
 from shared.messages import result_blob_path
 from shared.metrics import exposition
 from shared.models import Job
+from shared.netsafety import UnsafeCallbackUrl, check_callback_url
 from shared.runtime import Runtime
 from shared.tracing import TraceRequests, configure_tracing, current_traceparent
 from shared.workflow import WorkflowType
 
 log = logging.getLogger(__name__)
 
-_ERROR_CODES = {400: "bad_request", 403: "forbidden", 404: "not_found", 405: "method_not_allowed", 409: "conflict"}
+_ERROR_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+}
 
 
 class ApiError(Exception):
@@ -77,9 +93,11 @@ def get_session(runtime: RuntimeDep) -> Iterator[Session]:
 
 SessionDep = Annotated[Session, Depends(get_session)]
 ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorResponse, "description": "No API key, or one that is not valid"},
     404: {"model": ErrorResponse},
     409: {"model": ErrorResponse},
     422: {"model": ErrorResponse},
+    429: {"model": ErrorResponse, "description": "Too many requests for this key; see Retry-After"},
 }
 
 
@@ -103,6 +121,19 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     )
     app.state.runtime = runtime
     app.state.settings = settings
+
+    def open_session() -> Session:
+        return runtime.sessions()  # looked up per call: the runtime connects lazily
+
+    app.state.authenticator = Authenticator(
+        settings=settings, sessions=open_session, token_verifier=entra_token_verifier(settings)
+    )
+
+    @app.exception_handler(SecurityError)
+    async def _security_error(_request: Request, error: SecurityError) -> JSONResponse:
+        response = _error(error.status, error.code, error.message)
+        response.headers.update(error.headers)
+        return response
 
     @app.exception_handler(ApiError)
     async def _api_error(_request: Request, error: ApiError) -> JSONResponse:
@@ -134,9 +165,10 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     return app
 
 
-def _job_or_404(session: Session, job_id: uuid.UUID, *, for_update: bool = False) -> Job:
+def _job_or_404(session: Session, job_id: uuid.UUID, principal: Principal, *, for_update: bool = False) -> Job:
+    """The caller's job; another key's job answers 404 exactly as a job that does not exist."""
     job = get_job(session=session, job_id=job_id, for_update=for_update)
-    if job is None:
+    if job is None or not principal.owns(job):
         raise ApiError(404, "not_found", f"job {job_id} not found")
     return job
 
@@ -174,12 +206,19 @@ def job_response(job: Job) -> JobResponse:
 
 def _add_job_routes(app: FastAPI, settings: Settings) -> None:
     @app.post("/jobs", status_code=201, response_model=CreateJobResponse, responses=ERRORS, tags=["jobs"])
-    def submit_job(body: CreateJobRequest, session: SessionDep, runtime: RuntimeDep) -> CreateJobResponse:
+    def submit_job(
+        body: CreateJobRequest, session: SessionDep, runtime: RuntimeDep, principal: PrincipalDep
+    ) -> CreateJobResponse:
         """Create a job; upload the file to `upload_url`, then start it."""
         filename = body.audio_filename
+        if body.callback_url is not None:
+            try:
+                check_callback_url(str(body.callback_url), settings)
+            except UnsafeCallbackUrl as refused:
+                raise ApiError(422, "validation_error", str(refused)) from None
         if body.source_job_id is not None:
             source = get_job(session=session, job_id=body.source_job_id)
-            if source is None:
+            if source is None or not principal.owns(source):
                 raise ApiError(422, "validation_error", f"source_job_id {body.source_job_id} not found")
             filename = filename or source.audio_filename
         job_id = uuid.uuid4()
@@ -194,6 +233,7 @@ def _add_job_routes(app: FastAPI, settings: Settings) -> None:
             callback_url=str(body.callback_url) if body.callback_url else None,
             source_job_id=body.source_job_id,
             audio_blob_path=blob_path,
+            api_key_id=principal.id,
         )
         upload_url, expires_at = None, None
         if blob_path is not None:
@@ -207,9 +247,11 @@ def _add_job_routes(app: FastAPI, settings: Settings) -> None:
     @app.post(
         "/jobs/{job_id}/start", status_code=202, response_model=JobStatusResponse, responses=ERRORS, tags=["jobs"]
     )
-    def start(job_id: uuid.UUID, session: SessionDep, runtime: RuntimeDep) -> JobStatusResponse:
-        """Queue the job for processing once its file is uploaded."""
-        job = _job_or_404(session, job_id, for_update=True)
+    def start(
+        job_id: uuid.UUID, session: SessionDep, runtime: RuntimeDep, principal: PrincipalDep
+    ) -> JobStatusResponse:
+        """Queue the job for processing once its file is uploaded and checked (size; audio and its length)."""
+        job = _job_or_404(session, job_id, principal, for_update=True)
         if job.status != "pending_upload":
             raise ApiError(409, "conflict", f"job is {job.status}, not pending_upload")
         if job.audio_blob_path and not runtime.blobs.exists(settings.audio_container, job.audio_blob_path):
@@ -219,6 +261,9 @@ def _add_job_routes(app: FastAPI, settings: Settings) -> None:
             transcribed = source is not None and (step := step_of(source, "TRANSCRIBE")) is not None
             if not transcribed or step is None or step.status != "completed":
                 raise ApiError(409, "source_not_ready", f"job {job.source_job_id} has no transcript yet")
+        duration = check_upload(blobs=runtime.blobs, settings=settings, job=job)
+        if duration is not None:
+            job.audio_duration_seconds = duration
         started = start_job(
             session=session,
             bus=runtime.bus,
@@ -234,26 +279,35 @@ def _add_job_routes(app: FastAPI, settings: Settings) -> None:
         return JobStatusResponse(job_id=job.id, status="queued")
 
     @app.get("/jobs/{job_id}", response_model=JobResponse, responses=ERRORS, tags=["jobs"])
-    def read_job(job_id: uuid.UUID, session: SessionDep) -> JobResponse:
+    def read_job(job_id: uuid.UUID, session: SessionDep, principal: PrincipalDep) -> JobResponse:
         """The job's status with its steps."""
-        return job_response(_job_or_404(session, job_id))
+        return job_response(_job_or_404(session, job_id, principal))
 
     @app.get("/jobs", response_model=JobListResponse, responses=ERRORS, tags=["jobs"])
     def read_jobs(
+        *,
         session: SessionDep,
+        principal: PrincipalDep,
         status: JobStatus | None = None,
         workflow_type: WorkflowType | None = None,
         limit: Annotated[int, Query(ge=1, le=500)] = 50,
         offset: Annotated[int, Query(ge=0)] = 0,
     ) -> JobListResponse:
-        """Jobs, newest first, filtered by status and workflow type."""
-        jobs, total = list_jobs(session=session, status=status, workflow_type=workflow_type, limit=limit, offset=offset)
+        """The caller's jobs, newest first, filtered by status and workflow type."""
+        jobs, total = list_jobs(
+            session=session,
+            status=status,
+            workflow_type=workflow_type,
+            limit=limit,
+            offset=offset,
+            api_key_id=principal.id,
+        )
         return JobListResponse(items=[job_response(job) for job in jobs], total=total)
 
     @app.delete("/jobs/{job_id}", response_model=JobStatusResponse, responses=ERRORS, tags=["jobs"])
-    def cancel(job_id: uuid.UUID, session: SessionDep) -> JobStatusResponse:
+    def cancel(job_id: uuid.UUID, session: SessionDep, principal: PrincipalDep) -> JobStatusResponse:
         """Cancel a job that has not started processing."""
-        job = _job_or_404(session, job_id)
+        job = _job_or_404(session, job_id, principal)
         if not cancel_job(session=session, job_id=job.id):
             session.refresh(job)
             raise ApiError(409, "conflict", f"job is {job.status}; only pending_upload or queued jobs can be cancelled")
@@ -268,14 +322,16 @@ def _add_job_routes(app: FastAPI, settings: Settings) -> None:
         tags=["jobs"],
     )
     def results(
+        *,
         job_id: uuid.UUID,
         session: SessionDep,
         runtime: RuntimeDep,
+        principal: PrincipalDep,
         format: ResultFormat = "json",
         part: ResultPart = "transcript",
     ) -> Any:
         """Everything the job has produced so far; `format=srt|vtt|txt` gives subtitles or text."""
-        job = _job_or_404(session, job_id)
+        job = _job_or_404(session, job_id, principal)
         found = _load_results(runtime, job)
         if not any(found.values()):
             raise ApiError(409, "not_ready", f"job is {job.status}; no results yet")

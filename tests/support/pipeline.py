@@ -4,13 +4,16 @@ until the job is terminal, one message at a time, deterministically."""
 
 from __future__ import annotations
 
+import io
 import time
 import uuid
+import wave
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from fastapi.testclient import TestClient
+from pydantic import SecretStr
 
 from functions.api import create_app
 from functions.router import route_event, route_events
@@ -23,6 +26,22 @@ from shared.steps import StepContext
 
 TERMINAL = {"completed", "partial_complete", "failed", "cancelled"}
 Behaviour = Callable[[StepContext], dict[str, Any]]
+API_KEY = "test-bootstrap-key-0123456789abcdef"
+"""The stack's bootstrap key (SPEECHFLOW_API_KEY); its client sends it on every request."""
+
+
+def silent_wav(seconds: float = 0.5, sample_rate: int = 16000) -> bytes:
+    """A small valid WAV: the API probes audio uploads before it queues the job."""
+    buffer = io.BytesIO()
+    with wave.open(buffer, "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(sample_rate)
+        out.writeframes(b"\0\0" * round(seconds * sample_rate))
+    return buffer.getvalue()
+
+
+TINY_WAV = silent_wav()
 
 
 def fake_transcript(language: str) -> dict[str, Any]:
@@ -82,7 +101,7 @@ class Stack:
     behaviours: dict[str, list[Behaviour]] = field(default_factory=dict)
     """Per step type, behaviours consumed one per processed message before the default one."""
 
-    def submit(self, workflow: str, *, upload: bytes | None = b"RIFF-fake-audio", **fields: Any) -> uuid.UUID:
+    def submit(self, workflow: str, *, upload: bytes | None = TINY_WAV, **fields: Any) -> uuid.UUID:
         body = {"workflow_type": workflow, **fields}
         if upload is not None or "audio_filename" in fields:
             body.setdefault("audio_filename", "clip.wav")
@@ -143,9 +162,19 @@ def permanent(_step: StepContext) -> dict[str, Any]:
 
 
 def build_stack(settings: Settings) -> Stack:
+    # Unless the test says otherwise: authenticate with a bootstrap key, let callbacks reach the
+    # test's own receiver on this machine, and do not rate-limit drive()'s polling.
+    defaults: dict[str, Any] = {
+        "api_key": SecretStr(API_KEY),
+        "callback_allowed_hosts": ["127.0.0.1", "localhost"],
+        "rate_limit_per_minute": 0.0,
+    }
+    settings = settings.model_copy(
+        update={name: value for name, value in defaults.items() if name not in settings.model_fields_set}
+    )
     runtime = Runtime(settings)
     runtime.blobs.ensure_containers()
-    client = TestClient(create_app(settings, runtime=runtime))
+    client = TestClient(create_app(settings, runtime=runtime), headers={"x-api-key": API_KEY})
     workers: list[BaseWorker] = [
         StubLidWorker(settings, runtime=runtime),
         StubTranscribeWorker(settings, runtime=runtime),

@@ -1,0 +1,259 @@
+"""Who is calling, how often, and with what upload (docs/SECURITY.md).
+
+- Authentication: an API key in `x-api-key` or `Authorization: Bearer` (stored keys, shared/keys.py,
+  or the bootstrap key SPEECHFLOW_API_KEY), or, when ENTRA_* is configured, an Entra ID access token
+  (a JWT checked against the tenant's published keys).
+- Ownership: a job belongs to the principal that created it; to everyone else it does not exist.
+- Rate limiting: a token bucket per principal, kept in this process. Several API replicas each keep
+  their own buckets, so the cluster-wide limit is the per-process limit times the replicas.
+- Uploads: size, and for audio workflows a probe (is it audio, how long) before the job is queued.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+
+import jwt
+from fastapi import Depends, Request, Security
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+
+from shared.audio import AudioError, probe
+from shared.keys import BOOTSTRAP_KEY_ID, find_active_key, matches_bootstrap
+from shared.storage.local import LocalBlobStore
+from shared.workflow import AUDIO_WORKFLOWS
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+    from shared.config import Settings
+    from shared.models import Job
+    from shared.storage import BlobStore
+
+log = logging.getLogger(__name__)
+
+_MAX_CREDENTIAL_LENGTH = 8192
+"""Longer credentials are refused unread (Entra tokens are a few kB; our keys are 60 characters)."""
+
+
+@dataclass(frozen=True)
+class Principal:
+    """The caller. `id` is what `jobs.api_key_id` records: a key id, `bootstrap`, or `entra:<object id>`."""
+
+    id: str
+    kind: Literal["api_key", "bootstrap", "entra"]
+
+    def owns(self, job: Job) -> bool:
+        return job.api_key_id == self.id
+
+
+class SecurityError(Exception):
+    """A refusal, answered in the API's error shape (create_app registers the handler)."""
+
+    def __init__(self, status: int, code: str, message: str, *, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+        self.headers = headers or {}
+
+
+def _unauthorized(code: str, message: str) -> SecurityError:
+    return SecurityError(401, code, message, headers={"WWW-Authenticate": "Bearer"})
+
+
+class RateLimiter:
+    """Token buckets: each key may make `burst` requests at once, refilled at `per_minute` a minute."""
+
+    _MAX_BUCKETS = 10_000
+
+    def __init__(self, *, per_minute: float, burst: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self._rate = per_minute / 60.0
+        self._burst = float(burst)
+        self._clock = clock
+        self._buckets: dict[str, tuple[float, float]] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def enabled(self) -> bool:
+        return self._rate > 0
+
+    def acquire(self, key: str) -> float:
+        """Take one token: 0.0 when allowed, otherwise the seconds until a token is available."""
+        if not self.enabled:
+            return 0.0
+        now = self._clock()
+        with self._lock:
+            tokens, last = self._buckets.get(key, (self._burst, now))
+            tokens = min(self._burst, tokens + (now - last) * self._rate)
+            if tokens >= 1.0:
+                self._buckets[key] = (tokens - 1.0, now)
+                self._forget_full_buckets(now)
+                return 0.0
+            self._buckets[key] = (tokens, now)
+            return (1.0 - tokens) / self._rate
+
+    def _forget_full_buckets(self, now: float) -> None:
+        """Bound memory: a bucket that has refilled completely is the same as no bucket."""
+        if len(self._buckets) <= self._MAX_BUCKETS:
+            return
+        refill = self._burst / self._rate
+        self._buckets = {key: value for key, value in self._buckets.items() if now - value[1] < refill}
+
+
+class TokenVerifier:
+    """Entra ID access tokens: RS256 signature by a key from the tenant's JWKS, issuer, audience, expiry."""
+
+    def __init__(self, *, issuer: str, audience: str, signing_key: Callable[[str], Any], leeway: float = 60.0) -> None:
+        self._issuer, self._audience = issuer, audience
+        self._signing_key = signing_key
+        self._leeway = leeway
+
+    def verify(self, token: str) -> Principal:
+        try:
+            claims = jwt.decode(
+                token,
+                self._signing_key(token),
+                algorithms=["RS256"],
+                audience=self._audience,
+                issuer=self._issuer,
+                leeway=self._leeway,
+                options={"require": ["exp", "iss", "aud"]},
+            )
+        except jwt.PyJWKClientConnectionError as error:
+            log.warning("JWKS unreachable", extra={"action": "jwks_unreachable", "error": type(error).__name__})
+            raise SecurityError(503, "identity_unavailable", "cannot verify tokens right now; try again") from None
+        except jwt.PyJWTError as error:
+            log.info("token refused", extra={"action": "token_refused", "error": type(error).__name__})
+            raise _unauthorized("invalid_token", "the bearer token is not valid") from None
+        subject = claims.get("oid") or claims.get("sub")
+        if not isinstance(subject, str) or not subject:
+            raise _unauthorized("invalid_token", "the bearer token names no subject (oid or sub)")
+        # jobs.api_key_id holds 64 characters; Entra object ids are GUIDs, anything longer is hashed.
+        ident = subject if len(subject) <= 48 else hashlib.sha256(subject.encode()).hexdigest()[:48]
+        return Principal(id=f"entra:{ident}", kind="entra")
+
+
+def entra_token_verifier(settings: Settings) -> TokenVerifier | None:
+    """The verifier ENTRA_* configures, or None when Entra ID tokens are not accepted."""
+    tenant = settings.entra_tenant_id
+    issuer = settings.entra_issuer or (tenant and f"https://login.microsoftonline.com/{tenant}/v2.0")
+    jwks_url = settings.entra_jwks_url or (tenant and f"https://login.microsoftonline.com/{tenant}/discovery/v2.0/keys")
+    if not (settings.entra_audience and issuer and jwks_url):
+        return None
+    client = jwt.PyJWKClient(jwks_url, cache_keys=True, lifespan=3600, timeout=5)
+    return TokenVerifier(
+        issuer=issuer,
+        audience=settings.entra_audience,
+        signing_key=lambda token: client.get_signing_key_from_jwt(token).key,
+    )
+
+
+class Authenticator:
+    """Turns the presented credential into a Principal, or refuses (401, 429)."""
+
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        sessions: Callable[[], Session],
+        token_verifier: TokenVerifier | None = None,
+        limiter: RateLimiter | None = None,
+    ) -> None:
+        self._bootstrap = settings.api_key.get_secret_value() if settings.api_key else None
+        self._sessions = sessions
+        self._tokens = token_verifier
+        self._limiter = limiter or RateLimiter(
+            per_minute=settings.rate_limit_per_minute, burst=settings.rate_limit_burst
+        )
+
+    def authenticate(self, *, api_key: str | None, bearer: str | None) -> Principal:
+        principal = self._identify(api_key=api_key, bearer=bearer)
+        wait = self._limiter.acquire(principal.id)
+        if wait > 0:
+            seconds = max(1, math.ceil(wait))
+            log.info("rate limited", extra={"action": "rate_limited", "api_key_id": principal.id})
+            raise SecurityError(
+                429,
+                "rate_limited",
+                f"too many requests for this key; retry in {seconds} s",
+                headers={"Retry-After": str(seconds)},
+            )
+        return principal
+
+    def _identify(self, *, api_key: str | None, bearer: str | None) -> Principal:
+        credential = api_key or bearer
+        if not credential:
+            raise _unauthorized("unauthorized", "an API key is required: send it as x-api-key or Authorization: Bearer")
+        if len(credential) > _MAX_CREDENTIAL_LENGTH:
+            raise _unauthorized("invalid_api_key", "the API key is not valid")
+        if api_key is None and self._tokens is not None and credential.count(".") == 2:
+            return self._tokens.verify(credential)
+        if matches_bootstrap(credential, self._bootstrap):
+            return Principal(id=BOOTSTRAP_KEY_ID, kind="bootstrap")
+        with self._sessions() as session:
+            stored = find_active_key(session=session, presented=credential)
+        if stored is None:
+            log.info("API key refused", extra={"action": "api_key_refused"})
+            raise _unauthorized("invalid_api_key", "the API key is not valid (unknown, revoked or mistyped)")
+        return Principal(id=stored.id, kind="api_key")
+
+
+_api_key_header = APIKeyHeader(name="x-api-key", auto_error=False, description="An API key (`speechflow keys create`).")
+_bearer = HTTPBearer(auto_error=False, description="An API key, or an Entra ID access token where configured.")
+
+
+def require_principal(
+    request: Request,
+    api_key: Annotated[str | None, Security(_api_key_header)],
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
+) -> Principal:
+    """FastAPI dependency: the authenticated, rate-limited caller."""
+    authenticator: Authenticator = request.app.state.authenticator
+    return authenticator.authenticate(api_key=api_key, bearer=bearer.credentials if bearer else None)
+
+
+PrincipalDep = Annotated[Principal, Depends(require_principal)]
+
+
+def check_upload(*, blobs: BlobStore, settings: Settings, job: Job) -> float | None:
+    """Refuse (422) an upload that is too large, or, for audio workflows, not audio or too long.
+
+    Returns the audio's duration in seconds (None for transcript uploads). Runs before the job is
+    queued, so the job stays pending_upload and the client can upload again to the same URL.
+    """
+    if job.audio_blob_path is None:
+        return None
+    container, blob = settings.audio_container, job.audio_blob_path
+    size = blobs.size(container, blob)
+    if size > settings.max_upload_bytes:
+        raise SecurityError(
+            422, "upload_too_large", f"the upload is {size} bytes; the maximum is {settings.max_upload_bytes} bytes"
+        )
+    if job.workflow_type not in AUDIO_WORKFLOWS:
+        return None
+    try:
+        if isinstance(blobs, LocalBlobStore):
+            info = probe(blobs.path(container, blob))
+        else:
+            # Other stores are probed from a local copy; the upload was already capped in size above.
+            with tempfile.TemporaryDirectory(prefix="speechflow-probe-") as folder:
+                local = Path(folder) / "upload"
+                blobs.download_to(container, blob, local)
+                info = probe(local)
+    except AudioError as error:
+        raise SecurityError(422, "invalid_audio", f"the upload cannot be used: {error}") from None
+    duration = info.duration_seconds
+    if not math.isfinite(duration) or duration > settings.max_audio_seconds:
+        raise SecurityError(
+            422,
+            "audio_too_long",
+            f"the audio lasts {duration:.0f} s; the maximum is {settings.max_audio_seconds:g} s",
+        )
+    return duration
