@@ -1,5 +1,7 @@
 """`speechflow submit FILE --workflow W …`: create a job, upload through its upload_url, start it,
-follow its steps with a progress bar, then print or save the results."""
+follow its steps with a progress bar, then print or save the results.
+
+`speechflow keys create|list|revoke` manages API keys, straight in the database Settings points to."""
 
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ import httpx
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from shared.config import get_settings
+from shared.config import Settings, get_settings
 from shared.workflow import WORKFLOW_TYPES, WORKFLOWS
 
 TERMINAL = {"completed", "partial_complete", "failed", "cancelled"}
@@ -127,15 +129,28 @@ def main(argv: list[str] | None = None) -> int:
     cmd.add_argument("--format", "-f", choices=["json", "txt", "srt", "vtt"], default="json")
     cmd.add_argument("--output", "-o", type=Path, help="save the results to this file instead of printing them")
     cmd.add_argument("--api", default=None, help="API base URL (default: SPEECHFLOW_PUBLIC_URL or localhost:7071)")
+    cmd.add_argument("--api-key", default=None, help="API key (default: SPEECHFLOW_API_KEY)")
+    keys = sub.add_parser("keys", help="manage API keys (talks to the database directly)")
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True)
+    create = keys_sub.add_parser("create", help="create a key; it is printed once and cannot be shown again")
+    create.add_argument("--name", required=True, help="who or what the key is for")
+    keys_sub.add_parser("list", help="list keys (ids and names, never the keys themselves)")
+    revoke = keys_sub.add_parser("revoke", help="revoke a key at once")
+    revoke.add_argument("key_id", help="the id shown by `keys list` (the part after sfk_)")
     args = parser.parse_args(argv)
 
     console = Console(stderr=True)
+    if args.command == "keys":
+        return manage_keys(args, settings=get_settings(), console=console)
     if args.file is not None and not args.file.is_file():
         console.print(f"[red]error:[/red] {args.file} is not a file")
         return 2
-    api = args.api or get_settings().public_base_url
+    settings = get_settings()
+    api = args.api or settings.public_base_url
+    api_key = args.api_key or (settings.api_key.get_secret_value() if settings.api_key else None)
+    headers = {"x-api-key": api_key} if api_key else {}
     try:
-        with httpx.Client(base_url=api, timeout=30) as client:
+        with httpx.Client(base_url=api, timeout=30, headers=headers) as client:
             job_id = submit(
                 client,
                 args.file,
@@ -167,6 +182,40 @@ def main(argv: list[str] | None = None) -> int:
         console.print(f"results saved to {args.output}")
     else:
         sys.stdout.write(text if text.endswith("\n") else text + "\n")
+    return 0
+
+
+def manage_keys(args: argparse.Namespace, *, settings: Settings, console: Console) -> int:
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from shared.db import make_engine, make_sessionmaker, migrate, transaction
+    from shared.keys import create_key, list_keys, revoke_key
+
+    if settings.effective_database_url.startswith("sqlite"):
+        migrate(
+            settings
+        )  # the embedded default creates its database on first use; elsewhere migrations are a deploy step
+    engine = make_engine(settings)
+    try:
+        with transaction(make_sessionmaker(engine)) as session:
+            if args.keys_command == "create":
+                new = create_key(session=session, name=args.name)
+                console.print(f"created key {new.id} ({new.name}); it is shown once, keep it now:")
+                print(new.key)
+            elif args.keys_command == "list":
+                for key in list_keys(session=session):
+                    state = f"revoked {key.revoked_at:%Y-%m-%d %H:%M}" if key.revoked_at else "active"
+                    print(f"{key.id}\t{key.name}\t{key.created_at:%Y-%m-%d %H:%M}\t{state}")
+            elif not revoke_key(session=session, key_id=args.key_id):
+                console.print(f"[red]error:[/red] no active key {args.key_id}")
+                return 1
+            else:
+                console.print(f"key {args.key_id} revoked")
+    except SQLAlchemyError as error:
+        console.print(f"[red]error:[/red] cannot use the database: {error.__class__.__name__}")
+        return 2
+    finally:
+        engine.dispose()
     return 0
 
 
