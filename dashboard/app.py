@@ -1,0 +1,301 @@
+"""SpeechFlow ops dashboard (Streamlit): `streamlit run dashboard/app.py`, started by `make up` on :8501.
+
+Views: overview (job statistics, status breakdown), queues (depth per queue with dead letters, over
+time), steps (throughput and latency per step type), jobs (recent jobs with filters) and a job's
+drill-down (steps, retries, errors, timings, transcript preview, audio player). Everything is read
+through shared.ops and the bus adapter; the page holds no SQL. The live parts refresh themselves.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pandas as pd
+import streamlit as st
+
+from shared import ops
+from shared.config import Settings
+from shared.models import JOB_STATUSES
+from shared.runtime import Runtime
+from shared.workflow import WORKFLOW_TYPES
+
+VIEWS = ("Overview", "Queues", "Steps", "Jobs", "Job detail")
+STATUS_ICONS = {
+    "pending_upload": "⚪",
+    "queued": "🔵",
+    "processing": "🟡",
+    "completed": "🟢",
+    "partial_complete": "🟠",
+    "failed": "🔴",
+    "cancelled": "⚫",
+    "pending": "🔵",
+}
+WINDOWS = {"1 hour": timedelta(hours=1), "24 hours": timedelta(hours=24), "7 days": timedelta(days=7)}
+MAX_QUEUE_SAMPLES = 720
+
+
+@st.cache_resource(show_spinner=False)
+def _runtime_for(settings_key: str) -> Runtime:
+    """One Runtime (engine, bus, blob store) per configuration, shared by every session of this server."""
+    del settings_key  # the cache key: a different configuration gets its own connections
+    return Runtime(Settings())
+
+
+def runtime() -> Runtime:
+    return _runtime_for(Settings().model_dump_json())
+
+
+def status_label(status: str) -> str:
+    return f"{STATUS_ICONS.get(status, '❔')} {status}"
+
+
+def _seconds(value: float | None) -> str:
+    if value is None:
+        return "–"
+    if value < 120:
+        return f"{value:.1f} s"
+    if value < 7200:
+        return f"{value / 60:.1f} min"
+    return f"{value / 3600:.1f} h"
+
+
+# --- views
+
+
+def overview_view(window: timedelta) -> None:
+    with runtime().sessions() as session:
+        stats = ops.job_stats(session=session, window=window)
+    st.subheader("Jobs")
+    total, active, created, finished, turnaround = st.columns(5)
+    total.metric("Total jobs", stats.total)
+    active.metric("Active (queued + processing)", stats.active)
+    created.metric("Created in window", stats.created_in_window)
+    finished.metric("Finished in window", stats.finished_in_window)
+    turnaround.metric("Mean turnaround", _seconds(stats.mean_turnaround_seconds))
+    st.subheader("Status breakdown")
+    frame = pd.DataFrame(
+        {"status": [status_label(s) for s in stats.by_status], "jobs": list(stats.by_status.values())}
+    ).set_index("status")
+    st.bar_chart(frame, y="jobs", horizontal=True)
+    st.dataframe(frame, width="stretch")
+
+
+def queues_view() -> None:
+    depths = runtime().bus.queue_depths()
+    now = datetime.now(UTC)
+    samples: list[dict[str, Any]] = st.session_state.setdefault("queue_samples", [])
+    for queue, depth in depths.items():
+        samples.append(
+            {
+                "time": now,
+                "queue": queue,
+                "active": depth.active,
+                "scheduled": depth.scheduled,
+                "dead_letter": depth.dead_letter,
+            }
+        )
+    del samples[: max(0, len(samples) - MAX_QUEUE_SAMPLES)]
+    st.subheader("Queue depth now")
+    current = pd.DataFrame(
+        [
+            {"queue": q, "active": d.active, "scheduled": d.scheduled, "dead_letter": d.dead_letter}
+            for q, d in depths.items()
+        ]
+    ).set_index("queue")
+    st.dataframe(current, width="stretch")
+    st.bar_chart(current, stack=True)
+    dead = {queue: depth.dead_letter for queue, depth in depths.items() if depth.dead_letter}
+    if dead:
+        st.error("Dead letters: " + ", ".join(f"{queue} ({count})" for queue, count in dead.items()))
+    st.subheader("Depth over time (this browser session)")
+    history = pd.DataFrame(samples)
+    history["waiting"] = history["active"] + history["scheduled"]
+    st.line_chart(history.pivot_table(index="time", columns="queue", values="waiting", aggfunc="last"))
+    st.caption("Dead letters over time")
+    st.line_chart(history.pivot_table(index="time", columns="queue", values="dead_letter", aggfunc="last"))
+
+
+def steps_view(window: timedelta) -> None:
+    with runtime().sessions() as session:
+        stats = ops.step_stats(session=session, window=window)
+    frame = pd.DataFrame(
+        [
+            {
+                "step_type": s.step_type,
+                "completed": s.completed,
+                "failed": s.failed,
+                "processing": s.processing,
+                "retries": s.retries,
+                "per_minute": round(s.per_minute, 3),
+                "p50_s": s.p50_seconds,
+                "p95_s": s.p95_seconds,
+                "mean_s": s.mean_seconds,
+                "audio_s": round(s.audio_seconds, 1),
+            }
+            for s in stats
+        ]
+    ).set_index("step_type")
+    st.subheader("Throughput per step type (completed per minute)")
+    st.bar_chart(frame, y="per_minute")
+    st.subheader("Latency per step type (seconds, started → completed)")
+    st.bar_chart(frame[["p50_s", "p95_s"]].fillna(0.0), stack=False)
+    st.dataframe(frame, width="stretch")
+
+
+def jobs_view(filters: ops.JobFilter, limit: int) -> None:
+    with runtime().sessions() as session:
+        rows = ops.recent_jobs(session=session, filters=filters, limit=limit)
+    st.subheader(f"Recent jobs ({len(rows)})")
+    if not rows:
+        st.info("No jobs match these filters.")
+        return
+    frame = pd.DataFrame(
+        [
+            {
+                "job_id": str(row.job_id),
+                "status": status_label(row.status),
+                "workflow": row.workflow_type,
+                "file": row.audio_filename,
+                "language": row.language or "",
+                "steps": f"{row.steps_done}/{row.steps_total}",
+                "retries": row.retries,
+                "duration": _seconds(row.duration_seconds),
+                "created": row.created_at.strftime("%Y-%m-%d %H:%M:%S"),
+                "error": row.error_message or "",
+            }
+            for row in rows
+        ]
+    )
+    st.dataframe(frame, width="stretch", hide_index=True)
+
+
+def job_detail_view(job_id_text: str) -> None:
+    if not job_id_text.strip():
+        st.info("Enter a job id (or pick one from the sidebar) to see its steps.")
+        return
+    try:
+        job_id = uuid.UUID(job_id_text.strip())
+    except ValueError:
+        st.error(f"Not a job id: {job_id_text}")
+        return
+    rt = runtime()
+    with rt.sessions() as session:
+        detail = ops.job_detail(session=session, job_id=job_id)
+    if detail is None:
+        st.warning(f"Job {job_id} not found.")
+        return
+    st.subheader(f"Job {detail.job_id}")
+    status, workflow, language, duration = st.columns(4)
+    status.metric("Status", status_label(detail.status))
+    workflow.metric("Workflow", detail.workflow_type)
+    language.metric("Language", detail.detected_language or detail.source_language or "–")
+    duration.metric("Audio", _seconds(detail.audio_duration_seconds))
+    if detail.error_message:
+        st.error(detail.error_message)
+    st.caption(
+        f"file {detail.audio_filename} · created {detail.created_at:%Y-%m-%d %H:%M:%S} · "
+        f"updated {detail.updated_at:%Y-%m-%d %H:%M:%S}"
+        + (f" · finished {detail.completed_at:%Y-%m-%d %H:%M:%S}" if detail.completed_at else "")
+    )
+    st.markdown("**Steps**")
+    steps = pd.DataFrame(
+        [
+            {
+                "step": step.step_type,
+                "status": status_label(step.status),
+                "retries": step.retry_count,
+                "attempts": step.attempt,
+                "worker": step.worker_id or "",
+                "started": step.started_at.strftime("%H:%M:%S") if step.started_at else "",
+                "took": _seconds(step.duration_seconds),
+                "progress": step.progress,
+                "error": step.error_message or "",
+            }
+            for step in detail.steps
+        ]
+    )
+    if steps.empty:
+        st.info("No steps yet.")
+    else:
+        st.dataframe(steps, width="stretch", hide_index=True)
+    for step in detail.steps:
+        if step.details:
+            with st.expander(f"{step.step_type} details"):
+                st.json(step.details)
+    transcript = ops.transcript_preview(runtime=rt, job_id=detail.job_id)
+    st.markdown("**Transcript preview**")
+    if transcript:
+        st.text(transcript)
+    else:
+        st.caption("No transcript yet.")
+    audio = ops.uploaded_audio(runtime=rt, detail=detail)
+    if audio is not None:
+        st.markdown("**Uploaded audio**")
+        st.audio(audio)
+
+
+# --- the page
+
+
+def sidebar() -> dict[str, Any]:
+    st.sidebar.title("SpeechFlow ops")
+    params = st.query_params
+    default_view = params.get("view", "Overview")
+    start_at = VIEWS.index(default_view) if default_view in VIEWS else 0
+    view = st.sidebar.radio("View", VIEWS, index=start_at, key="view")
+    window_name = st.sidebar.selectbox("Time window", list(WINDOWS), index=1, key="window")
+    st.sidebar.markdown("**Job filters**")
+    status = st.sidebar.selectbox("Status", ["all", *JOB_STATUSES], key="status_filter")
+    workflow = st.sidebar.selectbox("Workflow", ["all", *WORKFLOW_TYPES], key="workflow_filter")
+    search = st.sidebar.text_input("Search (job id or file name)", key="search")
+    limit = st.sidebar.slider("Rows", 10, 500, 100, step=10, key="limit")
+    job_id = st.sidebar.text_input("Job id for the detail view", value=params.get("job", ""), key="job_id")
+    refresh = st.sidebar.toggle("Auto-refresh", value=True, key="auto_refresh")
+    every = st.sidebar.number_input("Every (seconds)", 2, 300, 5, key="refresh_seconds")
+    window = WINDOWS[window_name]
+    filters = ops.JobFilter(
+        status=None if status == "all" else status,
+        workflow_type=None if workflow == "all" else workflow,
+        search=search or None,
+        since=datetime.now(UTC) - window,
+    )
+    return {
+        "view": view,
+        "window": window,
+        "filters": filters,
+        "limit": limit,
+        "job_id": job_id,
+        "run_every": timedelta(seconds=int(every)) if refresh else None,
+    }
+
+
+def render(choice: dict[str, Any]) -> None:
+    view = choice["view"]
+    if view == "Overview":
+        overview_view(choice["window"])
+    elif view == "Queues":
+        queues_view()
+    elif view == "Steps":
+        steps_view(choice["window"])
+    elif view == "Jobs":
+        jobs_view(choice["filters"], choice["limit"])
+    else:
+        job_detail_view(choice["job_id"])
+    st.caption(f"Updated {datetime.now(UTC):%H:%M:%S} UTC")
+
+
+def main() -> None:
+    st.set_page_config(page_title="SpeechFlow ops", page_icon="🎙️", layout="wide")
+    choice = sidebar()
+    st.title(choice["view"])
+
+    @st.fragment(run_every=choice["run_every"])
+    def live() -> None:
+        render(choice)
+
+    live()
+
+
+main()
