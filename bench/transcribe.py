@@ -29,6 +29,7 @@ import argparse
 import contextlib
 import json
 import os
+import secrets
 import signal
 import socket
 import statistics
@@ -81,13 +82,15 @@ _DROPPED = (
 
 
 def raw_main(argv: list[str]) -> int:
-    """`bench/transcribe.py raw …`: time faster-whisper alone and print the figures as JSON."""
+    """`bench/transcribe.py raw …`: faster-whisper alone, answering timing requests on stdin.
+
+    Requests, one per line: `file PATH` (one transcription), `workload N` (every FILES entry N times,
+    one after another), `memory` (peak RSS); each answer is one JSON line. Kept alive for the whole
+    run so that raw and stack measurements can alternate and see the same background load.
+    """
     parser = argparse.ArgumentParser(prog="bench/transcribe.py raw")
     parser.add_argument("--model-cache", type=Path, required=True)
     parser.add_argument("--threads", type=int, default=RAW_THREADS)
-    parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--workload-repeat", type=int, default=4)
-    parser.add_argument("files", nargs="+", type=Path)
     args = parser.parse_args(argv)
 
     from faster_whisper import WhisperModel
@@ -96,16 +99,14 @@ def raw_main(argv: list[str]) -> int:
     from shared.speech.bundled_model import ensure_bundled_model
 
     config = WhisperSettings(cpu_threads=args.threads)
-    started = time.perf_counter()
     model = WhisperModel(
         str(ensure_bundled_model(args.model_cache)),
         device=config.device,
         compute_type=config.compute_type,
         cpu_threads=config.cpu_threads,
     )
-    load_seconds = time.perf_counter() - started
 
-    def transcribe(path: Path) -> tuple[float, str]:
+    def transcribe(path: Path) -> float:
         began = time.perf_counter()
         segments, _ = model.transcribe(
             str(path),
@@ -114,51 +115,72 @@ def raw_main(argv: list[str]) -> int:
             vad_filter=config.vad_filter,
             word_timestamps=config.word_timestamps,
         )
-        text = " ".join(segment.text.strip() for segment in segments)  # the generator does the work
-        return time.perf_counter() - began, text
+        for _ in segments:  # the generator does the work
+            pass
+        return time.perf_counter() - began
 
-    transcribe(args.files[0])  # warm-up
-    per_file = {}
-    for path in args.files:
-        per_file[str(path)] = statistics.median(transcribe(path)[0] for _ in range(args.repeat))
-    began = time.perf_counter()
-    for _ in range(args.workload_repeat):
-        for path in args.files:
-            transcribe(path)
-    workload_seconds = time.perf_counter() - began
-    print(
-        json.dumps(
-            {
-                "load_seconds": load_seconds,
-                "per_file": per_file,
-                "workload_seconds": workload_seconds,
-                "peak_rss_mib": peak_rss_mib(os.getpid()),
-            }
-        )
-    )
+    transcribe(FILES[0])  # warm-up
+    print(json.dumps({"ready": True}), flush=True)
+    for line in sys.stdin:
+        command, _, argument = line.strip().partition(" ")
+        answer: dict[str, float]
+        if command == "file":
+            answer = {"seconds": transcribe(Path(argument))}
+        elif command == "workload":
+            began = time.perf_counter()
+            for _ in range(int(argument)):
+                for path in FILES:
+                    transcribe(path)
+            answer = {"seconds": time.perf_counter() - began}
+        elif command == "memory":
+            answer = {"peak_rss_mib": peak_rss_mib(os.getpid())}
+        else:
+            break
+        print(json.dumps(answer), flush=True)
     return 0
 
 
-@dataclass
-class RawFigures:
-    load_seconds: float
-    per_file: dict[Path, float]
-    workload_seconds: float
-    peak_rss_mib: float
+class RawProcess:
+    """The raw faster-whisper process (see `raw_main`), driven from here."""
 
+    def __init__(self, model_cache: Path) -> None:
+        command = [sys.executable, __file__, "raw", "--model-cache", str(model_cache)]
+        self.process = subprocess.Popen(
+            [*command, "--threads", str(RAW_THREADS)],
+            cwd=REPO,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        self._read()  # loaded and warmed up
 
-def run_raw(model_cache: Path, *, repeat: int, workload_repeat: int) -> RawFigures:
-    command = [sys.executable, __file__, "raw", "--model-cache", str(model_cache)]
-    command += ["--threads", str(RAW_THREADS), "--repeat", str(repeat)]
-    command += ["--workload-repeat", str(workload_repeat), *map(str, FILES)]
-    finished = subprocess.run(command, cwd=REPO, capture_output=True, text=True, check=True)
-    data = json.loads(finished.stdout.strip().splitlines()[-1])
-    return RawFigures(
-        load_seconds=data["load_seconds"],
-        per_file={Path(path): seconds for path, seconds in data["per_file"].items()},
-        workload_seconds=data["workload_seconds"],
-        peak_rss_mib=data["peak_rss_mib"],
-    )
+    def transcribe(self, path: Path) -> float:
+        return self._ask(f"file {path}")["seconds"]
+
+    def workload(self, repeat: int) -> float:
+        return self._ask(f"workload {repeat}")["seconds"]
+
+    def peak_rss_mib(self) -> float:
+        return self._ask("memory")["peak_rss_mib"]
+
+    def close(self) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.close()
+        self.process.wait(timeout=30)
+
+    def _ask(self, request: str) -> dict[str, float]:
+        assert self.process.stdin is not None
+        self.process.stdin.write(request + "\n")
+        self.process.stdin.flush()
+        return self._read()
+
+    def _read(self) -> dict[str, float]:
+        assert self.process.stdout is not None
+        line = self.process.stdout.readline()
+        if not line:
+            raise RuntimeError(f"the raw faster-whisper process exited with {self.process.wait()}")
+        answer: dict[str, float] = json.loads(line)
+        return answer
 
 
 # --- the local stack ----------------------------------------------------------------------------------------
@@ -245,6 +267,7 @@ def local_stack(
     home: Path, *, model_cache: Path, env: dict[str, str], database_url: str | None, workers: int
 ) -> Iterator[Stack]:
     port = _free_port()
+    api_key = secrets.token_urlsafe(32)
     child_env = {key: value for key, value in os.environ.items() if key not in _DROPPED}
     child_env.update(
         SPEECHFLOW_HOME=str(home),
@@ -252,6 +275,11 @@ def local_stack(
         SPEECHFLOW_PUBLIC_URL=f"http://127.0.0.1:{port}",
         WHISPER_MODEL_CACHE_DIR=str(model_cache),
         PYTHONPATH=str(REPO),
+        # The bootstrap key of an API that requires one; the limiter off, as it is not what is measured.
+        SPEECHFLOW_API_KEY=api_key,
+        RATE_LIMIT_PER_MINUTE="0",
+        # Worker probe servers would all want port 8080 of a machine shared with other runs.
+        HEALTH_PORT="0",
         **env,
     )
     if database_url:
@@ -266,7 +294,7 @@ def local_stack(
             stdout=log,
             stderr=subprocess.STDOUT,
         )
-    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60)
+    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", headers={"x-api-key": api_key}, timeout=60)
     stack = Stack(process, client, log_path)
     try:
         deadline = time.monotonic() + 120
@@ -315,24 +343,32 @@ def peak_memory(stack: Stack) -> dict[str, float]:
 
 @dataclass
 class SingleJob:
+    raw_seconds: float
     e2e_seconds: float
     step_seconds: float
     model_seconds: float
 
 
-def single_jobs(stack: Stack, *, repeat: int) -> dict[Path, SingleJob]:
+def single_jobs(stack: Stack, raw: RawProcess, *, repeat: int) -> dict[Path, SingleJob]:
+    """Each file `repeat` times, raw and through the stack in turn; the medians."""
     stack.wait(stack.submit(FILES[0]))  # warm-up: first model call, first blob writes
     results: dict[Path, SingleJob] = {}
     for path in FILES:
         runs = []
         for _ in range(repeat):
+            raw_seconds = raw.transcribe(path)
             time.sleep(0.3)  # an idle stack: every poller back at rest
             began = time.time()
             job = stack.wait(stack.submit(path))
             step = next(step for step in job["steps"] if step["step_type"] == "TRANSCRIBE")["details"]
-            runs.append(SingleJob(_completed(job) - began, step["processing_seconds"], step["model_seconds"]))
-        runs.sort(key=lambda run: run.e2e_seconds)
-        results[path] = runs[len(runs) // 2]
+            e2e = _completed(job) - began
+            runs.append(SingleJob(raw_seconds, e2e, step["processing_seconds"], step["model_seconds"]))
+        results[path] = SingleJob(
+            raw_seconds=statistics.median(run.raw_seconds for run in runs),
+            e2e_seconds=statistics.median(run.e2e_seconds for run in runs),
+            step_seconds=statistics.median(run.step_seconds for run in runs),
+            model_seconds=statistics.median(run.model_seconds for run in runs),
+        )
     return results
 
 
@@ -440,18 +476,20 @@ def main(argv: list[str] | None = None) -> int:
         print(f"files: {len(FILES)}, {audio_total:.1f} s of audio; W = each file × {args.workload_repeat}")
         print(f"database: {'PostgreSQL' if args.database_url else 'SQLite'}\n")
 
-        raw = run_raw(model_cache, repeat=args.repeat, workload_repeat=args.workload_repeat)
-
+        raw = RawProcess(model_cache)
+        raw_workloads: list[float] = []
         single_env = {"WHISPER_WORKERS": "1", "WHISPER_CPU_THREADS": str(RAW_THREADS)}
         database = _fresh_database(args.database_url)
         with local_stack(
             root / "home-1", model_cache=model_cache, env=single_env, database_url=database, workers=1
         ) as stack:
-            jobs = single_jobs(stack, repeat=args.repeat)
-            workload_single = None if args.skip_workload else workload(stack, repeat=args.workload_repeat)
+            jobs = single_jobs(stack, raw, repeat=args.repeat)
+            workload_single = None
+            if not args.skip_workload:
+                raw_workloads.append(raw.workload(args.workload_repeat))
+                workload_single = workload(stack, repeat=args.workload_repeat)
             memory_single = peak_memory(stack)
-
-        _print_single_jobs(raw, jobs, durations)
+        _print_single_jobs(jobs, durations)
 
         workload_replicas, memory_replicas = None, {}
         if not args.skip_workload:
@@ -463,11 +501,14 @@ def main(argv: list[str] | None = None) -> int:
                 warm_replicas(stack, 2)
                 workload_replicas = workload(stack, repeat=args.workload_repeat)
                 memory_replicas = peak_memory(stack)
-            _print_workload(raw, workload_single, workload_replicas, audio_total * args.workload_repeat)
+            raw_workloads.append(raw.workload(args.workload_repeat))
+            audio = audio_total * args.workload_repeat
+            _print_workload(raw_workloads, workload_single, workload_replicas, audio)
 
-        _print_memory(
-            raw, {f"1 worker × {RAW_THREADS} threads": memory_single, "2 workers × 1 thread": memory_replicas}
-        )
+        raw_peak = raw.peak_rss_mib()
+        raw.close()
+        stacks = {f"1 worker × {RAW_THREADS} threads": memory_single, "2 workers × 1 thread": memory_replicas}
+        _print_memory(raw_peak, stacks)
 
         if not args.skip_lid:
             clips_dir = root / "clips"
@@ -510,59 +551,55 @@ def _fresh_database(url: str | None) -> str | None:
     return make_url(admin_url).set(database=name).render_as_string(hide_password=False)
 
 
-def _print_single_jobs(raw: RawFigures, jobs: dict[Path, SingleJob], durations: dict[Path, float]) -> None:
+def _print_single_jobs(jobs: dict[Path, SingleJob], durations: dict[Path, float]) -> None:
     print(f"single jobs on a warm, idle stack (1 worker × {RAW_THREADS} threads) vs raw faster-whisper")
-    columns = (
-        ("audio", 6),
-        ("raw", 7),
-        ("e2e", 7),
-        ("ratio", 6),
-        ("RTF raw", 8),
-        ("RTF e2e", 8),
-        ("step", 7),
-        ("model", 7),
-    )
+    columns = [("audio", 6), ("raw", 7), ("e2e", 7), ("ratio", 6), ("RTF raw", 8), ("RTF e2e", 8)]
+    columns += [("step", 7), ("model", 7)]
     print(f"  {'file':<20} " + " ".join(f"{name:>{width}}" for name, width in columns))
     for path, job in jobs.items():
-        seconds = raw.per_file[path]
         print(
-            f"  {path.stem:<20} {durations[path]:>5.1f}s {seconds:>6.2f}s {job.e2e_seconds:>6.2f}s "
-            f"{job.e2e_seconds / seconds:>6.2f} {seconds / durations[path]:>8.3f} "
+            f"  {path.stem:<20} {durations[path]:>5.1f}s {job.raw_seconds:>6.2f}s {job.e2e_seconds:>6.2f}s "
+            f"{job.e2e_seconds / job.raw_seconds:>6.2f} {job.raw_seconds / durations[path]:>8.3f} "
             f"{job.e2e_seconds / durations[path]:>8.3f} {job.step_seconds:>6.2f}s {job.model_seconds:>6.2f}s"
         )
-    raw_total = sum(raw.per_file[path] for path in jobs)
+    raw_total = sum(job.raw_seconds for job in jobs.values())
     e2e_total = sum(job.e2e_seconds for job in jobs.values())
     audio = sum(durations.values())
     print(
         f"  {'total':<20} {audio:>5.1f}s {raw_total:>6.2f}s {e2e_total:>6.2f}s {e2e_total / raw_total:>6.2f} "
         f"{raw_total / audio:>8.3f} {e2e_total / audio:>8.3f}   (target ratio ≤ 1.05)"
     )
-    print("  e2e: POST /jobs → upload → start → the job's completed_at; step: the worker's time for the")
-    print("  step (claim to result written); model: decoding and Whisper inside it")
+    print("  raw and e2e alternate, medians; e2e: POST /jobs → upload → start → the job's completed_at;")
+    print("  step: the worker's time for the step (claim to result written); model: decoding and Whisper")
 
 
-def _print_memory(raw: RawFigures, stacks: dict[str, dict[str, float]]) -> None:
+def _print_memory(raw_peak: float, stacks: dict[str, dict[str, float]]) -> None:
     print("\npeak resident memory (VmHWM)")
-    print(f"  raw faster-whisper process, {RAW_THREADS} threads: {raw.peak_rss_mib:6.0f} MiB")
+    print(f"  raw faster-whisper process, {RAW_THREADS} threads: {raw_peak:6.0f} MiB")
     for label, processes in stacks.items():
         for name, mib in processes.items():
-            print(f"  stack, {label}: {name:<16} {mib:6.0f} MiB  ({mib / raw.peak_rss_mib:.2f}× raw)")
+            print(f"  stack, {label}: {name:<16} {mib:6.0f} MiB  ({mib / raw_peak:.2f}× raw)")
 
 
-def _print_workload(raw: RawFigures, single: float | None, replicas: float | None, audio: float) -> None:
+def _print_workload(
+    raw_runs: list[float],
+    single: float | None,
+    replicas: float | None,
+    audio: float,
+) -> None:
+    baseline = statistics.mean(raw_runs)
+    runs = ", ".join(f"{seconds:.1f}" for seconds in raw_runs)
     print(f"\nworkload W: {round(audio)} s of audio, wall time and ratio to raw")
-    print(f"  raw faster-whisper, sequential, {RAW_THREADS} threads:  {raw.workload_seconds:6.1f} s  1.00")
+    print(f"  raw faster-whisper, sequential, {RAW_THREADS} threads: {baseline:6.1f} s  1.00  (runs {runs})")
     if single is not None:
-        print(
-            f"  stack, 1 worker × {RAW_THREADS} threads, all at once:     {single:6.1f} s  "
-            f"{single / raw.workload_seconds:.2f}"
-        )
+        ratio = single / baseline
+        print(f"  stack, 1 worker × {RAW_THREADS} threads, all at once: {single:6.1f} s  {ratio:.2f}")
     if replicas is not None:
         print(
-            f"  stack, 2 workers × 1 thread, all at once:     {replicas:6.1f} s  "
-            f"{replicas / raw.workload_seconds:.2f}   (target ≤ 0.85)"
+            f"  stack, 2 workers × 1 thread, all at once: {replicas:6.1f} s  "
+            f"{replicas / baseline:.2f}   (target ≤ 0.85)"
         )
-    print(f"  audio {audio:.0f} s; RTF raw {raw.workload_seconds / audio:.3f}")
+    print(f"  RTF raw {baseline / audio:.3f}")
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -39,6 +40,8 @@ _INHERITED_BUT_DROPPED = (
     "AZURE_STORAGE_CONNECTION_STRING",
     "AZURE_STORAGE_ACCOUNT_NAME",
     "SPEECHFLOW_SIGNING_KEY",
+    "ENTRA_TENANT_ID",
+    "ENTRA_AUDIENCE",
 )
 
 
@@ -55,6 +58,13 @@ class RunningStack:
 
     def submit(self, path: Path, workflow: str, *, upload: bytes | None = None, **fields: Any) -> str:
         """Create the job, PUT the file to its upload URL, start it; returns the job id."""
+        job_id = self.upload(path, workflow, upload=upload, **fields)
+        started = self.start(job_id)
+        assert started.status_code == 202, started.text
+        return job_id
+
+    def upload(self, path: Path, workflow: str, *, upload: bytes | None = None, **fields: Any) -> str:
+        """Create the job and PUT the file (or `upload`) to its upload URL; returns the job id."""
         request = {"workflow_type": workflow, "audio_filename": path.name, **fields}
         created = self.client.post("/jobs", json=request)
         assert created.status_code == 201, created.text
@@ -63,10 +73,11 @@ class RunningStack:
         headers = {"x-ms-blob-type": "BlockBlob"}
         put = httpx.put(body["upload_url"], content=content, headers=headers, timeout=30)
         assert put.status_code == 201, put.text
-        started = self.client.post(f"/jobs/{body['job_id']}/start")
-        assert started.status_code == 202, started.text
         job_id: str = body["job_id"]
         return job_id
+
+    def start(self, job_id: str) -> httpx.Response:
+        return self.client.post(f"/jobs/{job_id}/start")
 
     def job(self, job_id: str) -> dict[str, Any]:
         response = self.client.get(f"/jobs/{job_id}")
@@ -74,23 +85,27 @@ class RunningStack:
         data: dict[str, Any] = response.json()
         return data
 
-    def wait(self, job_ids: list[str], *, timeout: float = 120.0, poll: float = 0.1) -> dict[str, JobView]:
-        """Poll until every job is terminal; returns each job's last GET /jobs/{id}."""
+    def wait(self, job_ids: list[str], *, timeout: float = 120.0, poll: float = 0.2) -> dict[str, JobView]:
+        """Poll until every job is terminal; returns each job as GET /jobs/{id} shows it."""
         deadline = time.monotonic() + timeout
         jobs: dict[str, JobView] = {}
-        pending = list(job_ids)
-        while pending:
-            for job_id in list(pending):
-                jobs[job_id] = self.job(job_id)
-                if jobs[job_id]["status"] in TERMINAL:
-                    pending.remove(job_id)
+        pending = set(job_ids)
+        while True:
+            # One listing per round rather than a request per job: the workers need the cores.
+            if len(pending) > 1:
+                listing = self.client.get("/jobs", params={"limit": 500})
+                assert listing.status_code == 200, listing.text
+                listed = listing.json()["items"]
+                jobs.update((job["job_id"], job) for job in listed if job["job_id"] in pending)
+            else:
+                jobs.update((job_id, self.job(job_id)) for job_id in pending)
+            pending -= {job_id for job_id in pending if jobs.get(job_id, {}).get("status") in TERMINAL}
             if not pending:
-                break
+                return {job_id: jobs[job_id] for job_id in job_ids}
             if time.monotonic() > deadline or self.process.poll() is not None:
-                states = {job_id: jobs[job_id]["status"] for job_id in pending}
+                states = {job_id: jobs.get(job_id, {}).get("status") for job_id in pending}
                 pytest.fail(f"jobs not finished after {timeout:.0f} s: {states}\n{self.log_tail()}")
             time.sleep(poll)
-        return jobs
 
     def results(self, job_id: str, fmt: str = "json") -> httpx.Response:
         params = {} if fmt == "json" else {"format": fmt}
@@ -130,6 +145,7 @@ def running_stack(
     """Start the host, wait until it is ready, yield it; stop it with SIGTERM and check exit code 0."""
     home.mkdir(parents=True, exist_ok=True)
     port = free_port()
+    api_key = secrets.token_urlsafe(32)
     child_env = {key: value for key, value in os.environ.items() if key not in _INHERITED_BUT_DROPPED}
     child_env.update(
         SPEECHFLOW_HOME=str(home),
@@ -137,6 +153,11 @@ def running_stack(
         SPEECHFLOW_PUBLIC_URL=f"http://127.0.0.1:{port}",
         PYTHONPATH=str(REPO),
         SHUTDOWN_GRACE_SECONDS="20",
+        # The bootstrap key (the API asks every caller for a key); no rate limit on the tests' polling.
+        SPEECHFLOW_API_KEY=api_key,
+        RATE_LIMIT_PER_MINUTE="0",
+        # Worker probe servers would all want port 8080 of a machine shared with other runs.
+        HEALTH_PORT="0",
         **(env or {}),
     )
     log_path = home / "host.log"
@@ -149,7 +170,7 @@ def running_stack(
             stderr=subprocess.STDOUT,
         )
     base_url = f"http://127.0.0.1:{port}"
-    client = httpx.Client(base_url=base_url, timeout=30)
+    client = httpx.Client(base_url=base_url, headers={"x-api-key": api_key}, timeout=30)
     stack = RunningStack(base_url, home, child_env, process, log_path, client)
     try:
         _wait_ready(stack)

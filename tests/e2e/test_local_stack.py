@@ -206,21 +206,35 @@ def test_lid_only_names_the_spoken_language(
 # --- failures and the CLI -------------------------------------------------------------------------------
 
 
-def test_a_corrupt_upload_fails_at_once_without_retries(
+def test_a_corrupt_upload_is_refused_at_once_and_never_retried(
     stack: RunningStack,
     jobs: Jobs,
     tmp_path: Path,
 ) -> None:
+    """Random bytes named .wav: a permanent error saying "not an audio file", never a retry.
+
+    Where the API probes uploads before queueing them, POST /start refuses the job (422) and it stays
+    pending_upload, so the client may upload again; otherwise the worker fails the job on its first
+    attempt. Either way nothing is retried and the caller reads why.
+    """
     del jobs  # the queues are idle: whatever time this job takes is its own
     upload = tmp_path / "noise.wav"
     upload.write_bytes(os.urandom(64 * 1024))
-    started = time.monotonic()
+    began = time.monotonic()
 
-    job_id = stack.submit(upload, "transcribe_only", source_language="eng")
+    job_id = stack.upload(upload, "transcribe_only", source_language="eng")
+    started = stack.start(job_id)
+
+    if started.status_code == 422:
+        assert "not an audio file" in started.json()["error"]["message"]
+        job = stack.job(job_id)
+        assert job["status"] == "pending_upload"
+        assert all(step["status"] == "pending" and step["retry_count"] == 0 for step in job["steps"])
+        return
+    assert started.status_code == 202, started.text
     job = stack.wait([job_id], timeout=30)[job_id]
-
     # A retry would wait at least RETRY_BACKOFF_SECONDS (2 s) first; a permanent error does not.
-    assert time.monotonic() - started < 10
+    assert time.monotonic() - began < 10
     assert job["status"] == "failed"
     assert "not an audio file" in (job["error_message"] or "")
     step = _step(job, "TRANSCRIBE")
