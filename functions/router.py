@@ -18,7 +18,6 @@ from sqlalchemy.orm import Session
 
 from shared import metrics
 from shared.bus import publish_committed
-from shared.callbacks import callback_payload, send_callback
 from shared.config import get_settings
 from shared.jobs import job_state, lock_jobs, step_of, step_states
 from shared.logs import log_context
@@ -26,6 +25,7 @@ from shared.messages import JobEvent, StepMessage
 from shared.models import Job, ProcessingStep, utcnow
 from shared.runtime import Runtime
 from shared.tracing import current_traceparent, span, trace_properties
+from shared.webhooks import deliver_now, stage_webhook
 from shared.workflow import Decision, Event, next_decision
 
 log = logging.getLogger(__name__)
@@ -37,8 +37,7 @@ bp = func.Blueprint()
 class Routed:
     job_id: uuid.UUID
     decision: Decision
-    callback_url: str | None
-    job_status: str | None
+    webhook_id: uuid.UUID | None
 
 
 RouteResult = Decision | None | Exception
@@ -85,20 +84,9 @@ def route_events(runtime: Runtime, bodies: list[str]) -> list[RouteResult]:
                 routed.append(None)
     publish_committed(runtime.bus)
     for index, outcome in zip(events, routed, strict=True):
-        if outcome is None:
-            continue
-        results[index] = outcome.decision
-        if outcome.decision.notify and outcome.callback_url and outcome.job_status:
-            send_callback(
-                settings=runtime.settings,
-                url=outcome.callback_url,
-                payload=callback_payload(
-                    settings=runtime.settings,
-                    job_id=outcome.job_id,
-                    status=outcome.job_status,
-                    error=outcome.decision.error_message,
-                ),
-            )
+        if outcome is not None:
+            results[index] = outcome.decision
+    deliver_now(runtime, [outcome.webhook_id for outcome in routed if outcome and outcome.webhook_id])
     return results
 
 
@@ -197,6 +185,7 @@ def _decide_in_trace(runtime: Runtime, session: Session, job: Job, event: JobEve
             delay=dispatch.delay_seconds,
             properties=trace_properties(message.traceparent),
         )
+    webhook_id = None
     if decision.job_status is not None:
         job.status = decision.job_status
         job.updated_at = now
@@ -204,6 +193,10 @@ def _decide_in_trace(runtime: Runtime, session: Session, job: Job, event: JobEve
             job.error_message = decision.error_message
         if decision.notify:
             job.completed_at = now
+            delivery = stage_webhook(
+                session, settings=settings, job=job, status=decision.job_status, error=decision.error_message
+            )
+            webhook_id = delivery.id if delivery is not None else None
     log.info(
         decision.reason or "no change",
         extra={
@@ -215,7 +208,7 @@ def _decide_in_trace(runtime: Runtime, session: Session, job: Job, event: JobEve
             "job_status": job.status,
         },
     )
-    return Routed(job_id=job.id, decision=decision, callback_url=job.callback_url, job_status=job.status)
+    return Routed(job_id=job.id, decision=decision, webhook_id=webhook_id)
 
 
 _runtime: Runtime | None = None

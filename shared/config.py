@@ -128,6 +128,11 @@ class Settings(BaseSettings):
     max_retries: int = Field(default=3, validation_alias="MAX_RETRIES")
     retry_backoff_seconds: float = Field(default=2.0, validation_alias="RETRY_BACKOFF_SECONDS")
     """First retry delay; doubles on each retry."""
+    webhook_secret: SecretStr | None = Field(default=None, validation_alias="WEBHOOK_SECRET")
+    """Signs callbacks (Standard Webhooks, `whsec_<base64>`); generated under SPEECHFLOW_HOME when unset."""
+    webhook_max_attempts: int = Field(default=10, validation_alias="WEBHOOK_MAX_ATTEMPTS")
+    webhook_backoff_seconds: float = Field(default=20.0, validation_alias="WEBHOOK_BACKOFF_SECONDS")
+    """Delay after the first failed delivery; doubles after each further one."""
     callback_timeout_seconds: float = Field(default=10.0, validation_alias="CALLBACK_TIMEOUT_SECONDS")
     router_concurrency: int = Field(default=4, validation_alias="ROUTER_CONCURRENCY")
     """Events the router handles at once (each job's events are still serialised by a row lock)."""
@@ -189,6 +194,7 @@ class Settings(BaseSettings):
             return self
         for name in (
             "signing_key",
+            "webhook_secret",
             "service_bus_connection_string",
             "azure_storage_connection_string",
             "api_key",

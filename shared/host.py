@@ -180,6 +180,40 @@ def run_relay(settings: Settings) -> int:
     return 0
 
 
+def run_webhooks(settings: Settings) -> int:
+    """Deliver due webhooks (retries; the router tries each new one at once)."""
+    from shared.webhooks import run_dispatcher
+
+    runtime = Runtime(settings)
+    stopping = threading.Event()
+    _stop_on_signals(stopping)
+    try:
+        run_dispatcher(runtime, stopping, interval=1.0)
+    finally:
+        runtime.close()
+    return 0
+
+
+def run_deadletters(settings: Settings) -> int:
+    """Account for every dead-lettered message of every queue (functions.deadletters)."""
+    from functions.deadletters import drain_dead_letters
+
+    runtime = Runtime(settings)
+    stopping = threading.Event()
+    _stop_on_signals(stopping)
+    try:
+        while not stopping.is_set():
+            try:
+                if drain_dead_letters(runtime) == 0:
+                    stopping.wait(1.0)
+            except Exception:
+                log.exception("dead-letter consumer error", extra={"action": "dead_letter_error"})
+                stopping.wait(1.0)
+    finally:
+        runtime.close()
+    return 0
+
+
 def run_api(settings: Settings) -> int:
     import uvicorn
 
@@ -210,7 +244,7 @@ class Child:
 
 def components(settings: Settings) -> list[str]:
     """Every consumer this code base has, for the configured bus."""
-    names = ["api", "router"]
+    names = ["api", "router", "webhooks", "deadletters"]
     if importlib.util.find_spec("functions.azure_ai") is not None:
         names.append("azure-ai")
     for kind in ("lid", "whisper"):
@@ -309,6 +343,8 @@ RUNNERS: dict[str, Callable[[Settings], int]] = {
     "router": run_router,
     "azure-ai": run_azure_ai,
     "relay": run_relay,
+    "webhooks": run_webhooks,
+    "deadletters": run_deadletters,
     "lid": lambda settings: run_worker(settings, "lid"),
     "whisper": lambda settings: run_worker(settings, "whisper"),
 }

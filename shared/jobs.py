@@ -104,7 +104,7 @@ def create_job(
 
 
 def get_job(*, session: Session, job_id: uuid.UUID, for_update: bool = False) -> Job | None:
-    query = select(Job).where(Job.id == job_id).options(selectinload(Job.steps))
+    query = select(Job).where(Job.id == job_id).options(selectinload(Job.steps), selectinload(Job.webhook_deliveries))
     if for_update:
         query = query.with_for_update(of=Job)
     return session.scalars(query).one_or_none()
@@ -146,7 +146,7 @@ def list_jobs(
     jobs = session.scalars(
         select(Job)
         .where(*conditions)
-        .options(selectinload(Job.steps))
+        .options(selectinload(Job.steps), selectinload(Job.webhook_deliveries))
         .order_by(Job.created_at.desc(), Job.id)
         .limit(limit)
         .offset(offset)

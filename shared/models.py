@@ -111,6 +111,9 @@ class Job(Base):
     steps: Mapped[list[ProcessingStep]] = relationship(
         back_populates="job", order_by="ProcessingStep.created_at", cascade="all, delete-orphan"
     )
+    webhook_deliveries: Mapped[list[WebhookDelivery]] = relationship(
+        order_by="WebhookDelivery.created_at", viewonly=True
+    )
 
     __table_args__ = (
         Index("idx_jobs_status", "status"),

@@ -30,6 +30,7 @@ from functions.api.schemas import (
     StepResponse,
     SummaryPart,
     TranscriptPart,
+    WebhookDeliveryResponse,
     safe_filename,
 )
 from functions.api.security import (
@@ -197,6 +198,19 @@ def job_response(job: Job) -> JobResponse:
                 details=step.details,
             )
             for step in job.steps
+        ],
+        webhooks=[
+            WebhookDeliveryResponse(
+                webhook_id=delivery.id,
+                event_type=delivery.event_type,
+                status=delivery.status,  # type: ignore[arg-type]
+                attempts=delivery.attempts,
+                last_status_code=delivery.last_status_code,
+                last_error=delivery.last_error,
+                next_attempt_at=delivery.next_attempt_at if delivery.status == "pending" else None,
+                delivered_at=delivery.delivered_at,
+            )
+            for delivery in job.webhook_deliveries
         ],
         created_at=job.created_at,
         updated_at=job.updated_at,

@@ -85,6 +85,18 @@ class StepResponse(BaseModel):
     details: dict[str, Any] | None = None
 
 
+class WebhookDeliveryResponse(BaseModel):
+    webhook_id: uuid.UUID
+    """The `webhook-id` header of every attempt of this delivery."""
+    event_type: str
+    status: Literal["pending", "delivered", "failed"]
+    attempts: int
+    last_status_code: int | None
+    last_error: str | None
+    next_attempt_at: datetime | None
+    delivered_at: datetime | None
+
+
 class JobResponse(BaseModel):
     job_id: uuid.UUID
     status: JobStatus
@@ -97,6 +109,8 @@ class JobResponse(BaseModel):
     source_job_id: uuid.UUID | None = None
     error_message: str | None = None
     steps: list[StepResponse]
+    webhooks: list[WebhookDeliveryResponse] = []
+    """Callback deliveries to callback_url and their attempts."""
     created_at: datetime
     updated_at: datetime
     completed_at: datetime | None = None

@@ -4,10 +4,8 @@ queue and the local blob store, with workers defined here. The HTTP contract of 
 from __future__ import annotations
 
 import json
-import threading
 import uuid
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import Any
 
 import pytest
@@ -15,6 +13,7 @@ from sqlalchemy import func, select
 
 from shared.models import ProcessingStep, QueueMessage
 from tests.support.pipeline import Stack, build_stack, permanent, transient, with_behaviours
+from tests.support.receiver import webhook_receiver
 
 
 @pytest.fixture
@@ -266,31 +265,13 @@ def test_openapi_is_served(stack: Stack) -> None:
     assert stack.client.get("/docs").status_code == 200
 
 
-class _Receiver(BaseHTTPRequestHandler):
-    received: list[dict[str, Any]] = []
-
-    def do_POST(self) -> None:
-        length = int(self.headers["Content-Length"])
-        _Receiver.received.append(json.loads(self.rfile.read(length)))
-        self.send_response(204)
-        self.end_headers()
-
-    def log_message(self, *_args: Any) -> None:
-        pass
-
-
 def test_callback_is_posted_on_completion(stack: Stack) -> None:
-    server = HTTPServer(("127.0.0.1", 0), _Receiver)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        url = f"http://127.0.0.1:{server.server_address[1]}/hook"
-        job_id = stack.submit("lid_only", callback_url=url)
+    with webhook_receiver() as receiver:
+        job_id = stack.submit("lid_only", callback_url=receiver.url)
         stack.start(job_id)
         stack.drive(job_id)
-        assert _Receiver.received[-1]["job_id"] == str(job_id)
-        assert _Receiver.received[-1]["status"] == "completed"
-        assert _Receiver.received[-1]["results_url"].endswith(f"/jobs/{job_id}/results")
-    finally:
-        server.shutdown()
-        server.server_close()
+    ((_headers, body),) = receiver.requests
+    payload = json.loads(body)
+    assert payload["job_id"] == str(job_id)
+    assert payload["status"] == "completed"
+    assert payload["results_url"].endswith(f"/jobs/{job_id}/results")

@@ -45,3 +45,22 @@ def test_host_json_serves_routes_without_prefix() -> None:
     host = json.loads((REPO / "host.json").read_text())
     assert host["extensions"]["http"]["routePrefix"] == ""
     assert host["version"] == "2.0"
+
+
+def test_webhook_dispatcher_runs_on_a_timer() -> None:
+    (trigger,) = bindings_by_function()["webhooks"]
+    assert trigger["type"] == "timerTrigger"
+    assert trigger["schedule"] == "*/10 * * * * *"
+
+
+def test_every_dead_letter_sub_queue_has_a_consumer() -> None:
+    functions = bindings_by_function()
+    settings = Settings()
+    queues = {
+        functions[name][0]["queueName"]
+        for name in ("deadletters_job_events", "deadletters_lid", "deadletters_whisper", "deadletters_azure_ai")
+    }
+    assert queues == {f"{queue}/$DeadLetterQueue" for queue in settings.all_queues}
+    assert all(
+        functions[name][0]["connection"] == "SERVICE_BUS_CONNECTION_STRING" for name in functions if "dead" in name
+    )

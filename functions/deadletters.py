@@ -1,0 +1,172 @@
+"""Dead letters are handled, never silent.
+
+A message lands in its queue's dead-letter sub-queue when it could not be processed (max delivery
+count: a worker died on it every time; or it was refused as malformed). For each one this consumer:
+- a step message: marks the step failed with the dead-letter reason (unless it completed meanwhile)
+  and sends `step_dead_lettered` to the router, which applies the workflow's decision (job failed, or
+  partial_complete) and the callback;
+- a job event the router could not handle: fails the job with the reason and stages its callback;
+- anything unreadable: logged with its reason and body, and removed.
+In Azure these are Service Bus triggers on `<queue>/$DeadLetterQueue`; locally the host pumps them.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Literal
+
+import azure.functions as func
+from pydantic import ValidationError
+from sqlalchemy import select
+
+from shared.bus import publish_committed
+from shared.config import get_settings
+from shared.jobs import get_job
+from shared.messages import JobEvent, StepMessage
+from shared.models import ProcessingStep, utcnow
+from shared.runtime import Runtime
+from shared.webhooks import deliver_now, stage_webhook
+from shared.workflow import TERMINAL_STATUSES
+
+log = logging.getLogger(__name__)
+
+Handled = Literal["step_failed", "step_obsolete", "job_failed", "job_obsolete", "unreadable"]
+
+
+def handle_dead_letter(
+    runtime: Runtime, *, queue: str, body: str, reason: str | None, description: str | None
+) -> Handled:
+    """Account for one dead-lettered message; returns what was done."""
+    why = f"dead-lettered ({reason or 'no reason given'}): {description or ''}".strip().rstrip(":")
+    if queue == runtime.settings.job_events_queue:
+        return _job_event(runtime, body, why)
+    try:
+        message = StepMessage.model_validate_json(body)
+    except ValidationError:
+        log.error(
+            "unreadable dead letter", extra={"action": "dead_letter_unreadable", "queue": queue, "body": body[:500]}
+        )
+        return "unreadable"
+    settings = runtime.settings
+    with runtime.sessions() as session, session.begin():
+        step = session.scalars(
+            select(ProcessingStep).where(ProcessingStep.id == message.step_id).with_for_update()
+        ).one_or_none()
+        if step is None or step.status == "completed" or step.retry_count != message.attempt:
+            outcome: Handled = "step_obsolete"
+        else:
+            step.status = "failed"
+            step.retryable = False
+            step.lease_expires_at = None
+            step.error_message = why
+            step.updated_at = utcnow()
+            event = JobEvent(
+                job_id=message.job_id, kind="step_dead_lettered", step_type=message.step_type, attempt=message.attempt
+            )
+            runtime.bus.stage(
+                session, settings.job_events_queue, message_id=event.message_id, body=event.model_dump_json()
+            )
+            outcome = "step_failed"
+    publish_committed(runtime.bus)
+    log.warning(
+        "dead letter handled: %s",
+        outcome,
+        extra={
+            "action": "dead_letter_handled",
+            "outcome": outcome,
+            "queue": queue,
+            "job_id": str(message.job_id),
+            "step_type": message.step_type,
+            "attempt": message.attempt,
+            "reason": reason,
+        },
+    )
+    return outcome
+
+
+def _job_event(runtime: Runtime, body: str, why: str) -> Handled:
+    try:
+        event = JobEvent.model_validate_json(body)
+    except ValidationError:
+        log.error("unreadable dead letter", extra={"action": "dead_letter_unreadable", "body": body[:500]})
+        return "unreadable"
+    webhook_id = None
+    with runtime.sessions() as session, session.begin():
+        job = get_job(session=session, job_id=event.job_id, for_update=True)
+        if job is None or job.status in TERMINAL_STATUSES:
+            outcome: Handled = "job_obsolete"
+        else:
+            now = utcnow()
+            job.status = "failed"
+            job.error_message = f"the router could not handle {event.kind}: {why}"
+            job.updated_at = job.completed_at = now
+            delivery = stage_webhook(
+                session, settings=runtime.settings, job=job, status="failed", error=job.error_message
+            )
+            webhook_id = delivery.id if delivery is not None else None
+            outcome = "job_failed"
+    if webhook_id is not None:
+        deliver_now(runtime, [webhook_id])
+    log.warning(
+        "dead letter handled: %s",
+        outcome,
+        extra={"action": "dead_letter_handled", "outcome": outcome, "job_id": str(event.job_id), "event": event.kind},
+    )
+    return outcome
+
+
+def drain_dead_letters(runtime: Runtime, *, max_wait: float = 0.0) -> int:
+    """Handle what is in every queue's dead-letter sub-queue now; returns how many were handled."""
+    handled = 0
+    for queue in runtime.settings.all_queues:
+        while (message := runtime.bus.receive(queue, max_wait=max_wait, dead_letter=True)) is not None:
+            handle_dead_letter(
+                runtime,
+                queue=queue,
+                body=message.body,
+                reason=message.dead_letter_reason,
+                description=message.dead_letter_description,
+            )
+            runtime.bus.complete(message)
+            handled += 1
+    return handled
+
+
+# --- Azure: one Service Bus trigger per dead-letter sub-queue
+
+bp = func.Blueprint()
+_runtime: Runtime | None = None
+
+
+def _process_runtime() -> Runtime:
+    global _runtime  # noqa: PLW0603 - one set of connections per Functions worker process
+    if _runtime is None:
+        _runtime = Runtime(get_settings())
+    return _runtime
+
+
+def _register(function_name: str, queue: str) -> None:
+    @bp.function_name(function_name)
+    @bp.service_bus_queue_trigger(
+        arg_name="message", queue_name=f"{queue}/$DeadLetterQueue", connection="SERVICE_BUS_CONNECTION_STRING"
+    )
+    def trigger(message: func.ServiceBusMessage) -> None:
+        handle_dead_letter(
+            _process_runtime(),
+            queue=queue,
+            body=message.get_body().decode("utf-8", errors="replace"),
+            reason=message.dead_letter_reason,
+            description=message.dead_letter_error_description,
+        )
+
+    del trigger
+
+
+_settings = get_settings()
+for _name, _queue in (
+    ("deadletters_job_events", _settings.job_events_queue),
+    ("deadletters_lid", _settings.lid_queue),
+    ("deadletters_whisper", _settings.whisper_queue),
+    ("deadletters_azure_ai", _settings.azure_ai_queue),
+):
+    _register(_name, _queue)

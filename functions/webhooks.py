@@ -1,0 +1,29 @@
+"""Timer-triggered delivery of due webhooks (the dispatcher of shared.webhooks) in Azure."""
+
+from __future__ import annotations
+
+import azure.functions as func
+
+from shared.config import get_settings
+from shared.runtime import Runtime
+from shared.webhooks import deliver_due
+
+bp = func.Blueprint()
+
+_runtime: Runtime | None = None
+
+
+def _process_runtime() -> Runtime:
+    global _runtime  # noqa: PLW0603 - one set of connections per Functions worker process
+    if _runtime is None:
+        _runtime = Runtime(get_settings())
+    return _runtime
+
+
+@bp.function_name("webhooks")
+@bp.timer_trigger(arg_name="timer", schedule="*/10 * * * * *", run_on_startup=False, use_monitor=False)
+def webhooks_timer(timer: func.TimerRequest) -> None:
+    """Every 10 s: deliver what is due (new callbacks are tried at once by the router; this retries)."""
+    del timer
+    while deliver_due(_process_runtime()) > 0:
+        pass
