@@ -145,28 +145,47 @@ def _process_runtime() -> Runtime:
     return _runtime
 
 
-def _register(function_name: str, queue: str) -> None:
-    @bp.function_name(function_name)
-    @bp.service_bus_queue_trigger(
-        arg_name="message", queue_name=f"{queue}/$DeadLetterQueue", connection="SERVICE_BUS_CONNECTION_STRING"
+def _handle(queue: str, message: func.ServiceBusMessage) -> None:
+    handle_dead_letter(
+        _process_runtime(),
+        queue=queue,
+        body=message.get_body().decode("utf-8", errors="replace"),
+        reason=message.dead_letter_reason,
+        description=message.dead_letter_error_description,
     )
-    def trigger(message: func.ServiceBusMessage) -> None:
-        handle_dead_letter(
-            _process_runtime(),
-            queue=queue,
-            body=message.get_body().decode("utf-8", errors="replace"),
-            reason=message.dead_letter_reason,
-            description=message.dead_letter_error_description,
-        )
-
-    del trigger
 
 
 _settings = get_settings()
-for _name, _queue in (
-    ("deadletters_job_events", _settings.job_events_queue),
-    ("deadletters_lid", _settings.lid_queue),
-    ("deadletters_whisper", _settings.whisper_queue),
-    ("deadletters_azure_ai", _settings.azure_ai_queue),
-):
-    _register(_name, _queue)
+_CONNECTION = "SERVICE_BUS_CONNECTION_STRING"
+
+
+@bp.function_name("deadletters_job_events")
+@bp.service_bus_queue_trigger(
+    arg_name="message", queue_name=f"{_settings.job_events_queue}/$DeadLetterQueue", connection=_CONNECTION
+)
+def job_events_dead_letters(message: func.ServiceBusMessage) -> None:
+    _handle(_settings.job_events_queue, message)
+
+
+@bp.function_name("deadletters_lid")
+@bp.service_bus_queue_trigger(
+    arg_name="message", queue_name=f"{_settings.lid_queue}/$DeadLetterQueue", connection=_CONNECTION
+)
+def lid_dead_letters(message: func.ServiceBusMessage) -> None:
+    _handle(_settings.lid_queue, message)
+
+
+@bp.function_name("deadletters_whisper")
+@bp.service_bus_queue_trigger(
+    arg_name="message", queue_name=f"{_settings.whisper_queue}/$DeadLetterQueue", connection=_CONNECTION
+)
+def whisper_dead_letters(message: func.ServiceBusMessage) -> None:
+    _handle(_settings.whisper_queue, message)
+
+
+@bp.function_name("deadletters_azure_ai")
+@bp.service_bus_queue_trigger(
+    arg_name="message", queue_name=f"{_settings.azure_ai_queue}/$DeadLetterQueue", connection=_CONNECTION
+)
+def azure_ai_dead_letters(message: func.ServiceBusMessage) -> None:
+    _handle(_settings.azure_ai_queue, message)
