@@ -98,7 +98,7 @@ class StateCollector(Collector):
         *,
         job_counts: Callable[[], Mapping[str, int]],
         queue_depths: Callable[[], Mapping[str, QueueDepth]],
-        max_age_seconds: float = 5.0,
+        max_age_seconds: float = 2.0,
     ) -> None:
         self._job_counts = job_counts
         self._queue_depths = queue_depths

@@ -15,7 +15,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import threading
-from collections.abc import Awaitable, Callable, Iterator, Mapping, MutableMapping
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
@@ -136,50 +136,3 @@ def current_ids() -> dict[str, str]:
     if not context.is_valid:
         return {}
     return {"trace_id": format(context.trace_id, "032x"), "span_id": format(context.span_id, "016x")}
-
-
-Scope = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Any]]
-Send = Callable[[Any], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
-
-
-class TraceRequests:
-    """ASGI middleware: each HTTP request is a server span that continues the caller's `traceparent`
-    header, so that a job started by a request joins the caller's trace. Probe and metrics paths are
-    left out: a scrape every few seconds is not worth a trace."""
-
-    untraced = frozenset({"/health", "/ready", "/metrics"})
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope.get("path") in self.untraced:
-            await self.app(scope, receive, send)
-            return
-        headers = {key.decode("latin-1"): value.decode("latin-1") for key, value in scope.get("headers", [])}
-        method = scope.get("method", "GET")
-        status: dict[str, int] = {}
-
-        async def send_and_record(message: Any) -> None:
-            if message.get("type") == "http.response.start":
-                status["code"] = int(message.get("status", 0))
-            await send(message)
-
-        with span(
-            f"{method} {scope.get('path', '')}",
-            traceparent=headers.get("traceparent"),
-            kind=SpanKind.SERVER,
-            attributes={"http.request.method": method, "url.path": scope.get("path")},
-        ) as current:
-            await self.app(scope, receive, send_and_record)
-            route = scope.get("route")
-            template = getattr(route, "path", None)
-            if template:
-                current.update_name(f"{method} {template}")
-                current.set_attribute("http.route", template)
-            if "code" in status:
-                current.set_attribute("http.response.status_code", status["code"])
-                if status["code"] >= 500:
-                    mark_error(current, f"HTTP {status['code']}")

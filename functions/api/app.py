@@ -52,7 +52,7 @@ from shared.metrics import exposition
 from shared.models import Job
 from shared.netsafety import UnsafeCallbackUrl, check_callback_url
 from shared.runtime import Runtime
-from shared.tracing import TraceRequests, configure_tracing, current_traceparent
+from shared.tracing import configure_tracing, current_traceparent
 from shared.workflow import WorkflowType
 
 log = logging.getLogger(__name__)
@@ -160,8 +160,8 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
 
     _add_job_routes(app, settings)
     _add_health_routes(app)
+    # FastAPI makes a server span per request (continuing a caller's traceparent) once a provider is set.
     configure_tracing(settings, service_name="speechflow-api")
-    app.add_middleware(TraceRequests)
     install_state_metrics(runtime)
     return app
 
