@@ -24,7 +24,7 @@ from pydantic import ValidationError
 from sqlalchemy import select
 
 from shared.config import get_settings
-from shared.errors import BlobNotFound, PermanentError, TransientError
+from shared.errors import BlobNotFound, Cancelled, PermanentError, TransientError
 from shared.llm import TextModel, choose_backend, make_text_model
 from shared.llm.chunks import split_sentences
 from shared.llm.speech_translation import translate_speech
@@ -32,7 +32,7 @@ from shared.messages import StepMessage
 from shared.models import Job
 from shared.runtime import Runtime
 from shared.speech.languages import is_english
-from shared.steps import Cancelled, StepContext, run_step
+from shared.steps import StepContext, run_step
 from shared.subtitles import to_srt, to_vtt
 
 log = logging.getLogger(__name__)
@@ -117,7 +117,7 @@ def translate_step(step: StepContext) -> dict[str, Any]:
     if offline and is_english(target) and transcript.timed and transcript.audio_job_id is not None:
         translated = _translate_from_audio(step, transcript)
     else:
-        model = make_text_model(step.settings)
+        model = make_text_model(step.settings, should_stop=step.should_stop)
         translated = model.translate(texts, source_language=source, target_language=target) if texts else []
         _record(step, model)
     segments = [
@@ -170,7 +170,7 @@ def summarize_step(step: StepContext) -> dict[str, Any]:
     transcript = load_transcript(step)
     text = "\n".join(segment["text"] for segment in transcript.segments if segment["text"]) or transcript.text
     language = transcript.language
-    model = make_text_model(step.settings)
+    model = make_text_model(step.settings, should_stop=step.should_stop)
     if model.engine == "extractive" and not is_english(language):
         # An extractive summary quotes its input: quote the English translation where there is one.
         english = _english_translation(step)

@@ -9,8 +9,9 @@ from typing import Any, ClassVar
 from gpu_worker.base_worker import BaseWorker
 from shared import subtitles
 from shared.audio import probe
+from shared.errors import Cancelled
 from shared.speech.transcriber import Transcriber, TranscriptionCancelled
-from shared.steps import Cancelled, StepContext
+from shared.steps import StepContext
 
 
 class WhisperWorker(BaseWorker):

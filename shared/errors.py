@@ -18,6 +18,10 @@ class PermanentError(SpeechFlowError):
     """A failure that retrying cannot fix (bad input, content filter, validation)."""
 
 
+class Cancelled(PermanentError):
+    """The job was cancelled while this step was running."""
+
+
 class MessageLockLost(TransientError):
     """The message's lock expired or was taken by another consumer before it was settled."""
 

@@ -177,7 +177,9 @@ def start_job(
 
 
 def cancel_job(*, session: Session, job_id: uuid.UUID) -> bool:
-    """pending_upload / queued → cancelled, atomically against the router starting it."""
+    """pending_upload / queued / processing → cancelled, atomically against the router and the workers:
+    no step is dispatched or claimed for a cancelled job, and a running step stops at its next
+    segment or chunk boundary."""
     cancelled = session.execute(
         update(Job)
         .where(Job.id == job_id, Job.status.in_(CANCELLABLE_STATUSES))

@@ -25,7 +25,7 @@ from sqlalchemy import and_, or_, select, update
 
 from shared import metrics
 from shared.bus import publish_committed
-from shared.errors import MessageLockLost, PermanentError, SpeechFlowError
+from shared.errors import Cancelled, MessageLockLost, PermanentError
 from shared.jobs import JobSnapshot
 from shared.logs import log_context
 from shared.messages import JobEvent, StepMessage, result_blob_path
@@ -36,10 +36,6 @@ from shared.tracing import current_traceparent, mark_error, span, trace_properti
 log = logging.getLogger(__name__)
 
 ACTIVE_JOB_STATUSES = ("queued", "processing")
-
-
-class Cancelled(SpeechFlowError):
-    """The job was cancelled while this step was running."""
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,7 @@ OPTIONAL_STEPS: Mapping[str, frozenset[str]] = {"full_pipeline": frozenset({"TRA
 AUDIO_WORKFLOWS = frozenset({"full_pipeline", "transcribe_only", "lid_only"})
 NEEDS_SOURCE_LANGUAGE = frozenset({"transcribe_only", "translate_only", "summarize_only"})
 
-CANCELLABLE_STATUSES = frozenset({"pending_upload", "queued"})
+CANCELLABLE_STATUSES = frozenset({"pending_upload", "queued", "processing"})
 TERMINAL_STATUSES = frozenset({"completed", "partial_complete", "failed", "cancelled"})
 _ENGLISH = frozenset({"en", "eng", "english"})
 

@@ -53,6 +53,7 @@ from shared.models import Job
 from shared.netsafety import UnsafeCallbackUrl, check_callback_url
 from shared.runtime import Runtime
 from shared.tracing import configure_tracing, current_traceparent
+from shared.webhooks import deliver_now, stage_webhook
 from shared.workflow import WorkflowType
 
 log = logging.getLogger(__name__)
@@ -319,13 +320,20 @@ def _add_job_routes(app: FastAPI, settings: Settings) -> None:
         return JobListResponse(items=[job_response(job) for job in jobs], total=total)
 
     @app.delete("/jobs/{job_id}", response_model=JobStatusResponse, responses=ERRORS, tags=["jobs"])
-    def cancel(job_id: uuid.UUID, session: SessionDep, principal: PrincipalDep) -> JobStatusResponse:
-        """Cancel a job that has not started processing."""
+    def cancel(
+        job_id: uuid.UUID, session: SessionDep, runtime: RuntimeDep, principal: PrincipalDep
+    ) -> JobStatusResponse:
+        """Cancel a job that has not ended. Steps already completed keep their results; a running step
+        stops at its next segment or chunk boundary and writes no result; no further step starts."""
         job = _job_or_404(session, job_id, principal)
         if not cancel_job(session=session, job_id=job.id):
             session.refresh(job)
-            raise ApiError(409, "conflict", f"job is {job.status}; only pending_upload or queued jobs can be cancelled")
+            raise ApiError(409, "conflict", f"job is {job.status}; it has already ended")
+        session.refresh(job)
+        delivery = stage_webhook(session, settings=settings, job=job, status="cancelled", error=None)
         session.commit()
+        if delivery is not None:
+            deliver_now(runtime, [delivery.id])
         log.info("job cancelled", extra={"action": "job_cancelled", "job_id": str(job.id)})
         return JobStatusResponse(job_id=job.id, status="cancelled")
 

@@ -8,7 +8,7 @@ tokens it used, so the step can record them.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypedDict
 
@@ -88,19 +88,24 @@ def choose_backend(settings: LlmSettings) -> str:
     return "offline"
 
 
-def make_text_model(settings: Settings) -> TextModel:
-    """The text model the settings ask for (built fresh: usage is counted per step)."""
+def make_text_model(settings: Settings, *, should_stop: Callable[[], bool] | None = None) -> TextModel:
+    """The text model the settings ask for (built fresh: usage is counted per step). `should_stop` is
+    asked between chunks; when it answers True the work ends with `Cancelled`."""
     from shared.llm.chat import ChatTextModel
 
     backend = choose_backend(settings.llm)
     if backend == "azure":
         from shared.llm.azure_openai import azure_openai_chat
 
-        return ChatTextModel(azure_openai_chat(settings.llm), chunk_tokens=settings.llm.chunk_tokens)
+        return ChatTextModel(
+            azure_openai_chat(settings.llm), chunk_tokens=settings.llm.chunk_tokens, should_stop=should_stop
+        )
     if backend == "openai":
         from shared.llm.openai_compatible import openai_compatible_chat
 
-        return ChatTextModel(openai_compatible_chat(settings.llm), chunk_tokens=settings.llm.chunk_tokens)
+        return ChatTextModel(
+            openai_compatible_chat(settings.llm), chunk_tokens=settings.llm.chunk_tokens, should_stop=should_stop
+        )
     if backend == "offline":
         from shared.llm.offline import OfflineTextModel
 

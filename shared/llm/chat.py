@@ -5,10 +5,10 @@ request within the token budget."""
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from shared.errors import TransientError
+from shared.errors import Cancelled, TransientError
 from shared.llm import ChatClient, Summary, Usage
 from shared.llm.chunks import batch_by_budget, chunk_text, estimate_tokens
 
@@ -58,9 +58,10 @@ _REDUCE_INSTRUCTIONS = (
 class ChatTextModel:
     """A `TextModel` over a `ChatClient`."""
 
-    def __init__(self, client: ChatClient, *, chunk_tokens: int) -> None:
+    def __init__(self, client: ChatClient, *, chunk_tokens: int, should_stop: Callable[[], bool] | None = None) -> None:
         self._client = client
         self._chunk_tokens = chunk_tokens
+        self._should_stop = should_stop
         self.engine = client.engine
         self.model = client.model
         self.usage = Usage()
@@ -69,6 +70,7 @@ class ChatTextModel:
         instructions = _TRANSLATE_INSTRUCTIONS.format(source=source_language, target=target_language)
         translated: list[str] = []
         for batch in batch_by_budget(texts, self._chunk_tokens):
+            self._check_stop()
             payload = {"segments": [{"id": index, "text": texts[index]} for index in batch]}
             data = self._ask(instructions, json.dumps(payload, ensure_ascii=False), TRANSLATION_SCHEMA, "translation")
             by_id = {item["id"]: item["text"] for item in data.get("segments", []) if isinstance(item, dict)}
@@ -78,15 +80,19 @@ class ChatTextModel:
             translated.extend(str(by_id[index]).strip() for index in batch)
         return translated
 
+    def _check_stop(self) -> None:
+        if self._should_stop is not None and self._should_stop():
+            raise Cancelled("the job was cancelled")
+
     def summarize(self, text: str, *, language: str | None) -> Summary:
         about = f" (language: {language})" if language else ""
         instructions = _SUMMARY_INSTRUCTIONS.format(language=about)
         if estimate_tokens(text) <= self._chunk_tokens:
             return _summary(self._ask(instructions, text, SUMMARY_SCHEMA, "summary"))
-        parts = [
-            _summary(self._ask(instructions, chunk, SUMMARY_SCHEMA, "summary"))
-            for chunk in chunk_text(text, self._chunk_tokens)
-        ]
+        parts = []
+        for chunk in chunk_text(text, self._chunk_tokens):
+            self._check_stop()
+            parts.append(_summary(self._ask(instructions, chunk, SUMMARY_SCHEMA, "summary")))
         while len(parts) > 1:
             combined = [json.dumps(part, ensure_ascii=False) for part in parts]
             groups = batch_by_budget(combined, self._chunk_tokens)

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
+from shared.errors import Cancelled
 from shared.models import ProcessingStep, QueueMessage
 from tests.support.pipeline import Stack, build_stack, permanent, transient, with_behaviours
 from tests.support.receiver import webhook_receiver
@@ -204,11 +205,50 @@ def test_cancelled_queued_job_never_runs_a_step(stack: Stack) -> None:
         assert pending == 0
 
 
-def test_delete_processing_job_is_409(stack: Stack) -> None:
-    job_id = stack.submit("lid_only")
+def test_delete_processing_job_stops_it_between_steps(stack: Stack) -> None:
+    job_id = stack.submit("full_pipeline")
     stack.start(job_id)
     stack.router.poll_once(max_wait=0.0)
+    stack.workers[0].poll_once()  # LID completes
     assert stack.job(job_id)["status"] == "processing"
+    response = stack.client.delete(f"/jobs/{job_id}")
+    assert response.status_code == 200
+    assert response.json()["status"] == "cancelled"
+    stack.drive(None)
+    job = stack.job(job_id)
+    assert job["status"] == "cancelled"
+    assert [step["step_type"] for step in job["steps"]] == ["LID"], "no step starts after the cancel"
+    results = stack.client.get(f"/jobs/{job_id}/results").json()
+    assert results["language"] == "fra", "results of steps completed before the cancel stay readable"
+
+
+def test_delete_stops_a_running_step_at_its_next_check(stack: Stack) -> None:
+    job_id = stack.submit("transcribe_only", source_language="eng")
+    seen: list[bool] = []
+
+    def cancel_midway(step):  # the job is cancelled while this step works
+        stack.client.delete(f"/jobs/{job_id}")
+        seen.append(step.should_stop())
+        if seen[-1]:
+            raise Cancelled("job cancelled during transcription")
+        return {}
+
+    with_behaviours(stack.workers[1], [cancel_midway])
+    stack.start(job_id)
+    stack.drive(None)
+    assert seen == [True]
+    job = stack.job(job_id)
+    assert job["status"] == "cancelled"
+    step = job["steps"][0]
+    assert step["status"] == "failed" and step["retry_count"] == 0
+    assert "cancelled" in step["error_message"]
+    assert stack.client.get(f"/jobs/{job_id}/results").status_code == 409, "a cancelled step writes no result"
+
+
+def test_delete_of_a_finished_job_is_409(stack: Stack) -> None:
+    job_id = stack.submit("lid_only")
+    stack.start(job_id)
+    stack.drive(job_id)
     response = stack.client.delete(f"/jobs/{job_id}")
     assert response.status_code == 409
     assert response.json()["error"]["code"] == "conflict"

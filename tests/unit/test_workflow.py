@@ -210,9 +210,9 @@ def test_unknown_workflow_fails() -> None:
     assert decision.job_status == "failed"
 
 
-def test_cancel_only_before_processing() -> None:
-    assert can_cancel("pending_upload") and can_cancel("queued")
-    assert not any(can_cancel(s) for s in ("processing", "completed", "failed", "cancelled", "partial_complete"))
+def test_cancel_until_the_job_ends() -> None:
+    assert can_cancel("pending_upload") and can_cancel("queued") and can_cancel("processing")
+    assert not any(can_cancel(s) for s in ("completed", "failed", "cancelled", "partial_complete"))
 
 
 def test_retry_delay_doubles() -> None:
