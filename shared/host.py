@@ -13,6 +13,7 @@ import argparse
 import contextlib
 import importlib.util
 import logging
+import os
 import signal
 import subprocess
 import sys
@@ -20,9 +21,10 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import FrameType
 
-from shared.config import Settings, get_settings
+from shared.config import Settings, environment_snapshot, get_settings
 from shared.errors import MessageLockLost
 from shared.logs import configure_logging
 from shared.runtime import Runtime
@@ -214,6 +216,23 @@ def run_deadletters(settings: Settings) -> int:
     return 0
 
 
+DASHBOARD_PORT = 8501
+
+
+def run_dashboard(settings: Settings) -> int:
+    """The Streamlit ops dashboard on :8501. This process becomes Streamlit (exec), so that the
+    supervisor's SIGTERM reaches it directly."""
+    del settings  # the dashboard reads the same environment into its own Settings
+    root = str(Path(__file__).resolve().parent.parent)
+    environment = environment_snapshot()
+    # `shared` must be importable from the dashboard script, wherever `make up` was run from.
+    environment["PYTHONPATH"] = os.pathsep.join(filter(None, [root, environment.get("PYTHONPATH")]))
+    argv = [sys.executable, "-m", "streamlit", "run", str(Path(root) / "dashboard" / "app.py")]
+    argv += ["--server.port", str(DASHBOARD_PORT), "--server.headless", "true"]
+    argv += ["--browser.gatherUsageStats", "false"]
+    os.execve(sys.executable, argv, environment)  # noqa: S606 - our own interpreter and module
+
+
 def run_api(settings: Settings) -> int:
     import uvicorn
 
@@ -252,6 +271,8 @@ def components(settings: Settings) -> list[str]:
             names.append(kind)
     if settings.uses_service_bus:
         names.append("relay")
+    if importlib.util.find_spec("streamlit") is not None:
+        names.append("dashboard")
     return names
 
 
@@ -343,6 +364,7 @@ RUNNERS: dict[str, Callable[[Settings], int]] = {
     "router": run_router,
     "azure-ai": run_azure_ai,
     "relay": run_relay,
+    "dashboard": run_dashboard,
     "webhooks": run_webhooks,
     "deadletters": run_deadletters,
     "lid": lambda settings: run_worker(settings, "lid"),
