@@ -24,7 +24,7 @@ from pydantic import ValidationError
 from sqlalchemy import select
 
 from shared.config import get_settings
-from shared.errors import BlobNotFound, Cancelled, PermanentError, TransientError
+from shared.errors import BlobNotFound, Cancelled, PermanentError, ShutdownRequested, TransientError
 from shared.llm import TextModel, choose_backend, make_text_model
 from shared.llm.chunks import split_sentences
 from shared.llm.speech_translation import translate_speech
@@ -142,6 +142,8 @@ def _translate_from_audio(step: StepContext, transcript: Transcript) -> list[str
     blob = _audio_blob(step, transcript.audio_job_id)
 
     def progress(fraction: float) -> None:
+        if step.shutting_down:
+            raise ShutdownRequested("the worker is shutting down")
         if step.should_stop():
             raise Cancelled("the job was cancelled")
         step.report_progress(fraction)

@@ -7,6 +7,7 @@ event in one transaction → settle the message. SIGTERM/SIGINT stop the loop af
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -46,6 +47,8 @@ class BaseWorker(ABC):
             raise ValueError(f"{type(self).__name__} handles step types of several queues: {sorted(queues)}")
         self.queue = queues.pop()
         self.stopping = threading.Event()
+        self.grace_over = threading.Event()
+        """Set shutdown_grace_seconds after SIGTERM: the current step is handed back at its next boundary."""
         self.processed = 0
 
     @abstractmethod
@@ -111,10 +114,16 @@ class BaseWorker(ABC):
             self.process,
             worker_id=self.worker_id,
             renew_message_lock=lambda: bus.renew_lock(received),
+            shutdown_requested=self.grace_over.is_set,
         )
         if outcome == "busy":
             # Another worker holds a live lease. Leave the message locked: it comes back when the lock
             # expires, by which time that lease has been renewed (alive) or has expired (dead).
+            return outcome
+        if outcome == "released":
+            # Shutting down mid-step: the step is pending again; deliver the message again now.
+            with contextlib.suppress(MessageLockLost):
+                bus.abandon(received)
             return outcome
         try:
             bus.complete(received)
@@ -125,13 +134,26 @@ class BaseWorker(ABC):
             self.processed += 1
         return outcome
 
+    def request_stop(self) -> None:
+        """Take no more messages; let the current one finish within the grace period, then hand it back."""
+        self.stopping.set()
+        timer = threading.Timer(self.settings.shutdown_grace_seconds, self.grace_over.set)
+        timer.daemon = True
+        timer.start()
+
     def _install_signal_handlers(self) -> None:
         if threading.current_thread() is not threading.main_thread():
             return
 
         def request_stop(signum: int, _frame: FrameType | None) -> None:
-            log.info("stopping after the current message", extra={"action": "shutdown", "signal": signum})
-            self.stopping.set()
+            if self.stopping.is_set():
+                return
+            log.info(
+                "stopping after the current message (grace %.0f s)",
+                self.settings.shutdown_grace_seconds,
+                extra={"action": "shutdown", "signal": signum},
+            )
+            self.request_stop()
 
         signal.signal(signal.SIGTERM, request_stop)
         signal.signal(signal.SIGINT, request_stop)

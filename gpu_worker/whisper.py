@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 from gpu_worker.base_worker import BaseWorker
 from shared import subtitles
 from shared.audio import probe
-from shared.errors import Cancelled
+from shared.errors import Cancelled, ShutdownRequested
 from shared.speech.transcriber import Transcriber, TranscriptionCancelled
 from shared.steps import StepContext
 
@@ -39,6 +39,8 @@ class WhisperWorker(BaseWorker):
                     max_seconds=self.settings.max_audio_seconds,
                 )
             except TranscriptionCancelled as error:
+                if step.shutting_down:
+                    raise ShutdownRequested("the worker is shutting down") from error
                 raise Cancelled("job cancelled during transcription") from error
         segments = transcript["segments"]
         step.put_result_file("srt", subtitles.to_srt(segments), content_type="application/x-subrip")

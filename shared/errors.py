@@ -22,6 +22,10 @@ class Cancelled(PermanentError):
     """The job was cancelled while this step was running."""
 
 
+class ShutdownRequested(TransientError):
+    """The worker is shutting down and its grace period is over: the step is handed back unfinished."""
+
+
 class MessageLockLost(TransientError):
     """The message's lock expired or was taken by another consumer before it was settled."""
 

@@ -25,7 +25,7 @@ from sqlalchemy import and_, or_, select, update
 
 from shared import metrics
 from shared.bus import publish_committed
-from shared.errors import Cancelled, MessageLockLost, PermanentError
+from shared.errors import Cancelled, MessageLockLost, PermanentError, ShutdownRequested
 from shared.jobs import JobSnapshot
 from shared.logs import log_context
 from shared.messages import JobEvent, StepMessage, result_blob_path
@@ -136,6 +136,21 @@ def renew_lease(runtime: Runtime, claim: Claim, *, progress: float | None = None
         return result.rowcount == 1  # type: ignore[attr-defined]
 
 
+def release_step(runtime: Runtime, claim: Claim) -> bool:
+    """Hand our claimed step back unfinished: pending again, so the next delivery claims it at once."""
+    with runtime.sessions() as session, session.begin():
+        result = session.execute(
+            update(ProcessingStep)
+            .where(
+                ProcessingStep.id == claim.step_id,
+                ProcessingStep.attempt == claim.attempt,
+                ProcessingStep.status == "processing",
+            )
+            .values(status="pending", lease_expires_at=None, worker_id=None, progress=None, updated_at=utcnow())
+        )
+        return result.rowcount == 1  # type: ignore[attr-defined]
+
+
 def job_is_cancelled(runtime: Runtime, job_id: uuid.UUID) -> bool:
     with runtime.sessions() as session:
         return session.scalar(select(Job.status).where(Job.id == job_id)) == "cancelled"
@@ -210,6 +225,9 @@ class StepContext:
     """Recorded on the step: model, device, durations, usage, …"""
     job_updates: dict[str, Any] = field(default_factory=dict)
     """Columns of the job to set when the step completes (detected_language, …)."""
+    shutdown_requested: Callable[[], bool] = field(default=lambda: False, repr=False)
+    """True once the worker's shutdown grace period is over: stop at the next boundary and raise
+    ShutdownRequested, and the step is handed back for another worker."""
     _last_progress_write: float = field(default=0.0, repr=False)
     _last_cancel_check: float = field(default=0.0, repr=False)
     _cancelled: bool = field(default=False, repr=False)
@@ -259,8 +277,15 @@ class StepContext:
         self._last_progress_write = now
         renew_lease(self.runtime, self.claim, progress=fraction)
 
+    @property
+    def shutting_down(self) -> bool:
+        return self.shutdown_requested()
+
     def should_stop(self) -> bool:
-        """True once the job has been cancelled; checked at most every 2 s."""
+        """True once the job has been cancelled (checked at most every 2 s) or the worker's shutdown
+        grace period is over; processors ask it between segments or chunks."""
+        if self.shutdown_requested():
+            return True
         now = time.monotonic()
         if not self._cancelled and now - self._last_cancel_check >= 2.0:
             self._last_cancel_check = now
@@ -305,7 +330,7 @@ class LeaseKeeper:
                 log.exception("lease renewal failed", extra={"action": "lease_renew_failed"})
 
 
-Outcome = Literal["completed", "failed", "settled", "busy", "lost"]
+Outcome = Literal["completed", "failed", "settled", "busy", "released", "lost"]
 
 
 def run_step(
@@ -315,9 +340,11 @@ def run_step(
     *,
     worker_id: str,
     renew_message_lock: Callable[[], object] | None = None,
+    shutdown_requested: Callable[[], bool] | None = None,
 ) -> Outcome:
     """Claim, process, write the result, complete — or record the failure. The returned outcome says
-    how the message should be settled: everything but "busy" is acknowledged.
+    how the message should be settled: "busy" is left to its lock, "released" is abandoned (another
+    worker takes the step at once), everything else is acknowledged.
 
     The run is one span continuing the message's trace; every log line inside carries job_id, step_type
     and attempt; its outcome and duration are counted in the speechflow_step* metrics."""
@@ -338,6 +365,7 @@ def run_step(
             processor,
             worker_id=worker_id,
             renew_message_lock=renew_message_lock,
+            shutdown_requested=shutdown_requested,
             extra=extra,
         )
         current.set_attribute("speechflow.outcome", outcome)
@@ -353,6 +381,7 @@ def _run_step(
     *,
     worker_id: str,
     renew_message_lock: Callable[[], object] | None,
+    shutdown_requested: Callable[[], bool] | None,
     extra: dict[str, Any],
 ) -> Outcome:
     claim = claim_step(runtime, message, worker_id=worker_id)
@@ -366,6 +395,8 @@ def _run_step(
     if claim.retry_count > 0:
         metrics.record_retry(claim.step_type)
     context = StepContext(runtime=runtime, claim=claim)
+    if shutdown_requested is not None:
+        context.shutdown_requested = shutdown_requested
     started = time.perf_counter()
     with LeaseKeeper(runtime, claim, renew_message_lock=renew_message_lock):
         try:
@@ -377,6 +408,11 @@ def _run_step(
                 json.dumps(result, ensure_ascii=False).encode("utf-8"),
                 content_type="application/json",
             )
+        except ShutdownRequested:
+            released = release_step(runtime, claim)
+            log.info("step handed back at shutdown", extra={"action": "step_released", **extra})
+            metrics.record_step(claim.step_type, "released", seconds=time.perf_counter() - started)
+            return "released" if released else "lost"
         except (Cancelled, PermanentError) as error:
             outcome = _failed(runtime, claim, context, str(error), retryable=False, extra=extra)
             metrics.record_step(claim.step_type, outcome, seconds=time.perf_counter() - started)
