@@ -95,6 +95,7 @@ def get_session(runtime: RuntimeDep) -> Iterator[Session]:
 
 SessionDep = Annotated[Session, Depends(get_session)]
 ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorResponse, "description": "The body is not valid JSON"},
     401: {"model": ErrorResponse, "description": "No API key, or one that is not valid"},
     404: {"model": ErrorResponse},
     409: {"model": ErrorResponse},
@@ -306,7 +307,7 @@ def _add_job_routes(app: FastAPI, settings: Settings) -> None:
         status: JobStatus | None = None,
         workflow_type: WorkflowType | None = None,
         limit: Annotated[int, Query(ge=1, le=500)] = 50,
-        offset: Annotated[int, Query(ge=0)] = 0,
+        offset: Annotated[int, Query(ge=0, le=1_000_000_000)] = 0,  # bounded: the databases hold 64-bit ints
     ) -> JobListResponse:
         """The caller's jobs, newest first, filtered by status and workflow type."""
         jobs, total = list_jobs(
