@@ -183,8 +183,7 @@ def test_a_person_sees_jobs_queues_and_a_job_drill_down(dashboard: tuple[str, Se
     ARTIFACTS.mkdir(exist_ok=True)
 
     page.open(f"{base}/?view=Overview")
-    overview = page.wait_for_text("Total jobs", "Status breakdown")
-    assert "Active (queued + processing)" in overview
+    page.wait_for_text("Total jobs", "Active (queued + processing)", "Status breakdown")
     page.screenshot(ARTIFACTS / "dashboard-overview.png")
 
     page.open(f"{base}/?view=Queues")
@@ -192,12 +191,22 @@ def test_a_person_sees_jobs_queues_and_a_job_drill_down(dashboard: tuple[str, Se
     page.screenshot(ARTIFACTS / "dashboard-queues.png")
 
     page.open(f"{base}/?view=Job+detail&job={seeded.failed}")
-    failed = page.wait_for_text(f"Job {seeded.failed}", "TRANSCRIBE: not an audio file", "🔴 failed")
-    assert "No transcript yet." in failed
+    # Streamlit fills the page in as it goes: wait for everything that should be read, together.
+    page.wait_for_text(
+        f"Job {seeded.failed}",
+        "TRANSCRIBE: not an audio file",
+        "🔴 failed",
+        "No transcript yet.",
+    )
 
     page.open(f"{base}/?view=Job+detail&job={seeded.completed}")
-    detail = page.wait_for_text(f"Job {seeded.completed}", TRANSCRIPT, "🟢 completed", "Uploaded audio")
-    assert "file meeting.wav" in detail
+    page.wait_for_text(
+        f"Job {seeded.completed}",
+        TRANSCRIPT,
+        "🟢 completed",
+        "file meeting.wav",
+        "Uploaded audio",
+    )
     players = "document.querySelectorAll('audio, [data-testid=\"stAudio\"]').length"
     wait_for(
         lambda: page.call("Runtime.evaluate", expression=players)["result"]["value"] >= 1,
