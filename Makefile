@@ -39,6 +39,11 @@ typecheck: $(STAMP)
 test: $(STAMP) $(AZURITE) lint typecheck
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# The fault-injection suite at full size: 100 jobs under SIGKILLs, a whole-stack kill and a
+# PostgreSQL restart (make test runs a smaller round of the same).
+test-fault: $(STAMP)
+	FAULT_JOBS=$${FAULT_JOBS:-100} $(BIN)/python -m pytest tests/fault -s $(PYTEST_ARGS)
+
 unit: $(STAMP)
 	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
 
