@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 AZURITE := tools/azurite/node_modules/.bin/azurite-blob
 PYTEST_ARGS ?=
 
-.PHONY: up test lint typecheck unit integration test-fault bench schema install azurite clean
+.PHONY: up test browser lint typecheck unit integration test-fault bench schema install azurite clean
 
 $(STAMP): requirements.txt requirements-worker.txt requirements-dev.txt pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -36,7 +36,15 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-test: $(STAMP) $(AZURITE) lint typecheck
+# The dashboard's browser test drives Debian's Chromium; install it where we may (root with apt).
+browser:
+	@command -v chromium >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-noto-color-emoji >/dev/null) \
+	      || echo "could not install chromium: the browser test will say so"; \
+	  else echo "chromium is missing: install it (Debian: apt-get install chromium) to run the browser test"; fi; }
+
+test: $(STAMP) $(AZURITE) browser lint typecheck
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # The fault-injection suite at full size: 100 jobs under SIGKILLs, a whole-stack kill and a

@@ -17,7 +17,7 @@ import httpx
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from shared.config import Settings, get_settings
+from shared.config import Settings, get_settings, local_api_key
 from shared.workflow import WORKFLOW_TYPES, WORKFLOWS
 
 TERMINAL = {"completed", "partial_complete", "failed", "cancelled"}
@@ -129,7 +129,9 @@ def main(argv: list[str] | None = None) -> int:
     cmd.add_argument("--format", "-f", choices=["json", "txt", "srt", "vtt"], default="json")
     cmd.add_argument("--output", "-o", type=Path, help="save the results to this file instead of printing them")
     cmd.add_argument("--api", default=None, help="API base URL (default: SPEECHFLOW_PUBLIC_URL or localhost:7071)")
-    cmd.add_argument("--api-key", default=None, help="API key (default: SPEECHFLOW_API_KEY)")
+    cmd.add_argument(
+        "--api-key", default=None, help="API key (default: SPEECHFLOW_API_KEY, else the key `make up` made)"
+    )
     keys = sub.add_parser("keys", help="manage API keys (talks to the database directly)")
     keys_sub = keys.add_subparsers(dest="keys_command", required=True)
     create = keys_sub.add_parser("create", help="create a key; it is printed once and cannot be shown again")
@@ -147,7 +149,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     settings = get_settings()
     api = args.api or settings.public_base_url
-    api_key = args.api_key or (settings.api_key.get_secret_value() if settings.api_key else None)
+    api_key = (
+        args.api_key or (settings.api_key.get_secret_value() if settings.api_key else None) or local_api_key(settings)
+    )
     headers = {"x-api-key": api_key} if api_key else {}
     try:
         with httpx.Client(base_url=api, timeout=30, headers=headers) as client:

@@ -259,6 +259,12 @@ def get_settings() -> Settings:
     return Settings()
 
 
+def local_api_key(settings: Settings) -> str | None:
+    """The embedded default's own key, made by `make up` under SPEECHFLOW_HOME, if there is one."""
+    path = settings.speechflow_home / "api.key"
+    return path.read_text().strip() if path.is_file() else None
+
+
 def environment_snapshot() -> dict[str, str]:
     """The environment as the local host passes it on to the processes it starts."""
     return dict(os.environ)

@@ -14,6 +14,7 @@ import contextlib
 import importlib.util
 import logging
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -24,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 
-from shared.config import Settings, environment_snapshot, get_settings
+from shared.config import Settings, environment_snapshot, get_settings, local_api_key
 from shared.errors import MessageLockLost
 from shared.logs import configure_logging
 from shared.runtime import Runtime
@@ -255,6 +256,8 @@ def run_worker(settings: Settings, kind: str) -> int:
 class Child:
     name: str
     argv: list[str]
+    health_port: int | None = None
+    """Workers' probe port: each worker on this machine gets its own (HEALTH_PORT, +1, …)."""
     process: subprocess.Popen[bytes] | None = None
     restarts: int = 0
     started_at: float = 0.0
@@ -276,6 +279,10 @@ def components(settings: Settings) -> list[str]:
     return names
 
 
+WORKER_COMPONENTS = frozenset({"lid", "whisper"})
+"""Components that serve worker probes (/health, /ready, /metrics) on HEALTH_PORT."""
+
+
 def replica_names(name: str, settings: Settings) -> list[str]:
     """One child per process of a component: `whisper`, `whisper-2`, … for WHISPER_WORKERS > 1."""
     count = settings.whisper.workers if name == "whisper" else 1
@@ -283,17 +290,24 @@ def replica_names(name: str, settings: Settings) -> list[str]:
 
 
 class Supervisor:
-    def __init__(self, settings: Settings, names: list[str]) -> None:
+    def __init__(self, settings: Settings, names: list[str], *, env: dict[str, str] | None = None) -> None:
         self.settings = settings
+        self.env = env
         self.children = [
             Child(label, [sys.executable, "-m", "shared.host", "run", name])
             for name in names
             for label in replica_names(name, settings)
         ]
+        workers = [child for child in self.children if child.argv[-1] in WORKER_COMPONENTS]
+        for offset, child in enumerate(workers):
+            child.health_port = settings.health_port + offset if settings.health_port else 0
         self.stopping = threading.Event()
 
     def start(self, child: Child) -> None:
-        child.process = subprocess.Popen(child.argv)  # noqa: S603 - our own interpreter and module
+        env = self.env
+        if child.health_port is not None:
+            env = {**(env if env is not None else environment_snapshot()), "HEALTH_PORT": str(child.health_port)}
+        child.process = subprocess.Popen(child.argv, env=env)  # noqa: S603 - our own interpreter and module
         child.started_at = time.monotonic()
         log.info("started %s (pid %s)", child.name, child.process.pid, extra={"action": "child_started"})
 
@@ -356,7 +370,30 @@ def up(settings: Settings, names: list[str] | None = None) -> int:
         runtime.blobs.ensure_containers()
     finally:
         runtime.close()
-    return Supervisor(settings, names or components(settings)).run()
+    env = environment_snapshot()
+    if settings.api_key is None:
+        # The embedded default is usable at once: a key of its own, kept under SPEECHFLOW_HOME, which
+        # the CLI finds there too.
+        env["SPEECHFLOW_API_KEY"] = ensure_local_api_key(settings)
+        log.info(
+            "API key for this stack is in %s (send it as x-api-key)",
+            settings.speechflow_home / "api.key",
+            extra={"action": "local_api_key"},
+        )
+    return Supervisor(settings, names or components(settings), env=env).run()
+
+
+def ensure_local_api_key(settings: Settings) -> str:
+    existing = local_api_key(settings)
+    if existing:
+        return existing
+    path = settings.speechflow_home / "api.key"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    key = "sfk_local_" + secrets.token_urlsafe(32)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(key + "\n")
+    return key
 
 
 RUNNERS: dict[str, Callable[[Settings], int]] = {
