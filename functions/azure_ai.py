@@ -30,7 +30,7 @@ from shared.llm.chunks import split_sentences
 from shared.llm.speech_translation import translate_speech
 from shared.messages import StepMessage
 from shared.models import Job
-from shared.runtime import Runtime
+from shared.runtime import Runtime, process_runtime
 from shared.speech.languages import is_english
 from shared.steps import StepContext, run_step
 from shared.subtitles import to_srt, to_vtt
@@ -228,16 +228,6 @@ def handle_step_message(runtime: Runtime, body: str) -> None:
         raise TransientError(f"{message.step_type} of job {message.job_id} is still held by another worker")
 
 
-_runtime: Runtime | None = None
-
-
-def _process_runtime() -> Runtime:
-    global _runtime  # noqa: PLW0603 - one set of connections per Functions worker process
-    if _runtime is None:
-        _runtime = Runtime(get_settings())
-    return _runtime
-
-
 @bp.function_name("azure_ai")
 @bp.service_bus_queue_trigger(
     arg_name="message",
@@ -247,4 +237,4 @@ def _process_runtime() -> Runtime:
 def azure_ai_trigger(message: func.ServiceBusMessage) -> None:
     """Service Bus trigger on azure-ai-jobs. An exception abandons the message, so the host delivers it
     again and dead-letters it at the queue's max delivery count."""
-    handle_step_message(_process_runtime(), message.get_body().decode("utf-8"))
+    handle_step_message(process_runtime(), message.get_body().decode("utf-8"))

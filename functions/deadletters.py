@@ -24,7 +24,7 @@ from shared.config import get_settings
 from shared.jobs import get_job
 from shared.messages import JobEvent, StepMessage
 from shared.models import ProcessingStep, utcnow
-from shared.runtime import Runtime
+from shared.runtime import Runtime, process_runtime
 from shared.webhooks import deliver_now, stage_webhook
 from shared.workflow import TERMINAL_STATUSES
 
@@ -135,19 +135,11 @@ def drain_dead_letters(runtime: Runtime, *, max_wait: float = 0.0) -> int:
 # --- Azure: one Service Bus trigger per dead-letter sub-queue
 
 bp = func.Blueprint()
-_runtime: Runtime | None = None
-
-
-def _process_runtime() -> Runtime:
-    global _runtime  # noqa: PLW0603 - one set of connections per Functions worker process
-    if _runtime is None:
-        _runtime = Runtime(get_settings())
-    return _runtime
 
 
 def _handle(queue: str, message: func.ServiceBusMessage) -> None:
     handle_dead_letter(
-        _process_runtime(),
+        process_runtime(),
         queue=queue,
         body=message.get_body().decode("utf-8", errors="replace"),
         reason=message.dead_letter_reason,

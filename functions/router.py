@@ -23,7 +23,7 @@ from shared.jobs import job_state, lock_jobs, step_of, step_states
 from shared.logs import log_context
 from shared.messages import JobEvent, StepMessage
 from shared.models import Job, ProcessingStep, utcnow
-from shared.runtime import Runtime
+from shared.runtime import Runtime, process_runtime
 from shared.tracing import current_traceparent, span, trace_properties
 from shared.webhooks import deliver_now, stage_webhook
 from shared.workflow import Decision, Event, next_decision
@@ -211,16 +211,6 @@ def _decide_in_trace(runtime: Runtime, session: Session, job: Job, event: JobEve
     return Routed(job_id=job.id, decision=decision, webhook_id=webhook_id)
 
 
-_runtime: Runtime | None = None
-
-
-def _process_runtime() -> Runtime:
-    global _runtime  # noqa: PLW0603 - one set of connections per Functions worker process
-    if _runtime is None:
-        _runtime = Runtime(get_settings())
-    return _runtime
-
-
 @bp.function_name("router")
 @bp.service_bus_queue_trigger(
     arg_name="message",
@@ -230,4 +220,4 @@ def _process_runtime() -> Runtime:
 def router_trigger(message: func.ServiceBusMessage) -> None:
     """Service Bus trigger on job-events. An exception abandons the message, so the host delivers it
     again and dead-letters it at the queue's max delivery count."""
-    route_event(_process_runtime(), message.get_body().decode("utf-8"))
+    route_event(process_runtime(), message.get_body().decode("utf-8"))

@@ -4,20 +4,10 @@ from __future__ import annotations
 
 import azure.functions as func
 
-from shared.config import get_settings
-from shared.runtime import Runtime
+from shared.runtime import process_runtime
 from shared.webhooks import deliver_due
 
 bp = func.Blueprint()
-
-_runtime: Runtime | None = None
-
-
-def _process_runtime() -> Runtime:
-    global _runtime  # noqa: PLW0603 - one set of connections per Functions worker process
-    if _runtime is None:
-        _runtime = Runtime(get_settings())
-    return _runtime
 
 
 @bp.function_name("webhooks")
@@ -25,5 +15,5 @@ def _process_runtime() -> Runtime:
 def webhooks_timer(timer: func.TimerRequest) -> None:
     """Every 10 s: deliver what is due (new callbacks are tried at once by the router; this retries)."""
     del timer
-    while deliver_due(_process_runtime()) > 0:
+    while deliver_due(process_runtime()) > 0:
         pass

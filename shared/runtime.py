@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING
 
-from shared.config import Settings
+from shared.config import Settings, get_settings
 from shared.db import make_engine, make_sessionmaker
 
 if TYPE_CHECKING:
@@ -52,3 +52,15 @@ class Runtime:
             self.bus.close()
         if "engine" in self.__dict__:
             self.engine.dispose()
+
+
+_process_runtime: Runtime | None = None
+
+
+def process_runtime() -> Runtime:
+    """The one Runtime of a Functions worker process, built on first use (the host imports the
+    function modules before any message arrives, so nothing connects at import)."""
+    global _process_runtime  # noqa: PLW0603 - one set of connections per process, by design
+    if _process_runtime is None:
+        _process_runtime = Runtime(get_settings())
+    return _process_runtime

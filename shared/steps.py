@@ -114,6 +114,15 @@ def claim_step(runtime: Runtime, message: StepMessage, *, worker_id: str) -> Cla
         return Refusal("busy", retry_at=step.lease_expires_at)
 
 
+def _still_ours(claim: Claim) -> tuple[Any, ...]:
+    """The step is still processing under our claim (the fencing token is the attempt)."""
+    return (
+        ProcessingStep.id == claim.step_id,
+        ProcessingStep.attempt == claim.attempt,
+        ProcessingStep.status == "processing",
+    )
+
+
 def renew_lease(runtime: Runtime, claim: Claim, *, progress: float | None = None) -> bool:
     """Extend our lease (and record progress). False when the claim is no longer ours."""
     now = utcnow()
@@ -124,15 +133,7 @@ def renew_lease(runtime: Runtime, claim: Claim, *, progress: float | None = None
     if progress is not None:
         values["progress"] = max(0.0, min(1.0, progress))
     with runtime.sessions() as session, session.begin():
-        result = session.execute(
-            update(ProcessingStep)
-            .where(
-                ProcessingStep.id == claim.step_id,
-                ProcessingStep.attempt == claim.attempt,
-                ProcessingStep.status == "processing",
-            )
-            .values(**values)
-        )
+        result = session.execute(update(ProcessingStep).where(*_still_ours(claim)).values(**values))
         return result.rowcount == 1  # type: ignore[attr-defined]
 
 
@@ -141,11 +142,7 @@ def release_step(runtime: Runtime, claim: Claim) -> bool:
     with runtime.sessions() as session, session.begin():
         result = session.execute(
             update(ProcessingStep)
-            .where(
-                ProcessingStep.id == claim.step_id,
-                ProcessingStep.attempt == claim.attempt,
-                ProcessingStep.status == "processing",
-            )
+            .where(*_still_ours(claim))
             .values(status="pending", lease_expires_at=None, worker_id=None, progress=None, updated_at=utcnow())
         )
         return result.rowcount == 1  # type: ignore[attr-defined]
@@ -182,15 +179,7 @@ def finish_step(
     else:
         values.update(error_message=error, retryable=retryable)
     with runtime.sessions() as session, session.begin():
-        result = session.execute(
-            update(ProcessingStep)
-            .where(
-                ProcessingStep.id == claim.step_id,
-                ProcessingStep.attempt == claim.attempt,
-                ProcessingStep.status == "processing",
-            )
-            .values(**values)
-        )
+        result = session.execute(update(ProcessingStep).where(*_still_ours(claim)).values(**values))
         if result.rowcount != 1:  # type: ignore[attr-defined]
             return False
         if job_updates:

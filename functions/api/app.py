@@ -12,7 +12,6 @@ from typing import Annotated, Any
 from fastapi import Depends, FastAPI, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
-from sqlalchemy import text
 from sqlalchemy.orm import Session
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -45,7 +44,7 @@ from shared import subtitles
 from shared.bus import publish_committed
 from shared.config import Settings, get_settings
 from shared.errors import BlobNotFound
-from shared.health import install_state_metrics
+from shared.health import install_state_metrics, readiness
 from shared.jobs import cancel_job, create_job, get_job, list_jobs, start_job, step_of
 from shared.messages import result_blob_path
 from shared.metrics import exposition
@@ -436,18 +435,7 @@ def _add_health_routes(app: FastAPI) -> None:
     @app.get("/ready", tags=["health"], responses={503: {"model": ErrorResponse}})
     def ready(runtime: RuntimeDep) -> JSONResponse:
         """Readiness: the database, blob storage and the bus can be reached."""
-        checks: dict[str, str] = {}
-        for name, probe in (
-            ("database", lambda: _ping_database(runtime)),
-            ("blob_storage", runtime.blobs.ping),
-            ("bus", runtime.bus.queue_depths),
-        ):
-            try:
-                probe()
-                checks[name] = "ok"
-            except Exception as error:
-                checks[name] = f"unavailable: {error.__class__.__name__}"
-        healthy = all(value == "ok" for value in checks.values())
+        healthy, checks = readiness(runtime)
         return JSONResponse(
             status_code=200 if healthy else 503,
             content={"status": "ok" if healthy else "unavailable", "checks": checks},
@@ -460,8 +448,3 @@ def _add_health_routes(app: FastAPI) -> None:
         return Response(content=body, media_type=content_type)
 
     del health, ready, prometheus_metrics
-
-
-def _ping_database(runtime: Runtime) -> None:
-    with runtime.engine.connect() as connection:
-        connection.execute(text("select 1"))
