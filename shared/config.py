@@ -134,9 +134,11 @@ class Settings(BaseSettings):
     webhook_backoff_seconds: float = Field(default=20.0, validation_alias="WEBHOOK_BACKOFF_SECONDS")
     """Delay after the first failed delivery; doubles after each further one."""
     callback_timeout_seconds: float = Field(default=10.0, validation_alias="CALLBACK_TIMEOUT_SECONDS")
-    router_concurrency: int = Field(default=4, validation_alias="ROUTER_CONCURRENCY")
-    """Events the router handles at once (each job's events are still serialised by a row lock)."""
-    azure_ai_concurrency: int = Field(default=4, validation_alias="AZURE_AI_CONCURRENCY")
+    router_concurrency: int = Field(default=0, ge=0, validation_alias="ROUTER_CONCURRENCY")
+    """Event batches the router handles at once (each job's events are still serialised by a row lock).
+    0: 4 on PostgreSQL or Service Bus, 1 on SQLite, whose writers take turns anyway."""
+    azure_ai_concurrency: int = Field(default=0, ge=0, validation_alias="AZURE_AI_CONCURRENCY")
+    """Translate/summarize steps the local azure-ai consumer runs at once; 0 chooses as for the router."""
     shutdown_grace_seconds: float = Field(default=30.0, validation_alias="SHUTDOWN_GRACE_SECONDS")
 
     # --- API
@@ -212,6 +214,12 @@ class Settings(BaseSettings):
         if self.database_url:
             return normalise_database_url(self.database_url)
         return f"sqlite:///{(self.speechflow_home / 'speechflow.db').resolve()}"
+
+    def concurrency(self, configured: int) -> int:
+        """A consumer's thread count: as configured, or for 0 what suits the database and bus."""
+        if configured > 0:
+            return configured
+        return 1 if self.effective_database_url.startswith("sqlite") and not self.uses_service_bus else 4
 
     @property
     def uses_service_bus(self) -> bool:

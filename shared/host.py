@@ -155,7 +155,7 @@ def run_router(settings: Settings) -> int:
         settings.job_events_queue,
         route_event,
         batch_handler=route_events,
-        concurrency=settings.router_concurrency,
+        concurrency=settings.concurrency(settings.router_concurrency),
     ).run()
 
 
@@ -163,7 +163,10 @@ def run_azure_ai(settings: Settings) -> int:
     from functions.azure_ai import handle_step_message
 
     return Pump(
-        Runtime(settings), settings.azure_ai_queue, handle_step_message, concurrency=settings.azure_ai_concurrency
+        Runtime(settings),
+        settings.azure_ai_queue,
+        handle_step_message,
+        concurrency=settings.concurrency(settings.azure_ai_concurrency),
     ).run()
 
 

@@ -27,3 +27,11 @@ def test_each_worker_on_one_machine_gets_its_own_probe_port(make_settings) -> No
     supervisor = Supervisor(settings, ["api", "router", "lid", "whisper"])
     ports = {child.name: child.health_port for child in supervisor.children}
     assert ports == {"api": None, "router": None, "lid": 9100, "whisper": 9101, "whisper-2": 9102}
+
+
+def test_consumers_run_one_thread_on_sqlite_and_four_on_postgresql(make_settings) -> None:
+    sqlite = make_settings()
+    postgres = make_settings(database_url="postgresql://postgres@db/speechflow")
+    assert sqlite.concurrency(sqlite.router_concurrency) == 1
+    assert postgres.concurrency(postgres.router_concurrency) == 4
+    assert sqlite.concurrency(3) == 3
