@@ -17,7 +17,7 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from shared import metrics
-from shared.bus import publish_committed
+from shared.bus import Outgoing, publish_committed
 from shared.config import get_settings
 from shared.jobs import job_state, lock_jobs, step_of, step_states
 from shared.logs import log_context
@@ -101,17 +101,19 @@ def _apply(runtime: Runtime, events: list[JobEvent]) -> list[Routed | None]:
             session.execute(text("SET LOCAL synchronous_commit TO OFF"))
         jobs = {job.id: job for job in lock_jobs(session=session, job_ids={event.job_id for event in events})}
         routed: list[Routed | None] = []
+        outgoing: list[Outgoing] = []
         for event in events:
             job = jobs.get(event.job_id)
             if job is None:
                 log.warning("event for unknown job", extra={"action": "route_unknown_job", "job_id": str(event.job_id)})
                 routed.append(None)
                 continue
-            routed.append(_decide(runtime, session, job, event))
+            routed.append(_decide(runtime, session, job, event, outgoing))
+        runtime.bus.stage_many(session, outgoing)
         return routed
 
 
-def _decide(runtime: Runtime, session: Session, job: Job, event: JobEvent) -> Routed:
+def _decide(runtime: Runtime, session: Session, job: Job, event: JobEvent, outgoing: list[Outgoing]) -> Routed:
     """Route one event as one span that continues the event's trace; the step it dispatches carries the
     span on, so that a job's API request, routing and steps form one trace."""
     with (
@@ -123,7 +125,7 @@ def _decide(runtime: Runtime, session: Session, job: Job, event: JobEvent) -> Ro
             attributes={"speechflow.job_id": str(job.id), "speechflow.step_type": event.step_type},
         ) as current,
     ):
-        routed = _decide_in_trace(runtime, session, job, event)
+        routed = _decide_in_trace(runtime, session, job, event, outgoing)
         current.set_attribute("speechflow.job_status", job.status)
     metrics.ROUTED_EVENTS.labels(kind=event.kind).inc()
     if routed.decision.notify and routed.decision.job_status is not None:
@@ -131,7 +133,8 @@ def _decide(runtime: Runtime, session: Session, job: Job, event: JobEvent) -> Ro
     return routed
 
 
-def _decide_in_trace(runtime: Runtime, session: Session, job: Job, event: JobEvent) -> Routed:
+def _decide_in_trace(runtime: Runtime, session: Session, job: Job, event: JobEvent, outgoing: list[Outgoing]) -> Routed:
+    """Apply the workflow's decision to the job; the messages it sends are added to `outgoing`."""
     settings = runtime.settings
     decision = next_decision(
         job=job_state(job),
@@ -177,13 +180,14 @@ def _decide_in_trace(runtime: Runtime, session: Session, job: Job, event: JobEve
             attempt=dispatch.attempt,
             traceparent=current_traceparent() or event.traceparent,
         )
-        runtime.bus.stage(
-            session,
-            settings.worker_queues[dispatch.step_type],
-            message_id=message.message_id,
-            body=message.model_dump_json(),
-            delay=dispatch.delay_seconds,
-            properties=trace_properties(message.traceparent),
+        outgoing.append(
+            Outgoing(
+                queue=settings.worker_queues[dispatch.step_type],
+                message_id=message.message_id,
+                body=message.model_dump_json(),
+                delay=dispatch.delay_seconds,
+                properties=trace_properties(message.traceparent),
+            )
         )
     webhook_id = None
     if decision.job_status is not None:

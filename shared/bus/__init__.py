@@ -4,6 +4,7 @@ queue (embedded default, self-hosting on PostgreSQL) or Azure Service Bus."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -35,6 +36,17 @@ class ReceivedMessage:
 
 
 @dataclass(frozen=True)
+class Outgoing:
+    """A message to stage: where it goes and what it says."""
+
+    queue: str
+    message_id: str
+    body: str
+    delay: float = 0.0
+    properties: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
 class QueueDepth:
     active: int
     """Ready or locked, not yet settled."""
@@ -58,6 +70,9 @@ class MessageBus(Protocol):
         properties: dict[str, Any] | None = None,
     ) -> None:
         """Write a message inside the caller's transaction: it is sent if and only if that commits."""
+
+    def stage_many(self, session: Session, messages: Sequence[Outgoing]) -> None:
+        """`stage` for several messages at once (one statement where the adapter can)."""
 
     def flush(self) -> int:
         """Publish committed staged messages still unsent (the outbox relay); returns how many."""

@@ -48,7 +48,7 @@ from azure.servicebus.exceptions import (
 from azure.servicebus.management import ServiceBusAdministrationClient
 from sqlalchemy import delete, select
 
-from shared.bus import QueueDepth, ReceivedMessage
+from shared.bus import Outgoing, QueueDepth, ReceivedMessage
 from shared.db import make_sessionmaker, transaction
 from shared.errors import ConfigurationError, MessageLockLost, TransientError
 from shared.models import OutboxMessage, utcnow
@@ -253,6 +253,18 @@ class ServiceBusBus:
                 scheduled_at=scheduled_at,
             )
         )
+
+    def stage_many(self, session: Session, messages: Sequence[Outgoing]) -> None:
+        """Outbox rows for several messages, committed with the caller's transaction."""
+        for message in messages:
+            self.stage(
+                session,
+                message.queue,
+                message_id=message.message_id,
+                body=message.body,
+                delay=message.delay,
+                properties=message.properties,
+            )
 
     def flush(self) -> int:
         """Publish every committed, unsent outbox row, a small batch per transaction; returns how many.

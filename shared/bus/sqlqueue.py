@@ -22,7 +22,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
 from sqlalchemy import Connection, Table, and_, case, delete, func, literal, or_, update
@@ -30,7 +30,7 @@ from sqlalchemy import event as sa_event
 from sqlalchemy import select as sql_select
 from sqlalchemy.dialects import postgresql, sqlite
 
-from shared.bus import QueueDepth, ReceivedMessage
+from shared.bus import Outgoing, QueueDepth, ReceivedMessage
 from shared.errors import MessageLockLost
 from shared.models import QueueMessage
 
@@ -118,6 +118,66 @@ class SqlQueue:
         )
         if accepted:
             self._wake_after_commit(session, queue)
+
+    def stage_many(self, session: Session, messages: Sequence[Outgoing]) -> None:
+        """Stage several messages with one INSERT; any whose id is taken goes through `stage`, which
+        knows about the duplicate detection window."""
+        if not messages:
+            return
+        if len(messages) == 1:
+            (only,) = messages
+            self.stage(
+                session,
+                only.queue,
+                message_id=only.message_id,
+                body=only.body,
+                delay=only.delay,
+                properties=only.properties,
+            )
+            return
+        now = now_ms()
+        rows = [
+            {
+                "queue": m.queue,
+                "message_id": m.message_id,
+                "body": m.body,
+                "properties": dict(m.properties) if m.properties else None,
+                "state": ACTIVE,
+                "enqueued_ms": now,
+                "visible_ms": now + max(0, round(m.delay * 1000)),
+                "delivery_count": 0,
+            }
+            for m in messages
+        ]
+        connection = session.connection()
+        statement: Any
+        if self._postgres:
+            staged = (
+                postgresql.insert(_table)
+                .values(rows)
+                .on_conflict_do_nothing(index_elements=["queue", "message_id"])
+                .returning(_c.queue, _c.message_id)
+                .cte("staged")
+            )
+            # One notification per queue and transaction reaches the listeners (PostgreSQL folds repeats).
+            statement = sql_select(
+                staged.c.queue, staged.c.message_id, func.pg_notify(literal(NOTIFY_CHANNEL), staged.c.queue)
+            )
+        else:
+            statement = (
+                sqlite.insert(_table)
+                .values(rows)
+                .on_conflict_do_nothing(index_elements=["queue", "message_id"])
+                .returning(_c.queue, _c.message_id)
+            )
+        inserted = {(row.queue, row.message_id) for row in connection.execute(statement)}
+        for queue in {queue for queue, _ in inserted}:
+            self._wake_after_commit(session, queue)
+        for m in messages:
+            if (m.queue, m.message_id) not in inserted:
+                self.stage(
+                    session, m.queue, message_id=m.message_id, body=m.body, delay=m.delay, properties=m.properties
+                )
 
     def send(
         self,

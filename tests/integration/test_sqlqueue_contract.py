@@ -620,3 +620,28 @@ def test_receive_many_dead_letters_exhausted_messages_and_returns_the_rest(new_b
     dead = bus.receive_many(Q, max_messages=5, max_wait=0.0, dead_letter=True)
     assert [m.body for m in dead] == ["poison"]
     assert dead[0].dead_letter_reason == MAX_DELIVERY_REASON
+
+
+def test_stage_many_sends_all_on_commit_drops_duplicates_and_nothing_on_rollback(bus: SqlQueue) -> None:
+    from shared.bus import Outgoing
+
+    sessions = make_sessionmaker(engine_of(bus))
+    bus.send(Q, message_id="already", body="first")
+    with sessions() as session, session.begin():
+        bus.stage_many(
+            session,
+            [
+                Outgoing(queue=Q, message_id="a", body="a"),
+                Outgoing(queue=Q, message_id="already", body="second"),
+                Outgoing(queue="other", message_id="b", body="b", delay=30.0),
+                Outgoing(queue=Q, message_id="a", body="a again"),
+            ],
+        )
+    assert drain(bus) == ["first", "a"], "one of each id; the duplicate of a sent id is dropped"
+    assert bus.queue_depths()["other"].scheduled == 1
+    with pytest.raises(RuntimeError), sessions() as session, session.begin():
+        bus.stage_many(
+            session, [Outgoing(queue=Q, message_id="x", body="x"), Outgoing(queue=Q, message_id="y", body="y")]
+        )
+        raise RuntimeError("rolled back")
+    assert drain(bus) == []
