@@ -8,21 +8,27 @@ lock token is ours and unexpired. Because the table is in the same database as t
 writes a message in the caller's transaction: the queue is its own transactional outbox.
 
 Waiting receivers sleep rather than poll the database: on PostgreSQL a listener thread holds
-`LISTEN speechflow_queue` on a dedicated connection and every send notifies on commit; on SQLite,
-which cannot signal across processes, receivers poll with a short adaptive sleep, and sends from this
-process wake them at once.
+`LISTEN speechflow_queue` on a dedicated connection and every send notifies on commit; SQLite has no
+such channel, so each process sharing a database file binds a UNIX datagram socket in a wake directory
+for that file and a committed send writes its queue's name to every socket there. Sends from this
+process wake its receivers directly. Where neither is available (an in-memory database), receivers
+poll with a short adaptive sleep.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
+import os
 import select
 import socket
+import tempfile
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 from sqlalchemy import Connection, Table, and_, case, delete, func, literal, or_, update
@@ -91,7 +97,8 @@ class SqlQueue:
         self._generations: dict[str, int] = {}
         self._epoch = 0
         self._closed = False
-        self._listener: _NotificationListener | None = None
+        self._listener: _NotificationListener | _DatagramWaker | None = None
+        self._wake_dir = wake_directory(engine)
         self._listener_guard = threading.Lock()
         self._session_key = ("speechflow.sqlqueue.wake", id(self))
 
@@ -194,7 +201,7 @@ class SqlQueue:
                 connection, queue, message_id=message_id, body=body, delay=delay, properties=properties
             )
         if inserted:
-            self._wake([queue])
+            self._announce([queue])
 
     def flush(self) -> int:
         """Nothing to relay: the queue table is the outbox, so a committed message is already sent."""
@@ -292,7 +299,7 @@ class SqlQueue:
                 # +1 ms: a lock counts as expired only once `now` is strictly past it.
                 timeout = min(timeout, max(0.0, (next_due_ms - now_ms() + 1) / 1000))
             if listener is not None and listener.healthy:
-                timeout = min(timeout, _LISTEN_SAFETY_S)
+                timeout = min(timeout, listener.safety_seconds)
             else:
                 timeout = min(timeout, poll_s)
                 poll_s = min(poll_s * 2, _POLL_MAX_S)
@@ -331,7 +338,7 @@ class SqlQueue:
             if moved_to_dead_letter:
                 self._notify(connection, [dead_letter_key])
         if moved_to_dead_letter:
-            self._wake([dead_letter_key])
+            self._announce([dead_letter_key])
         return messages, next_due
 
     def _claim_statement(self, queue: str, state: str, now: int, limit: int) -> Any:
@@ -466,7 +473,7 @@ class SqlQueue:
                 raise self._lock_lost(message, "abandon")
             key = wake_key(message.queue, dead_letter=row.state == DEAD)
             self._notify(connection, [key])
-        self._wake([key])
+        self._announce([key])
 
     def dead_letter(self, message: ReceivedMessage, *, reason: str, description: str) -> None:
         """Move the message to its queue's dead-letter sub-queue."""
@@ -487,7 +494,7 @@ class SqlQueue:
             if not result.rowcount:
                 raise self._lock_lost(message, "dead_letter")
             self._notify(connection, [key])
-        self._wake([key])
+        self._announce([key])
 
     def renew_lock(self, message: ReceivedMessage) -> float:
         """Extend the lock by the lock duration from now; returns the new expiry in epoch seconds."""
@@ -609,6 +616,13 @@ class SqlQueue:
             for key in keys:
                 connection.execute(sql_select(func.pg_notify(literal(NOTIFY_CHANNEL), literal(key))))
 
+    def _announce(self, keys: list[str]) -> None:
+        """After a commit: wake this process's receivers, and on SQLite those of the other processes
+        sharing the database file (PostgreSQL's NOTIFY, committed with the change, does that there)."""
+        self._wake(keys)
+        if self._wake_dir is not None:
+            broadcast_wake(self._wake_dir, keys)
+
     def _wake_after_commit(self, session: Session, queue: str) -> None:
         pending: set[str] | None = session.info.get(self._session_key)
         if pending is None:
@@ -618,7 +632,7 @@ class SqlQueue:
                 if pending:
                     keys = list(pending)
                     pending.clear()
-                    self._wake(keys)
+                    self._announce(keys)
 
             def on_rollback(_session: Session) -> None:
                 pending.clear()
@@ -627,19 +641,96 @@ class SqlQueue:
             sa_event.listen(session, "after_rollback", on_rollback)
         pending.add(queue)
 
-    def _ensure_listener(self) -> _NotificationListener | None:
-        """PostgreSQL: start LISTENing before the first look at the queue, so no notification is missed."""
-        if not self._postgres:
+    def _ensure_listener(self) -> _NotificationListener | _DatagramWaker | None:
+        """Start listening before the first look at the queue, so no wake-up is missed: LISTEN on
+        PostgreSQL, a datagram socket beside the other processes' on a SQLite file."""
+        if not self._postgres and self._wake_dir is None:
             return None
         with self._listener_guard:
             if self._closed:
                 return None
             if self._listener is None:
-                self._listener = _NotificationListener(self._engine, self._wake)
+                if self._postgres:
+                    self._listener = _NotificationListener(self._engine, self._wake)
+                else:
+                    assert self._wake_dir is not None
+                    self._listener = _DatagramWaker(self._wake_dir, self._wake)
                 self._listener.start()
             listener = self._listener
         listener.wait_ready(_LISTENER_READY_S)
         return listener
+
+
+def wake_directory(engine: Engine) -> Path | None:
+    """Where the processes sharing one SQLite database file keep their wake-up sockets (a short path:
+    UNIX socket paths are limited to about 100 bytes)."""
+    database = engine.url.database
+    if engine.dialect.name != "sqlite" or not database or database == ":memory:":
+        return None
+    digest = hashlib.sha256(str(Path(database).resolve()).encode()).hexdigest()[:16]
+    directory = Path(tempfile.gettempdir()) / f"speechflow-wake-{digest}"
+    directory.mkdir(mode=0o700, exist_ok=True)
+    return directory
+
+
+def broadcast_wake(directory: Path, keys: list[str]) -> None:
+    """One datagram to every receiving process: the wake keys, a line each. Best effort — a receiver
+    that misses one looks at the queue anyway within a second."""
+    try:
+        paths = list(directory.iterdir())
+    except FileNotFoundError:
+        return
+    payload = "\n".join(keys).encode()
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sender:
+        sender.setblocking(False)
+        for path in paths:
+            try:
+                sender.sendto(payload, str(path))
+            except (ConnectionRefusedError, FileNotFoundError):
+                path.unlink(missing_ok=True)  # its process is gone
+            except OSError:
+                pass  # its buffer is full: it is awake already
+
+
+class _DatagramWaker:
+    """For SQLite, which has no LISTEN: a UNIX datagram socket per process in the database's wake
+    directory; senders write the wake keys of what they committed to every socket there."""
+
+    safety_seconds = 1.0
+
+    def __init__(self, directory: Path, wake: Callable[[Iterable[str] | None], None]) -> None:
+        self._path = directory / f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self._wake = wake
+        self._socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self._socket.bind(str(self._path))
+        self._stop_reader, self._stop_writer = socket.socketpair()
+        self._thread = threading.Thread(target=self._run, name="sqlqueue-waker", daemon=True)
+        self.healthy = True
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def wait_ready(self, timeout: float) -> None:
+        """Bound before start: nothing to wait for."""
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self._stop_writer.send(b"x")
+        self._thread.join(timeout=5)
+        for handle in (self._socket, self._stop_reader, self._stop_writer):
+            handle.close()
+        self._path.unlink(missing_ok=True)
+
+    def _run(self) -> None:
+        while True:
+            readable, _, _ = select.select([self._socket, self._stop_reader], [], [])
+            if self._stop_reader in readable:
+                return
+            try:
+                payload = self._socket.recv(65536)
+            except OSError:
+                continue
+            self._wake([key for key in payload.decode(errors="replace").split("\n") if key])
 
 
 class _NotificationListener:
@@ -647,6 +738,8 @@ class _NotificationListener:
     (its payload is a wake key) wakes the receivers of this process waiting on that key. If the
     connection breaks it reconnects, and until then `healthy` is False so receivers fall back to
     polling."""
+
+    safety_seconds = _LISTEN_SAFETY_S
 
     def __init__(self, engine: Engine, wake: Callable[[Iterable[str] | None], None]) -> None:
         self._engine = engine

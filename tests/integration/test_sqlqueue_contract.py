@@ -645,3 +645,12 @@ def test_stage_many_sends_all_on_commit_drops_duplicates_and_nothing_on_rollback
         )
         raise RuntimeError("rolled back")
     assert drain(bus) == []
+
+
+def test_waiting_receiver_wakes_on_a_send_from_another_process(new_bus: BusFactory) -> None:
+    """Two SqlQueues on their own engines stand for two processes: only the database's own channel
+    (NOTIFY on PostgreSQL, the wake sockets beside a SQLite file) can wake the waiting one."""
+    waiting, sending = new_bus(), new_bus()
+    latencies = wake_latencies(waiting, lambda message_id: sending.send(Q, message_id=message_id, body="x"))
+    assert latencies[len(latencies) // 2] < 0.04, latencies
+    assert latencies[-1] < 0.1, latencies
