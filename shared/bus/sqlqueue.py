@@ -668,9 +668,7 @@ def wake_directory(engine: Engine) -> Path | None:
     if engine.dialect.name != "sqlite" or not database or database == ":memory:":
         return None
     digest = hashlib.sha256(str(Path(database).resolve()).encode()).hexdigest()[:16]
-    directory = Path(tempfile.gettempdir()) / f"speechflow-wake-{digest}"
-    directory.mkdir(mode=0o700, exist_ok=True)
-    return directory
+    return Path(tempfile.gettempdir()) / f"speechflow-wake-{digest}"
 
 
 def broadcast_wake(directory: Path, keys: list[str]) -> None:
@@ -702,7 +700,14 @@ class _DatagramWaker:
         self._path = directory / f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self._wake = wake
         self._socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self._socket.bind(str(self._path))
+        for attempt in range(3):
+            directory.mkdir(mode=0o700, exist_ok=True)
+            try:
+                self._socket.bind(str(self._path))
+                break
+            except FileNotFoundError:  # the last receiver of another process removed it just now
+                if attempt == 2:
+                    raise
         self._stop_reader, self._stop_writer = socket.socketpair()
         self._thread = threading.Thread(target=self._run, name="sqlqueue-waker", daemon=True)
         self.healthy = True
@@ -720,6 +725,8 @@ class _DatagramWaker:
         for handle in (self._socket, self._stop_reader, self._stop_writer):
             handle.close()
         self._path.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            self._path.parent.rmdir()  # the last one out; fails harmlessly while others remain
 
     def _run(self) -> None:
         while True:
