@@ -31,6 +31,7 @@ from sqlalchemy.orm import Session
 
 from shared.config import Settings
 from shared.models import Job, WebhookDelivery, utcnow
+from shared.netsafety import UnsafeCallbackUrl, check_callback_url_at_delivery
 from shared.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -183,9 +184,7 @@ def attempt(runtime: Runtime, delivery: WebhookDelivery, *, client: httpx.Client
     error: str | None = None
     retry_after: float | None = None
     try:
-        check_url = _delivery_url_check()
-        if check_url is not None:
-            check_url(delivery.url, settings)
+        check_callback_url_at_delivery(delivery.url, settings)
         response = client.post(delivery.url, content=body, headers=headers, timeout=settings.callback_timeout_seconds)
         status_code = response.status_code
         retry_after = _retry_after(response)
@@ -197,7 +196,7 @@ def attempt(runtime: Runtime, delivery: WebhookDelivery, *, client: httpx.Client
             outcome, error = "retry", f"answered {status_code}"
     except httpx.HTTPError as failure:
         outcome, error = "retry", f"{failure.__class__.__name__}: {failure}"[:500]
-    except ValueError as refused:  # the URL policy refused the address at delivery time
+    except UnsafeCallbackUrl as refused:  # the URL policy refused the address at delivery time
         outcome, error = "failed", str(refused)[:500]
     if outcome == "retry" and attempts >= settings.webhook_max_attempts:
         outcome = "failed"
@@ -233,15 +232,6 @@ def attempt(runtime: Runtime, delivery: WebhookDelivery, *, client: httpx.Client
         },
     )
     return str(values.get("status", "pending"))
-
-
-def _delivery_url_check() -> Any:
-    """The callback URL policy's delivery-time check (DNS rebinding), where the policy exists."""
-    try:
-        from shared import netsafety  # type: ignore[attr-defined]
-    except ImportError:
-        return None
-    return getattr(netsafety, "check_callback_url_at_delivery", None)
 
 
 def deliver_due(runtime: Runtime, *, client: httpx.Client | None = None, limit: int = 20) -> int:

@@ -122,3 +122,29 @@ def test_no_callback_url_stages_nothing(stack: Stack) -> None:
     stack.start(job_id)
     stack.drive(job_id)
     assert stack.job(job_id)["webhooks"] == []
+
+
+def test_delivery_rechecks_the_address_dns_rebinding(
+    database_url: str, make_settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Public when the job was submitted, loopback when the callback is due: nothing is sent."""
+    from shared import netsafety
+
+    answers = iter(["93.184.215.14", "127.0.0.1"])
+
+    def getaddrinfo(host: str, port: int, *args: object, **kwargs: object) -> list[object]:
+        return [(netsafety.socket.AF_INET, netsafety.socket.SOCK_STREAM, 6, "", (next(answers), port))]
+
+    posted: list[str] = []
+    monkeypatch.setattr(netsafety.socket, "getaddrinfo", getaddrinfo)
+    monkeypatch.setattr("httpx.Client.post", lambda _self, url, **_kw: posted.append(url))
+    stack = build_stack(make_settings(database_url=database_url, callback_allowed_hosts=""))
+    try:
+        job_id = run_job(stack, "https://rebind.example.com/hook")
+        webhook = deliver_until_settled(stack, job_id)
+    finally:
+        stack.client.close()
+        stack.runtime.close()
+    assert posted == []
+    assert webhook["status"] == "failed" and webhook["attempts"] == 1
+    assert "127.0.0.1" in webhook["last_error"] or "loopback" in webhook["last_error"]

@@ -5,12 +5,9 @@ from __future__ import annotations
 import socket
 from typing import Any
 
-import httpx
 import pytest
 
 from functions.api.schemas import CreateJobRequest, safe_filename
-from shared import netsafety
-from shared.callbacks import send_callback
 from shared.config import Settings
 from shared.netsafety import UnsafeCallbackUrl, check_callback_url, host_allowed, refusal_reason
 
@@ -111,44 +108,6 @@ def test_allow_listed_hosts_skip_scheme_and_address_checks() -> None:
         check_callback_url("http://evilinternal.test/hook", settings, resolver=unused)
     assert host_allowed("LOCALHOST.", ["localhost"])
     assert not host_allowed("localhost.evil.com", ["localhost"])
-
-
-def test_delivery_rechecks_the_address_dns_rebinding(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Public when the job was submitted, loopback when the callback is due: nothing is sent."""
-    settings = Settings()
-    answers = iter([PUBLIC, "127.0.0.1"])
-
-    def getaddrinfo(host: str, port: int, *args: Any, **kwargs: Any) -> list[Any]:
-        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (next(answers), port))]
-
-    posted: list[str] = []
-
-    def post(url: str, **_kwargs: Any) -> httpx.Response:
-        posted.append(url)
-        return httpx.Response(200, request=httpx.Request("POST", url))
-
-    monkeypatch.setattr(netsafety.socket, "getaddrinfo", getaddrinfo)
-    monkeypatch.setattr(httpx, "post", post)
-    url = "https://rebind.example.com/hook"
-    check_callback_url(url, settings)  # submit time: public
-    assert send_callback(settings=settings, url=url, payload={"job_id": "j"}) is False
-    assert posted == []
-
-
-def test_delivery_posts_when_the_address_is_still_public(monkeypatch: pytest.MonkeyPatch) -> None:
-    def getaddrinfo(host: str, port: int, *args: Any, **kwargs: Any) -> list[Any]:
-        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (PUBLIC, port))]
-
-    posted: list[str] = []
-
-    def post(url: str, **_kwargs: Any) -> httpx.Response:
-        posted.append(url)
-        return httpx.Response(200, request=httpx.Request("POST", url))
-
-    monkeypatch.setattr(netsafety.socket, "getaddrinfo", getaddrinfo)
-    monkeypatch.setattr(httpx, "post", post)
-    assert send_callback(settings=Settings(), url="https://ok.example.com/hook", payload={"job_id": "j"})
-    assert posted == ["https://ok.example.com/hook"]
 
 
 # --- upload file names -------------------------------------------------------------------------
