@@ -5,8 +5,8 @@ in every message the job causes (the envelope's `traceparent` field and the mess
 properties), and the router and each worker continue it, so one job is one trace.
 
 Off by default at no cost: unless OTEL_EXPORTER_OTLP_ENDPOINT (or APPLICATIONINSIGHTS_CONNECTION_STRING,
-with azure-monitor-opentelemetry-exporter installed) is set, no tracer provider is installed, the API's
-tracer is a no-op and no `traceparent` is produced. A process that installs its own provider (a test
+exported by azure-monitor-opentelemetry-exporter, which requirements.txt installs) is set, no tracer
+provider is installed, the API's tracer is a no-op and no `traceparent` is produced. A process that installs its own provider (a test
 with an in-memory exporter) gets real spans through the same calls.
 """
 
@@ -41,6 +41,12 @@ def configure_tracing(settings: Settings, *, service_name: str) -> bool:
     endpoint = settings.otel_exporter_otlp_endpoint
     azure = settings.applicationinsights_connection_string
     use_azure = azure is not None and _installed("azure.monitor.opentelemetry.exporter")
+    if azure is not None and not use_azure:
+        log.warning(
+            "APPLICATIONINSIGHTS_CONNECTION_STRING is set but azure-monitor-opentelemetry-exporter is not "
+            "installed: no traces go to Application Insights",
+            extra={"action": "tracing_exporter_missing"},
+        )
     if not endpoint and not use_azure:
         return False
     with _configured:
