@@ -6,8 +6,8 @@ properties), and the router and each worker continue it, so one job is one trace
 
 Off by default at no cost: unless OTEL_EXPORTER_OTLP_ENDPOINT (or APPLICATIONINSIGHTS_CONNECTION_STRING,
 exported by azure-monitor-opentelemetry-exporter, which requirements.txt installs) is set, no tracer
-provider is installed, the API's tracer is a no-op and no `traceparent` is produced. A process that installs its own provider (a test
-with an in-memory exporter) gets real spans through the same calls.
+provider is installed, the API's tracer is a no-op and no `traceparent` is produced. A process that
+installs its own provider (a test with an in-memory exporter) gets real spans through the same calls.
 """
 
 from __future__ import annotations
