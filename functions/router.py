@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import azure.functions as func
@@ -54,9 +55,14 @@ def route_event(runtime: Runtime, body: str) -> Decision | None:
     return result
 
 
-def route_events(runtime: Runtime, bodies: list[str]) -> list[RouteResult]:
+SettleIn = Callable[[Session, list[int]], object]
+"""Settles the messages at these indexes inside the routing transaction (see MessageBus.complete_in)."""
+
+
+def route_events(runtime: Runtime, bodies: list[str], *, settle_in: SettleIn | None = None) -> list[RouteResult]:
     """Route a batch of job events in one transaction (one lock on each job, one commit), falling back
-    to one transaction per event if the batch fails, so that one bad event holds up no other."""
+    to one transaction per event if the batch fails, so that one bad event holds up no other. With
+    `settle_in`, each transaction also settles the messages it routed."""
     results: list[RouteResult] = []
     events: dict[int, JobEvent] = {}
     for index, body in enumerate(bodies):
@@ -68,7 +74,7 @@ def route_events(runtime: Runtime, bodies: list[str]) -> list[RouteResult]:
     if not events:
         return results
     try:
-        routed = _apply(runtime, list(events.values()))
+        routed = _apply(runtime, list(events.values()), settle_in, list(events))
     except Exception as error:
         if len(events) == 1:
             (index,) = events
@@ -78,7 +84,7 @@ def route_events(runtime: Runtime, bodies: list[str]) -> list[RouteResult]:
         routed = []
         for index, event in events.items():
             try:
-                routed.extend(_apply(runtime, [event]))
+                routed.extend(_apply(runtime, [event], settle_in, [index]))
             except Exception as single_error:
                 results[index] = single_error
                 routed.append(None)
@@ -90,14 +96,17 @@ def route_events(runtime: Runtime, bodies: list[str]) -> list[RouteResult]:
     return results
 
 
-def _apply(runtime: Runtime, events: list[JobEvent]) -> list[Routed | None]:
+def _apply(
+    runtime: Runtime, events: list[JobEvent], settle_in: SettleIn | None = None, indexes: list[int] | None = None
+) -> list[Routed | None]:
     """Decide and apply each event in one transaction. Jobs are locked in id order, so concurrent
     routers cannot deadlock; events of one job are applied in order against its updated state."""
     with runtime.sessions() as session, session.begin():
         if runtime.bus.shares_database and session.get_bind().dialect.name == "postgresql":
-            # Safe without waiting for the disk: the events being routed are settled by a later commit in
-            # the same WAL, so a database crash that loses this commit loses that settlement too, and the
-            # events are delivered again. Not so with Service Bus, whose settlement lives elsewhere.
+            # Safe without waiting for the disk: the events being routed are settled in this commit or a
+            # later one in the same WAL, so a database crash that loses this commit loses that settlement
+            # too, and the events are delivered again. Not so with Service Bus, whose settlement lives
+            # elsewhere.
             session.execute(text("SET LOCAL synchronous_commit TO OFF"))
         jobs = {job.id: job for job in lock_jobs(session=session, job_ids={event.job_id for event in events})}
         routed: list[Routed | None] = []
@@ -110,6 +119,8 @@ def _apply(runtime: Runtime, events: list[JobEvent]) -> list[Routed | None]:
                 continue
             routed.append(_decide(runtime, session, job, event, outgoing))
         runtime.bus.stage_many(session, outgoing)
+        if settle_in is not None and indexes is not None:
+            settle_in(session, indexes)
         return routed
 
 

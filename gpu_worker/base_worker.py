@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 from pydantic import ValidationError
 
 from shared import metrics
-from shared.bus import ReceivedMessage
+from shared.bus import ReceivedMessage, settle_with_commit
 from shared.config import Settings
 from shared.errors import MessageLockLost
 from shared.health import start_health_server
@@ -108,6 +108,7 @@ class BaseWorker(ABC):
             # A producer that put the trace context only in the application properties.
             traced = traceparent_of(None, received.properties)
             message = message.model_copy(update={"traceparent": traced}) if traced else message
+        settled = threading.Event()
         outcome = run_step(
             self.runtime,
             message,
@@ -115,6 +116,7 @@ class BaseWorker(ABC):
             worker_id=self.worker_id,
             renew_message_lock=lambda: bus.renew_lock(received),
             shutdown_requested=self.grace_over.is_set,
+            settle_in=lambda session: settle_with_commit(bus, session, [received], settled.set),
         )
         if outcome == "busy":
             # Another worker holds a live lease. Leave the message locked: it comes back when the lock
@@ -125,11 +127,12 @@ class BaseWorker(ABC):
             with contextlib.suppress(MessageLockLost):
                 bus.abandon(received)
             return outcome
-        try:
-            bus.complete(received)
-        except MessageLockLost:
-            # The step's state is already committed; a redelivery finds it finished and is acknowledged.
-            log.warning("lock lost before completing", extra={"action": "complete_lock_lost"})
+        if not settled.is_set():
+            try:
+                bus.complete(received)
+            except MessageLockLost:
+                # The step's state is committed; a redelivery finds it finished and is acknowledged.
+                log.warning("lock lost before completing", extra={"action": "complete_lock_lost"})
         if outcome in ("completed", "failed"):
             self.processed += 1
         return outcome

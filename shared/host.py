@@ -24,11 +24,16 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING, Protocol
 
+from shared.bus import settle_with_commit
 from shared.config import Settings, environment_snapshot, get_settings, local_api_key
 from shared.errors import MessageLockLost
 from shared.logs import configure_logging
 from shared.runtime import Runtime
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
 
 log = logging.getLogger("speechflow.host")
 
@@ -115,9 +120,17 @@ class Pump:
         messages = bus.receive_many(self.queue, max_messages=self.batch_size, max_wait=max_wait)
         if not messages:
             return False
-        results = batch_handler(self.runtime, [message.body for message in messages])
+        settled: set[int] = set()
+
+        def settle_in(session: Session, indexes: list[int]) -> None:
+            chosen = [messages[index] for index in indexes]
+            settle_with_commit(bus, session, chosen, lambda: settled.update(indexes))
+
+        results = batch_handler(self.runtime, [message.body for message in messages], settle_in=settle_in)
         done = []
-        for message, result in zip(messages, results, strict=True):
+        for index, (message, result) in enumerate(zip(messages, results, strict=True)):
+            if index in settled:
+                continue
             if isinstance(result, ValueError):
                 bus.dead_letter(message, reason="InvalidMessage", description=str(result)[:1000])
             elif isinstance(result, Exception):
@@ -136,7 +149,13 @@ class Pump:
         return True
 
 
-BatchHandler = Callable[[Runtime, list[str]], Sequence[object]]
+class BatchHandler(Protocol):
+    """Handles the bodies of a batch; `settle_in(session, indexes)` settles those messages inside the
+    handler's own transaction where the bus allows it."""
+
+    def __call__(
+        self, runtime: Runtime, bodies: list[str], *, settle_in: Callable[[Session, list[int]], object]
+    ) -> Sequence[object]: ...
 
 
 def _stop_on_signals(stopping: threading.Event) -> None:

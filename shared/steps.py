@@ -22,6 +22,7 @@ from typing import Any, Literal
 
 from opentelemetry.trace import SpanKind
 from sqlalchemy import and_, or_, select, update
+from sqlalchemy.orm import Session
 
 from shared import metrics
 from shared.bus import publish_committed
@@ -163,8 +164,10 @@ def finish_step(
     job_updates: dict[str, Any] | None = None,
     error: str | None = None,
     retryable: bool = True,
+    settle_in: Callable[[Session], object] | None = None,
 ) -> bool:
-    """Mark our claimed step completed or failed and stage the job event, in one transaction.
+    """Mark our claimed step completed or failed and stage the job event, in one transaction —
+    with `settle_in`, which settles the step's message in that same transaction where the bus can.
     False (and nothing changed) when another worker holds a newer claim."""
     now = utcnow()
     values: dict[str, Any] = {
@@ -200,6 +203,8 @@ def finish_step(
             body=event.model_dump_json(),
             properties=trace_properties(traceparent),
         )
+        if settle_in is not None:
+            settle_in(session)
     publish_committed(runtime.bus)
     return True
 
@@ -215,6 +220,8 @@ class StepContext:
     job_updates: dict[str, Any] = field(default_factory=dict)
     """Columns of the job to set when the step completes (detected_language, …)."""
     shutdown_requested: Callable[[], bool] = field(default=lambda: False, repr=False)
+    settle_in: Callable[[Session], object] | None = field(default=None, repr=False)
+    """Settles the step's message in the transaction that finishes the step (see MessageBus.complete_in)."""
     """True once the worker's shutdown grace period is over: stop at the next boundary and raise
     ShutdownRequested, and the step is handed back for another worker."""
     _last_progress_write: float = field(default=0.0, repr=False)
@@ -330,6 +337,7 @@ def run_step(
     worker_id: str,
     renew_message_lock: Callable[[], object] | None = None,
     shutdown_requested: Callable[[], bool] | None = None,
+    settle_in: Callable[[Session], object] | None = None,
 ) -> Outcome:
     """Claim, process, write the result, complete — or record the failure. The returned outcome says
     how the message should be settled: "busy" is left to its lock, "released" is abandoned (another
@@ -355,6 +363,7 @@ def run_step(
             worker_id=worker_id,
             renew_message_lock=renew_message_lock,
             shutdown_requested=shutdown_requested,
+            settle_in=settle_in,
             extra=extra,
         )
         current.set_attribute("speechflow.outcome", outcome)
@@ -371,6 +380,7 @@ def _run_step(
     worker_id: str,
     renew_message_lock: Callable[[], object] | None,
     shutdown_requested: Callable[[], bool] | None,
+    settle_in: Callable[[Session], object] | None,
     extra: dict[str, Any],
 ) -> Outcome:
     claim = claim_step(runtime, message, worker_id=worker_id)
@@ -386,6 +396,7 @@ def _run_step(
     context = StepContext(runtime=runtime, claim=claim)
     if shutdown_requested is not None:
         context.shutdown_requested = shutdown_requested
+    context.settle_in = settle_in
     started = time.perf_counter()
     with LeaseKeeper(runtime, claim, renew_message_lock=renew_message_lock):
         try:
@@ -421,6 +432,7 @@ def _run_step(
         result_path=path,
         details=context.details,
         job_updates=context.job_updates,
+        settle_in=context.settle_in,
     )
     log.info(
         "step completed" if done else "step taken over by another worker",
@@ -440,7 +452,15 @@ def _failed(
     retryable: bool,
     extra: dict[str, Any],
 ) -> Outcome:
-    done = finish_step(runtime, claim, status="failed", details=context.details, error=error, retryable=retryable)
+    done = finish_step(
+        runtime,
+        claim,
+        status="failed",
+        details=context.details,
+        error=error,
+        retryable=retryable,
+        settle_in=context.settle_in,
+    )
     log.warning(
         "step failed: %s",
         error,

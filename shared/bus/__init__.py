@@ -4,7 +4,7 @@ queue (embedded default, self-hosting on PostgreSQL) or Azure Service Bus."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -100,6 +100,11 @@ class MessageBus(Protocol):
     def complete_many(self, messages: list[ReceivedMessage]) -> list[ReceivedMessage]:
         """Complete several messages; returns those whose lock was lost (not raised)."""
 
+    def complete_in(self, session: Session, messages: Sequence[ReceivedMessage]) -> bool:
+        """Settle these messages inside the caller's transaction, so that they are completed if and
+        only if it commits (a message whose lock was lost meanwhile is left to its redelivery). False
+        where the bus cannot (Service Bus): complete them after the commit instead."""
+
     def complete(self, message: ReceivedMessage) -> None:
         """Settle: the message is done. Raises MessageLockLost if the lock is no longer ours."""
 
@@ -142,3 +147,14 @@ def publish_committed(bus: MessageBus) -> None:
         logging.getLogger(__name__).warning(
             "publish deferred to the relay: %s", error, extra={"action": "publish_deferred"}
         )
+
+
+def settle_with_commit(
+    bus: MessageBus, session: Session, messages: Sequence[ReceivedMessage], on_settled: Callable[[], object]
+) -> None:
+    """Settle `messages` in `session`'s transaction where the bus allows it; `on_settled` runs once
+    that transaction has committed (not if it rolls back)."""
+    if messages and bus.complete_in(session, messages):
+        from sqlalchemy import event
+
+        event.listen(session, "after_commit", lambda _session: on_settled(), once=True)

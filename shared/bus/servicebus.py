@@ -421,6 +421,11 @@ class ServiceBusBus:
             receiver.complete_message(message.raw)
         self._receiver_of.pop(message.raw, None)
 
+    def complete_in(self, session: Session, messages: Sequence[ReceivedMessage]) -> bool:
+        """Service Bus settles on its own link, not in a database transaction: complete after commit."""
+        del session, messages
+        return False
+
     def complete_many(self, messages: list[ReceivedMessage]) -> list[ReceivedMessage]:
         """Service Bus settles one message a call; returns those whose lock was lost."""
         lost = []

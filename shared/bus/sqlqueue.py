@@ -430,6 +430,20 @@ class SqlQueue:
         if not result.rowcount:
             raise self._lock_lost(message, "complete")
 
+    def complete_in(self, session: Session, messages: Sequence[ReceivedMessage]) -> bool:
+        """The queue is in the job database: settle in the caller's transaction, together with the
+        state change the messages caused (no redelivery after a crash between the two)."""
+        if not messages:
+            return True
+        now = now_ms()
+        held = or_(*(and_(*self._lock_held(message, now)[:2]) for message in messages))
+        session.connection().execute(
+            update(_table)
+            .where(held, _c.locked_until_ms >= now)
+            .values(state=DONE, settled_ms=now, lock_token=None, locked_until_ms=None)
+        )
+        return True
+
     def complete_many(self, messages: list[ReceivedMessage]) -> list[ReceivedMessage]:
         """Complete several messages in one statement; returns those whose lock was lost."""
         if not messages:

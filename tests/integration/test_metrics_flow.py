@@ -72,8 +72,8 @@ def test_a_job_moves_the_counters(stack: Stack) -> None:
     assert moved("speechflow_steps_total", step_type="TRANSCRIBE", outcome="completed") == 1
     assert moved("speechflow_step_retries_total", step_type="TRANSCRIBE") == 1
     assert moved("speechflow_step_duration_seconds_count", step_type="SUMMARIZE", outcome="completed") == 1
-    assert moved("speechflow_audio_seconds_processed_total", step_type="TRANSCRIBE") == 12.5
-    assert moved("speechflow_model_seconds_total", step_type="TRANSCRIBE") == 1.25
+    assert moved("speechflow_audio_seconds_processed_total", step_type="TRANSCRIBE") == pytest.approx(12.5)
+    assert moved("speechflow_model_seconds_total", step_type="TRANSCRIBE") == pytest.approx(1.25)
     assert moved("speechflow_routed_events_total", kind="job_started") == 1
     assert moved("speechflow_jobs_finished_total", status="completed") == 1
     assert value(after, "speechflow_jobs", status="completed") == 1

@@ -315,3 +315,21 @@ def test_callback_is_posted_on_completion(stack: Stack) -> None:
     assert payload["job_id"] == str(job_id)
     assert payload["status"] == "completed"
     assert payload["results_url"].endswith(f"/jobs/{job_id}/results")
+
+
+def test_workers_and_router_settle_messages_in_their_own_transaction(stack: Stack) -> None:
+    """On the SQL queue a step's completion and its message's settlement commit together: no
+    separate complete call, and nothing left to redeliver."""
+    calls: list[str] = []
+    bus = stack.runtime.bus
+    original = bus.complete, bus.complete_many
+    bus.complete = lambda message: (calls.append(message.queue), original[0](message))[1]  # type: ignore[method-assign]
+    bus.complete_many = lambda messages: (calls.extend(m.queue for m in messages), original[1](messages))[1]  # type: ignore[method-assign]
+    job_id = stack.submit("full_pipeline")
+    stack.start(job_id)
+    job = stack.drive(job_id)
+    assert job is not None and job["status"] == "completed"
+    assert calls == [], calls
+    with stack.runtime.sessions() as session:
+        states = session.execute(select(QueueMessage.state, func.count()).group_by(QueueMessage.state)).all()
+    assert dict(states) == {"done": 9}, states  # 1 start + 4 steps + 4 completions

@@ -654,3 +654,19 @@ def test_waiting_receiver_wakes_on_a_send_from_another_process(new_bus: BusFacto
     latencies = wake_latencies(waiting, lambda message_id: sending.send(Q, message_id=message_id, body="x"))
     assert latencies[len(latencies) // 2] < 0.04, latencies
     assert latencies[-1] < 0.1, latencies
+
+
+def test_complete_in_settles_with_the_callers_commit_and_not_on_rollback(bus: SqlQueue) -> None:
+    sessions = make_sessionmaker(engine_of(bus))
+    bus.send(Q, message_id="kept", body="kept")
+    bus.send(Q, message_id="undone", body="undone")
+    kept, undone = bus.receive_many(Q, max_messages=2, max_wait=0.0)
+    with sessions() as session, session.begin():
+        assert bus.complete_in(session, [kept])
+    with pytest.raises(RuntimeError), sessions() as session, session.begin():
+        assert bus.complete_in(session, [undone])
+        raise RuntimeError("rolled back")
+    with engine_of(bus).connect() as connection:
+        states = dict(connection.execute(select(QueueMessage.message_id, QueueMessage.state)).all())
+    assert states == {"kept": "done", "undone": "active"}
+    bus.complete(undone)  # still locked by us: the rollback settled nothing

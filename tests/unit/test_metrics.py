@@ -38,7 +38,7 @@ def test_a_completed_step_records_duration_audio_and_model_seconds() -> None:
         sample("speechflow_audio_seconds_processed_total", step_type="TRANSCRIBE"),
         sample("speechflow_model_seconds_total", step_type="TRANSCRIBE"),
     )
-    assert [a - b for a, b in zip(after, before, strict=True)] == [1, 1, 60.0, 3.5]
+    assert [a - b for a, b in zip(after, before, strict=True)] == pytest.approx([1, 1, 60.0, 3.5])
 
 
 def test_a_failed_or_refused_step_adds_no_audio_and_a_refusal_no_duration() -> None:
