@@ -542,3 +542,8 @@ def test_receive_many_asks_for_a_batch_and_complete_many_reports_lost_locks(
     receiver.error = None
     assert bus.complete_many(batch[1:]) == []
     assert [(a, m.message_id) for a, m, _ in receiver.settled] == [("complete", "e1"), ("complete", "e2")]
+
+
+def test_service_bus_cannot_settle_inside_a_database_transaction(bus: ServiceBusBus) -> None:
+    assert bus.complete_in(None, []) is False  # type: ignore[arg-type]
+    assert bus.shares_database is False
