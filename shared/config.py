@@ -134,11 +134,12 @@ class Settings(BaseSettings):
     webhook_backoff_seconds: float = Field(default=20.0, validation_alias="WEBHOOK_BACKOFF_SECONDS")
     """Delay after the first failed delivery; doubles after each further one."""
     callback_timeout_seconds: float = Field(default=10.0, validation_alias="CALLBACK_TIMEOUT_SECONDS")
-    router_concurrency: int = Field(default=0, ge=0, validation_alias="ROUTER_CONCURRENCY")
-    """Event batches the router handles at once (each job's events are still serialised by a row lock).
-    0: 4 on PostgreSQL or Service Bus, 1 on SQLite, whose writers take turns anyway."""
+    router_concurrency: int = Field(default=1, ge=1, validation_alias="ROUTER_CONCURRENCY")
+    """Event batches one router process handles at once. One is best measured: a batch of up to 32
+    events takes one transaction, and more threads only contend (scale out with more processes)."""
     azure_ai_concurrency: int = Field(default=0, ge=0, validation_alias="AZURE_AI_CONCURRENCY")
-    """Translate/summarize steps the local azure-ai consumer runs at once; 0 chooses as for the router."""
+    """Translate/summarize steps the local azure-ai consumer runs at once (they wait on the model
+    endpoint); 0: 4 on PostgreSQL or Service Bus, 1 on SQLite, whose writers take turns anyway."""
     shutdown_grace_seconds: float = Field(default=30.0, validation_alias="SHUTDOWN_GRACE_SECONDS")
 
     # --- API

@@ -174,7 +174,7 @@ def run_router(settings: Settings) -> int:
         settings.job_events_queue,
         route_event,
         batch_handler=route_events,
-        concurrency=settings.concurrency(settings.router_concurrency),
+        concurrency=settings.router_concurrency,
     ).run()
 
 

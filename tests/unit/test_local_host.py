@@ -29,9 +29,10 @@ def test_each_worker_on_one_machine_gets_its_own_probe_port(make_settings) -> No
     assert ports == {"api": None, "router": None, "lid": 9100, "whisper": 9101, "whisper-2": 9102}
 
 
-def test_consumers_run_one_thread_on_sqlite_and_four_on_postgresql(make_settings) -> None:
+def test_azure_ai_consumer_runs_one_thread_on_sqlite_and_four_on_postgresql(make_settings) -> None:
     sqlite = make_settings()
     postgres = make_settings(database_url="postgresql://postgres@db/speechflow")
-    assert sqlite.concurrency(sqlite.router_concurrency) == 1
-    assert postgres.concurrency(postgres.router_concurrency) == 4
+    assert sqlite.concurrency(sqlite.azure_ai_concurrency) == 1
+    assert postgres.concurrency(postgres.azure_ai_concurrency) == 4
     assert sqlite.concurrency(3) == 3
+    assert postgres.router_concurrency == 1
