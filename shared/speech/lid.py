@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import math
 import threading
+from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -139,7 +140,7 @@ def combine(scored: Sequence[tuple[Scores, float]], *, low_confidence: float) ->
     }
 
 
-class _WindowedIdentifier:
+class _WindowedIdentifier(ABC):
     """VAD, window planning and combination; a backend supplies `_score` for one window's audio."""
 
     backend = ""
@@ -150,16 +151,17 @@ class _WindowedIdentifier:
         self._low_confidence = low_confidence
 
     @property
+    @abstractmethod
     def model_name(self) -> str:
-        raise NotImplementedError
+        """The model's name or path, as reported with each result."""
 
+    @abstractmethod
     def check_device(self) -> None:
         """Raise `ConfigurationError` when the configured device is not there."""
-        raise NotImplementedError
 
+    @abstractmethod
     def load(self) -> None:
         """Load the model now rather than on the first file."""
-        raise NotImplementedError
 
     def identify(self, path: Path | str, *, max_seconds: float | None = None) -> dict[str, Any]:
         duration = probe(path).duration_seconds
@@ -184,8 +186,9 @@ class _WindowedIdentifier:
         )
         return result
 
+    @abstractmethod
     def _score(self, audio: AudioArray) -> Scores:
-        raise NotImplementedError
+        """Language probabilities for one window of 16 kHz mono audio."""
 
 
 class WhisperLanguageIdentifier(_WindowedIdentifier):

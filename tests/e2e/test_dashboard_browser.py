@@ -9,9 +9,11 @@ test waits on `document.body.innerText` instead, as a person waits for the page 
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -151,7 +153,8 @@ def dashboard(make_settings: Callable[..., Settings]) -> Iterator[tuple[str, See
 @pytest.fixture
 def page(chromium: str) -> Iterator[Page]:
     port = free_port()
-    with tempfile.TemporaryDirectory(prefix="speechflow-chromium-") as profile:
+    # Chromium's helper processes may still be writing the profile as it goes: clean up leniently.
+    with tempfile.TemporaryDirectory(prefix="speechflow-chromium-", ignore_cleanup_errors=True) as profile:
         browser = subprocess.Popen(
             [
                 chromium,
@@ -162,6 +165,7 @@ def page(chromium: str) -> Iterator[Page]:
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            start_new_session=True,
         )
         try:
 
@@ -174,8 +178,12 @@ def page(chromium: str) -> Iterator[Page]:
             with connect(devtools_url, max_size=64 * 1024 * 1024) as devtools:
                 yield Page(devtools)
         finally:
-            browser.terminate()
+            # The whole browser: its renderer, GPU and crash-handler processes too.
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(browser.pid, signal.SIGTERM)
             browser.wait(timeout=10)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(browser.pid, signal.SIGKILL)
 
 
 def test_a_person_sees_jobs_queues_and_a_job_drill_down(dashboard: tuple[str, Seeded], page: Page) -> None:
