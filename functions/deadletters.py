@@ -13,6 +13,7 @@ In Azure these are Service Bus triggers on `<queue>/$DeadLetterQueue`; locally t
 from __future__ import annotations
 
 import logging
+import threading
 from typing import Literal
 
 import azure.functions as func
@@ -130,6 +131,18 @@ def drain_dead_letters(runtime: Runtime, *, max_wait: float = 0.0) -> int:
             runtime.bus.complete(message)
             handled += 1
     return handled
+
+
+def run_consumer(runtime: Runtime, stop: threading.Event, *, interval: float = 1.0) -> None:
+    """Drain every dead-letter sub-queue until stopped (the local host's component)."""
+    while not stop.is_set():
+        try:
+            handled = drain_dead_letters(runtime)
+        except Exception:
+            log.exception("dead-letter consumer error", extra={"action": "dead_letter_error"})
+            handled = 0
+        if handled == 0:
+            stop.wait(interval)
 
 
 # --- Azure: one Service Bus trigger per dead-letter sub-queue

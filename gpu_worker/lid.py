@@ -6,7 +6,6 @@ from functools import cached_property
 from typing import Any, ClassVar
 
 from gpu_worker.base_worker import BaseWorker
-from shared.audio import probe
 from shared.speech.lid import make_language_identifier
 from shared.steps import StepContext
 
@@ -25,8 +24,8 @@ class LidWorker(BaseWorker):
 
     def process(self, step: StepContext) -> dict[str, Any]:
         with step.input_file() as path:
-            duration = probe(path).duration_seconds
             result: dict[str, Any] = self.identifier.identify(path, max_seconds=self.settings.max_audio_seconds)
+        duration = result["duration"]  # identify() probed the file already
         step.job_updates.update(
             detected_language=result["language"],
             language_confidence=result["confidence"],

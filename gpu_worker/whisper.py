@@ -8,7 +8,6 @@ from typing import Any, ClassVar
 
 from gpu_worker.base_worker import BaseWorker
 from shared import subtitles
-from shared.audio import probe
 from shared.errors import Cancelled, ShutdownRequested
 from shared.speech.transcriber import Transcriber, TranscriptionCancelled
 from shared.steps import StepContext
@@ -29,7 +28,6 @@ class WhisperWorker(BaseWorker):
 
     def process(self, step: StepContext) -> dict[str, Any]:
         with step.input_file() as path:
-            duration = probe(path).duration_seconds
             try:
                 transcript = self.transcriber.transcribe(
                     path,
@@ -43,6 +41,7 @@ class WhisperWorker(BaseWorker):
                     raise ShutdownRequested("the worker is shutting down") from error
                 raise Cancelled("job cancelled during transcription") from error
         segments = transcript["segments"]
+        duration = transcript["duration"]  # of the decoded audio; no second look at the file
         step.put_result_file("srt", subtitles.to_srt(segments), content_type="application/x-subrip")
         step.put_result_file("vtt", subtitles.to_vtt(segments), content_type="text/vtt")
         step.put_result_file("txt", subtitles.to_txt(transcript), content_type="text/plain; charset=utf-8")

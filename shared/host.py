@@ -189,54 +189,42 @@ def run_azure_ai(settings: Settings) -> int:
     ).run()
 
 
-def run_relay(settings: Settings) -> int:
-    """Publish committed outbox rows to Service Bus (DESIGN.md rule 1)."""
-    from shared.bus.servicebus import ServiceBusBus
-
+def _run_until_stopped(settings: Settings, loop: Callable[[Runtime, threading.Event], object]) -> int:
+    """A background loop of its own process: its connections, and SIGTERM/SIGINT to stop it."""
     runtime = Runtime(settings)
     stopping = threading.Event()
     _stop_on_signals(stopping)
     try:
-        bus = runtime.bus
-        if isinstance(bus, ServiceBusBus):
-            bus.run_relay(stopping, interval=0.2)
+        loop(runtime, stopping)
     finally:
         runtime.close()
     return 0
+
+
+def run_relay(settings: Settings) -> int:
+    """Publish committed outbox rows to Service Bus (DESIGN.md rule 1)."""
+    from shared.bus.servicebus import ServiceBusBus
+
+    def relay(runtime: Runtime, stopping: threading.Event) -> None:
+        bus = runtime.bus
+        if isinstance(bus, ServiceBusBus):
+            bus.run_relay(stopping, interval=0.2)
+
+    return _run_until_stopped(settings, relay)
 
 
 def run_webhooks(settings: Settings) -> int:
     """Deliver due webhooks (retries; the router tries each new one at once)."""
     from shared.webhooks import run_dispatcher
 
-    runtime = Runtime(settings)
-    stopping = threading.Event()
-    _stop_on_signals(stopping)
-    try:
-        run_dispatcher(runtime, stopping, interval=1.0)
-    finally:
-        runtime.close()
-    return 0
+    return _run_until_stopped(settings, run_dispatcher)
 
 
 def run_deadletters(settings: Settings) -> int:
     """Account for every dead-lettered message of every queue (functions.deadletters)."""
-    from functions.deadletters import drain_dead_letters
+    from functions.deadletters import run_consumer
 
-    runtime = Runtime(settings)
-    stopping = threading.Event()
-    _stop_on_signals(stopping)
-    try:
-        while not stopping.is_set():
-            try:
-                if drain_dead_letters(runtime) == 0:
-                    stopping.wait(1.0)
-            except Exception:
-                log.exception("dead-letter consumer error", extra={"action": "dead_letter_error"})
-                stopping.wait(1.0)
-    finally:
-        runtime.close()
-    return 0
+    return _run_until_stopped(settings, run_consumer)
 
 
 DASHBOARD_PORT = 8501

@@ -22,6 +22,7 @@ import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -76,7 +77,12 @@ def webhook_secret(settings: Settings) -> str:
     """WEBHOOK_SECRET, or for the embedded default one generated once under SPEECHFLOW_HOME."""
     if settings.webhook_secret is not None:
         return settings.webhook_secret.get_secret_value()
-    path = settings.speechflow_home / "webhook.secret"
+    return _local_secret(settings.speechflow_home / "webhook.secret")
+
+
+@cache
+def _local_secret(path: Path) -> str:
+    """Made by the first process that needs it; read once per process (it never changes)."""
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         candidate = path.with_suffix(f".{os.getpid()}.tmp")
@@ -88,7 +94,7 @@ def webhook_secret(settings: Settings) -> str:
             pass
         finally:
             candidate.unlink(missing_ok=True)
-    return Path(path).read_text().strip()
+    return path.read_text().strip()
 
 
 # --- staging (inside the router's transaction)
