@@ -247,3 +247,17 @@ class ApiKey(Base):
     key_hash: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(default=utcnow, server_default=text("CURRENT_TIMESTAMP"))
     revoked_at: Mapped[datetime | None] = mapped_column()
+
+
+class RateLimitBucket(Base):
+    """One API key's token bucket, shared by every API process on PostgreSQL (functions/api/security.py).
+    Each request refills and takes a token in one INSERT … ON CONFLICT DO UPDATE, so concurrent requests
+    from several replicas are serialised on the row and none of them is lost. Unused on SQLite."""
+
+    __tablename__ = "rate_limit_buckets"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    """The principal id (`jobs.api_key_id`): a key id, `bootstrap` or `entra:<object id>`."""
+    tokens: Mapped[float] = mapped_column(Float)
+    refilled_at: Mapped[datetime] = mapped_column()
+    """When `tokens` was last computed, by the database's clock, so replicas' clocks do not matter."""

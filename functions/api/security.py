@@ -4,8 +4,8 @@
   or the bootstrap key SPEECHFLOW_API_KEY), or, when ENTRA_* is configured, an Entra ID access token
   (a JWT checked against the tenant's published keys).
 - Ownership: a job belongs to the principal that created it; to everyone else it does not exist.
-- Rate limiting: a token bucket per principal, kept in this process. Several API replicas each keep
-  their own buckets, so the cluster-wide limit is the per-process limit times the replicas.
+- Rate limiting: a token bucket per principal. On PostgreSQL the buckets are rows that every API
+  replica shares (`SharedRateLimiter`); on SQLite, where there is one host, they live in the process.
 - Uploads: size, and for audio workflows a probe (is it audio, how long) before the job is queued.
 """
 
@@ -20,14 +20,17 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Protocol
 
 import jwt
 from fastapi import Depends, Request, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy import Float, bindparam, func, select
+from sqlalchemy.dialects.postgresql import insert
 
 from shared.audio import AudioError, probe
 from shared.keys import BOOTSTRAP_KEY_ID, find_active_key, matches_bootstrap
+from shared.models import RateLimitBucket
 from shared.storage.local import LocalBlobStore
 from shared.workflow import AUDIO_WORKFLOWS
 
@@ -68,8 +71,20 @@ def _unauthorized(code: str, message: str) -> SecurityError:
     return SecurityError(401, code, message, headers={"WWW-Authenticate": "Bearer"})
 
 
+class Limiter(Protocol):
+    """Takes one request's token for a key."""
+
+    @property
+    def enabled(self) -> bool: ...
+
+    def acquire(self, key: str) -> float:
+        """0.0 when the request may go ahead, otherwise the seconds until a token is available."""
+        ...
+
+
 class RateLimiter:
-    """Token buckets: each key may make `burst` requests at once, refilled at `per_minute` a minute."""
+    """Token buckets in this process: each key may make `burst` requests at once, refilled at
+    `per_minute` a minute. Used on SQLite, where one host serves the API."""
 
     _MAX_BUCKETS = 10_000
 
@@ -105,6 +120,60 @@ class RateLimiter:
             return
         refill = self._burst / self._rate
         self._buckets = {key: value for key, value in self._buckets.items() if now - value[1] < refill}
+
+
+class SharedRateLimiter:
+    """The same token buckets as RateLimiter, kept in PostgreSQL (`rate_limit_buckets`) so that every
+    API process draws on one bucket per key.
+
+    One statement refills the bucket and takes a token: INSERT … ON CONFLICT DO UPDATE locks the key's
+    row and, under READ COMMITTED, evaluates the update on the newest committed version, so concurrent
+    requests queue on the row instead of overwriting each other's count. A refused request changes
+    nothing (the WHERE of the update fails and no row comes back). Time is the database's `now()`, so
+    the replicas' clocks do not have to agree.
+    """
+
+    def __init__(self, *, per_minute: float, burst: int, sessions: Callable[[], Session]) -> None:
+        self._rate = per_minute / 60.0
+        self._burst = float(burst)
+        self._sessions = sessions
+        table = RateLimitBucket.__table__.c
+        rate, burst_param = bindparam("rate", type_=Float), bindparam("burst", type_=Float)
+        now = func.now()
+        # A transaction that started before the last update sees a negative elapsed time: count it as none.
+        elapsed = func.greatest(0.0, func.extract("epoch", now - table.refilled_at))
+        available = func.least(burst_param, table.tokens + elapsed * rate)
+        take = insert(RateLimitBucket).values(key=bindparam("key"), tokens=burst_param - 1.0, refilled_at=now)
+        self._take = take.on_conflict_do_update(
+            index_elements=[table.key],
+            set_={"tokens": available - 1.0, "refilled_at": func.greatest(table.refilled_at, now)},
+            where=available >= 1.0,
+        ).returning(table.tokens)
+        self._available = select(available).where(table.key == bindparam("key"))
+
+    @property
+    def enabled(self) -> bool:
+        return self._rate > 0
+
+    def acquire(self, key: str) -> float:
+        if not self.enabled:
+            return 0.0
+        params = {"key": key, "rate": self._rate, "burst": self._burst}
+        with self._sessions() as session, session.begin():
+            if session.execute(self._take, params).first() is not None:
+                return 0.0
+            # Refused: read what the bucket holds to say how long to wait (advice only, not a decision).
+            tokens = session.execute(self._available, params).scalar_one_or_none()
+        return max(0.0, 1.0 - (tokens or 0.0)) / self._rate
+
+
+def rate_limiter(settings: Settings, sessions: Callable[[], Session]) -> Limiter:
+    """The limiter for this deployment: shared through PostgreSQL, otherwise in this process."""
+    if settings.effective_database_url.startswith("postgresql"):
+        return SharedRateLimiter(
+            per_minute=settings.rate_limit_per_minute, burst=settings.rate_limit_burst, sessions=sessions
+        )
+    return RateLimiter(per_minute=settings.rate_limit_per_minute, burst=settings.rate_limit_burst)
 
 
 class TokenVerifier:
@@ -164,14 +233,12 @@ class Authenticator:
         settings: Settings,
         sessions: Callable[[], Session],
         token_verifier: TokenVerifier | None = None,
-        limiter: RateLimiter | None = None,
+        limiter: Limiter | None = None,
     ) -> None:
         self._bootstrap = settings.api_key.get_secret_value() if settings.api_key else None
         self._sessions = sessions
         self._tokens = token_verifier
-        self._limiter = limiter or RateLimiter(
-            per_minute=settings.rate_limit_per_minute, burst=settings.rate_limit_burst
-        )
+        self._limiter = limiter or rate_limiter(settings, sessions)
 
     def authenticate(self, *, api_key: str | None, bearer: str | None) -> Principal:
         principal = self._identify(api_key=api_key, bearer=bearer)

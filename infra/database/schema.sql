@@ -141,4 +141,15 @@ CREATE INDEX idx_jobs_api_key_id ON jobs (api_key_id, created_at);
 
 UPDATE alembic_version SET version_num='0003' WHERE alembic_version.version_num = '0002';
 
+-- Running upgrade 0003 -> 0004
+
+CREATE TABLE rate_limit_buckets (
+    key VARCHAR(64) NOT NULL,
+    tokens FLOAT NOT NULL,
+    refilled_at TIMESTAMP WITH TIME ZONE NOT NULL,
+    CONSTRAINT pk_rate_limit_buckets PRIMARY KEY (key)
+);
+
+UPDATE alembic_version SET version_num='0004' WHERE alembic_version.version_num = '0003';
+
 COMMIT;

@@ -16,10 +16,11 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 from fastapi.testclient import TestClient
+from sqlalchemy import select
 
 from shared import cli
-from shared.keys import create_key, revoke_key
-from shared.models import Job
+from shared.keys import create_key, key_id_of, revoke_key
+from shared.models import Job, RateLimitBucket
 from tests.support.pipeline import API_KEY, TINY_WAV, Stack, build_stack, silent_wav
 
 BOGUS_KEY = "sfk_0123456789ab_this-is-not-a-real-key-but-looks-like-one"
@@ -150,6 +151,11 @@ def test_each_key_is_rate_limited_with_retry_after(make_stack: Callable[..., Sta
     assert 1 <= int(limited.headers["retry-after"]) <= 10
     assert stack.client.get("/jobs", headers=other).status_code == 200  # its own bucket
     assert stack.client.get("/health").status_code == 200
+    with stack.runtime.sessions() as session:
+        shared_buckets = session.execute(select(RateLimitBucket.key).order_by(RateLimitBucket.key)).scalars().all()
+    # PostgreSQL keeps the buckets in the database for every API process; SQLite keeps them in this one.
+    on_postgres = stack.settings.effective_database_url.startswith("postgresql")
+    assert shared_buckets == (sorted(["bootstrap", str(key_id_of(other["x-api-key"]))]) if on_postgres else [])
 
 
 # --- callbacks ---------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 from pydantic import ValidationError
 
-from functions.api.security import Principal, RateLimiter, SecurityError, TokenVerifier
+from functions.api.security import Principal, RateLimiter, SecurityError, SharedRateLimiter, TokenVerifier, rate_limiter
 from shared.config import Settings
 from shared.keys import digest, key_id_of, matches_bootstrap
 from shared.models import Job
@@ -73,6 +73,16 @@ def test_full_buckets_are_forgotten_when_there_are_many() -> None:
     clock.now += 5  # every bucket has refilled
     limiter.acquire("fresh")
     assert len(limiter._buckets) == 1
+
+
+def test_buckets_are_shared_on_postgresql_and_per_process_on_sqlite(tmp_path: Any) -> None:
+    def never_opened() -> Any:
+        raise AssertionError("choosing a limiter opens no session")
+
+    postgres = Settings(database_url="postgres://user@db.example/speechflow", speechflow_home=tmp_path)
+    sqlite = Settings(speechflow_home=tmp_path)
+    assert isinstance(rate_limiter(postgres, never_opened), SharedRateLimiter)
+    assert isinstance(rate_limiter(sqlite, never_opened), RateLimiter)
 
 
 # --- API keys ----------------------------------------------------------------------------------
