@@ -26,6 +26,10 @@ class ShutdownRequested(TransientError):
     """The worker is shutting down and its grace period is over: the step is handed back unfinished."""
 
 
+class LeaseLost(TransientError):
+    """Another worker took this step over after our lease lapsed: stop, and record nothing."""
+
+
 class MessageLockLost(TransientError):
     """The message's lock expired or was taken by another consumer before it was settled."""
 

@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session
 
 from shared import metrics
 from shared.bus import publish_committed
-from shared.errors import Cancelled, MessageLockLost, PermanentError, ShutdownRequested
+from shared.errors import Cancelled, LeaseLost, MessageLockLost, PermanentError, ShutdownRequested
 from shared.jobs import JobSnapshot
 from shared.logs import log_context
 from shared.messages import JobEvent, StepMessage, result_blob_path
@@ -220,10 +220,12 @@ class StepContext:
     job_updates: dict[str, Any] = field(default_factory=dict)
     """Columns of the job to set when the step completes (detected_language, …)."""
     shutdown_requested: Callable[[], bool] = field(default=lambda: False, repr=False)
-    settle_in: Callable[[Session], object] | None = field(default=None, repr=False)
-    """Settles the step's message in the transaction that finishes the step (see MessageBus.complete_in)."""
     """True once the worker's shutdown grace period is over: stop at the next boundary and raise
     ShutdownRequested, and the step is handed back for another worker."""
+    settle_in: Callable[[Session], object] | None = field(default=None, repr=False)
+    """Settles the step's message in the transaction that finishes the step (see MessageBus.complete_in)."""
+    lease_lost: threading.Event = field(default_factory=threading.Event, repr=False)
+    """Set once a renewal finds the claim no longer ours: another worker has taken the step over."""
     _last_progress_write: float = field(default=0.0, repr=False)
     _last_cancel_check: float = field(default=0.0, repr=False)
     _cancelled: bool = field(default=False, repr=False)
@@ -253,7 +255,10 @@ class StepContext:
             yield path
 
     def put_result_file(self, extension: str, data: bytes | str, *, content_type: str) -> str:
-        """Write results/{job_id}/{step}.{extension}; returns the blob path."""
+        """Write results/{job_id}/{step}.{extension}; returns the blob path. Refused once the step
+        has been taken over: its new holder writes these paths now."""
+        if self.lease_lost.is_set():
+            raise LeaseLost(f"{self.step_type} of job {self.job.id} was taken over by another worker")
         path = result_blob_path(self.job.id, self.step_type, extension)
         payload = data.encode("utf-8") if isinstance(data, str) else data
         self.runtime.blobs.put(self.settings.results_container, path, payload, content_type=content_type)
@@ -271,16 +276,18 @@ class StepContext:
         if now - self._last_progress_write < 1.0 and fraction < 1.0:
             return
         self._last_progress_write = now
-        renew_lease(self.runtime, self.claim, progress=fraction)
+        if not renew_lease(self.runtime, self.claim, progress=fraction):
+            self.lease_lost.set()
 
     @property
     def shutting_down(self) -> bool:
         return self.shutdown_requested()
 
     def should_stop(self) -> bool:
-        """True once the job has been cancelled (checked at most every 2 s) or the worker's shutdown
-        grace period is over; processors ask it between segments or chunks."""
-        if self.shutdown_requested():
+        """True once the job has been cancelled (checked at most every 2 s), the worker's shutdown
+        grace period is over, or another worker has taken the step over; processors ask it between
+        segments or chunks."""
+        if self.shutdown_requested() or self.lease_lost.is_set():
             return True
         now = time.monotonic()
         if not self._cancelled and now - self._last_cancel_check >= 2.0:
@@ -291,16 +298,22 @@ class StepContext:
 
 class LeaseKeeper:
     """Renews the step lease (and, where given, the message lock) on a background thread every
-    third of the lock duration, until stopped. `lost` is set if the claim was taken from us."""
+    third of the lock duration, until stopped. `lost` is set if the claim was taken from us: the
+    step's context reads it (should_stop), so the work stops at its next check."""
 
     def __init__(
-        self, runtime: Runtime, claim: Claim, *, renew_message_lock: Callable[[], object] | None = None
+        self,
+        runtime: Runtime,
+        claim: Claim,
+        *,
+        renew_message_lock: Callable[[], object] | None = None,
+        lost: threading.Event | None = None,
     ) -> None:
         self._runtime = runtime
         self._claim = claim
         self._renew_message_lock = renew_message_lock
         self._stop = threading.Event()
-        self.lost = threading.Event()
+        self.lost = lost if lost is not None else threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"lease-{claim.step_id}", daemon=True)
 
     def __enter__(self) -> LeaseKeeper:
@@ -315,11 +328,16 @@ class LeaseKeeper:
         interval = max(0.05, self._runtime.settings.lock_duration_seconds / 3)
         while not self._stop.wait(interval):
             try:
-                if self._renew_message_lock is not None:
-                    self._renew_message_lock()
+                # The lease first: a lost message lock must not keep the step's lease from renewal.
                 if not renew_lease(self._runtime, self._claim):
                     self.lost.set()
+                    log.warning(
+                        "step taken over by another worker",
+                        extra={"action": "lease_lost", "job_id": str(self._claim.job.id)},
+                    )
                     return
+                if self._renew_message_lock is not None:
+                    self._renew_message_lock()
             except MessageLockLost:
                 log.warning("message lock lost", extra={"action": "lock_lost", "job_id": str(self._claim.job.id)})
             except Exception:
@@ -398,29 +416,11 @@ def _run_step(
         context.shutdown_requested = shutdown_requested
     context.settle_in = settle_in
     started = time.perf_counter()
-    with LeaseKeeper(runtime, claim, renew_message_lock=renew_message_lock):
+    with LeaseKeeper(runtime, claim, renew_message_lock=renew_message_lock, lost=context.lease_lost):
         try:
-            result = processor(context)
-            path = result_blob_path(claim.job.id, claim.step_type)
-            runtime.blobs.put(
-                runtime.settings.results_container,
-                path,
-                json.dumps(result, ensure_ascii=False).encode("utf-8"),
-                content_type="application/json",
-            )
-        except ShutdownRequested:
-            released = release_step(runtime, claim)
-            log.info("step handed back at shutdown", extra={"action": "step_released", **extra})
-            metrics.record_step(claim.step_type, "released", seconds=time.perf_counter() - started)
-            return "released" if released else "lost"
-        except (Cancelled, PermanentError) as error:
-            outcome = _failed(runtime, claim, context, str(error), retryable=False, extra=extra)
-            metrics.record_step(claim.step_type, outcome, seconds=time.perf_counter() - started)
-            return outcome
+            path = _work(runtime, processor, context)
         except Exception as error:
-            log.exception("step failed", extra={"action": "step_error", **extra})
-            reason = f"{error.__class__.__name__}: {error}"
-            outcome = _failed(runtime, claim, context, reason, retryable=True, extra=extra)
+            outcome = _stopped(runtime, claim, context, error, extra=extra)
             metrics.record_step(claim.step_type, outcome, seconds=time.perf_counter() - started)
             return outcome
     elapsed = time.perf_counter() - started
@@ -441,6 +441,41 @@ def _run_step(
     outcome = "completed" if done else "lost"
     metrics.record_step(claim.step_type, outcome, seconds=elapsed, details=context.details)
     return outcome
+
+
+def _work(runtime: Runtime, processor: Callable[[StepContext], dict[str, Any]], context: StepContext) -> str:
+    """Run the processor and write its JSON result to the step's deterministic path; returns that path."""
+    result = processor(context)
+    if context.lease_lost.is_set():
+        raise LeaseLost("the step was taken over while it was worked on")
+    path = result_blob_path(context.job.id, context.step_type)
+    runtime.blobs.put(
+        runtime.settings.results_container,
+        path,
+        json.dumps(result, ensure_ascii=False).encode("utf-8"),
+        content_type="application/json",
+    )
+    return path
+
+
+def _stopped(
+    runtime: Runtime, claim: Claim, context: StepContext, error: Exception, *, extra: dict[str, Any]
+) -> Outcome:
+    """Record how the work ended early: handed back, failed for good, or failed to be retried."""
+    if context.lease_lost.is_set():
+        # Whatever the work ended with, the step is another worker's now: record nothing, so that the
+        # new holder's result and completion are the only ones (docs/RELIABILITY.md, fencing token).
+        log.warning("step taken over by another worker; nothing recorded", extra={"action": "step_lost", **extra})
+        return "lost"
+    if isinstance(error, ShutdownRequested):
+        released = release_step(runtime, claim)
+        log.info("step handed back at shutdown", extra={"action": "step_released", **extra})
+        return "released" if released else "lost"
+    if isinstance(error, (Cancelled, PermanentError)):
+        return _failed(runtime, claim, context, str(error), retryable=False, extra=extra)
+    log.error("step failed", exc_info=error, extra={"action": "step_error", **extra})
+    reason = f"{error.__class__.__name__}: {error}"
+    return _failed(runtime, claim, context, reason, retryable=True, extra=extra)
 
 
 def _failed(
