@@ -17,8 +17,8 @@ import streamlit as st
 
 from shared import ops
 from shared.config import Settings
-from shared.models import JOB_STATUSES
 from shared.runtime import Runtime
+from shared.status import JOB_STATUSES
 from shared.workflow import WORKFLOW_TYPES
 
 VIEWS = ("Overview", "Queues", "Steps", "Jobs", "Job detail")

@@ -23,11 +23,12 @@ from sqlalchemy import select
 from shared.bus import publish_committed
 from shared.config import get_settings
 from shared.jobs import get_job
+from shared.lifecycle import decide
 from shared.messages import JobEvent, StepMessage
 from shared.models import ProcessingStep, utcnow
 from shared.runtime import Runtime, process_runtime
-from shared.webhooks import deliver_now, stage_webhook
-from shared.workflow import TERMINAL_STATUSES
+from shared.webhooks import deliver_now
+from shared.workflow import Event
 
 log = logging.getLogger(__name__)
 
@@ -94,18 +95,14 @@ def _job_event(runtime: Runtime, body: str, why: str) -> Handled:
     webhook_id = None
     with runtime.sessions() as session, session.begin():
         job = get_job(session=session, job_id=event.job_id, for_update=True)
-        if job is None or job.status in TERMINAL_STATUSES:
+        if job is None:
             outcome: Handled = "job_obsolete"
         else:
-            now = utcnow()
-            job.status = "failed"
-            job.error_message = f"the router could not handle {event.kind}: {why}"
-            job.updated_at = job.completed_at = now
-            delivery = stage_webhook(
-                session, settings=runtime.settings, job=job, status="failed", error=job.error_message
-            )
-            webhook_id = delivery.id if delivery is not None else None
-            outcome = "job_failed"
+            lost = Event(kind="event_dead_lettered", reason=f"{event.kind}: {why}")
+            applied = decide(session, settings=runtime.settings, job=job, event=lost)
+            runtime.bus.stage_many(session, applied.messages)
+            webhook_id = applied.webhook_id
+            outcome = "job_failed" if applied.decision.job_status == "failed" else "job_obsolete"
     if webhook_id is not None:
         deliver_now(runtime, [webhook_id])
     log.warning(

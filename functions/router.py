@@ -20,14 +20,15 @@ from sqlalchemy.orm import Session
 from shared import metrics
 from shared.bus import Outgoing, publish_committed
 from shared.config import get_settings
-from shared.jobs import job_state, lock_jobs, step_of, step_states
+from shared.jobs import lock_jobs
+from shared.lifecycle import decide
 from shared.logs import log_context
-from shared.messages import JobEvent, StepMessage
-from shared.models import Job, ProcessingStep, utcnow
+from shared.messages import JobEvent
+from shared.models import Job
 from shared.runtime import Runtime, process_runtime
-from shared.tracing import current_traceparent, span, trace_properties
-from shared.webhooks import deliver_now, stage_webhook
-from shared.workflow import Decision, Event, next_decision
+from shared.tracing import current_traceparent, span
+from shared.webhooks import deliver_now
+from shared.workflow import Decision, Event
 
 log = logging.getLogger(__name__)
 
@@ -146,74 +147,16 @@ def _decide(runtime: Runtime, session: Session, job: Job, event: JobEvent, outgo
 
 def _decide_in_trace(runtime: Runtime, session: Session, job: Job, event: JobEvent, outgoing: list[Outgoing]) -> Routed:
     """Apply the workflow's decision to the job; the messages it sends are added to `outgoing`."""
-    settings = runtime.settings
-    decision = next_decision(
-        job=job_state(job),
-        steps=step_states(job),
+    applied = decide(
+        session,
+        settings=runtime.settings,
+        job=job,
         event=Event(kind=event.kind, step_type=event.step_type, attempt=event.attempt),
-        max_retries=settings.max_retries,
-        backoff_seconds=settings.retry_backoff_seconds,
+        traceparent=current_traceparent() or event.traceparent,
     )
-    now = utcnow()
-    if decision.dead_lettered_step is not None:
-        step = step_of(job, decision.dead_lettered_step)
-        if step is not None:
-            step.status = "failed"
-            step.retryable = False
-            step.lease_expires_at = None
-            step.error_message = step.error_message or "message dead-lettered after repeated delivery failures"
-    for skip in decision.skips:
-        job.steps.append(
-            ProcessingStep(
-                id=uuid.uuid4(),
-                step_type=skip.step_type,
-                status="completed",
-                started_at=now,
-                completed_at=now,
-                details={"skipped": True, "reason": skip.reason},
-            )
-        )
-    if decision.dispatch is not None:
-        dispatch = decision.dispatch
-        step = step_of(job, dispatch.step_type)
-        if step is None:
-            step = ProcessingStep(id=uuid.uuid4(), step_type=dispatch.step_type, status="pending", retry_count=0)
-            job.steps.append(step)
-        else:
-            step.status = "pending"
-            step.retry_count = dispatch.attempt
-            step.lease_expires_at = None
-            step.worker_id = None
-        message = StepMessage(
-            job_id=job.id,
-            step_id=step.id,
-            step_type=dispatch.step_type,
-            attempt=dispatch.attempt,
-            traceparent=current_traceparent() or event.traceparent,
-        )
-        outgoing.append(
-            Outgoing(
-                queue=settings.worker_queues[dispatch.step_type],
-                message_id=message.message_id,
-                body=message.model_dump_json(),
-                delay=dispatch.delay_seconds,
-                properties=trace_properties(message.traceparent),
-            )
-        )
-    webhook_id = None
-    if decision.job_status is not None:
-        job.status = decision.job_status
-        job.updated_at = now
-        if decision.error_message:
-            job.error_message = decision.error_message
-        if decision.notify:
-            job.completed_at = now
-            delivery = stage_webhook(
-                session, settings=settings, job=job, status=decision.job_status, error=decision.error_message
-            )
-            webhook_id = delivery.id if delivery is not None else None
+    outgoing.extend(applied.messages)
     log.info(
-        decision.reason or "no change",
+        applied.decision.reason or "no change",
         extra={
             "action": "route",
             "job_id": str(job.id),
@@ -223,7 +166,7 @@ def _decide_in_trace(runtime: Runtime, session: Session, job: Job, event: JobEve
             "job_status": job.status,
         },
     )
-    return Routed(job_id=job.id, decision=decision, webhook_id=webhook_id)
+    return Routed(job_id=job.id, decision=applied.decision, webhook_id=applied.webhook_id)
 
 
 @bp.function_name("router")

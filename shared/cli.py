@@ -79,7 +79,7 @@ def submit(
 def follow(client: httpx.Client, job_id: str, *, console: Console, poll_seconds: float = 0.5) -> dict[str, Any]:
     """Poll the job until it is terminal, showing each step's progress."""
     job = _check(client.get(f"/jobs/{job_id}"), "reading the job")
-    total = len(WORKFLOWS[job["workflow_type"]])
+    total = len(WORKFLOWS[job["workflow_type"]].steps)
     columns = (
         TextColumn("{task.description}"),
         BarColumn(),

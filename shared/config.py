@@ -240,17 +240,15 @@ class Settings(BaseSettings):
 
     @property
     def worker_queues(self) -> dict[str, str]:
-        """Step type → the queue its worker consumes."""
-        return {
-            "LID": self.lid_queue,
-            "TRANSCRIBE": self.whisper_queue,
-            "TRANSLATE": self.azure_ai_queue,
-            "SUMMARIZE": self.azure_ai_queue,
-        }
+        """Step type → the queue its consumer takes it from (the step registry, shared/pipeline)."""
+        from shared.pipeline import queues
+
+        return queues(self)
 
     @property
     def all_queues(self) -> list[str]:
-        return [self.job_events_queue, self.lid_queue, self.whisper_queue, self.azure_ai_queue]
+        """job-events, then every step queue once, in the registry's order."""
+        return list(dict.fromkeys([self.job_events_queue, *self.worker_queues.values()]))
 
 
 def normalise_database_url(url: str) -> str:

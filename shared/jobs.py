@@ -4,7 +4,7 @@ owns the transaction."""
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import func, select, update
@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session, selectinload
 from shared.bus import MessageBus
 from shared.messages import JobEvent
 from shared.models import Job, ProcessingStep, utcnow
-from shared.workflow import CANCELLABLE_STATUSES, JobState, StepState
+from shared.workflow import JobState, StepState
 
 
 @dataclass(frozen=True)
@@ -29,6 +29,7 @@ class JobSnapshot:
     detected_language: str | None
     target_language: str | None
     source_job_id: uuid.UUID | None
+    options: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def of(cls, job: Job) -> JobSnapshot:
@@ -42,6 +43,7 @@ class JobSnapshot:
             detected_language=job.detected_language,
             target_language=job.target_language,
             source_job_id=job.source_job_id,
+            options=dict(job.options or {}),
         )
 
     @property
@@ -57,6 +59,8 @@ def job_state(job: Job) -> JobState:
         source_language=job.source_language,
         detected_language=job.detected_language,
         target_language=job.target_language,
+        audio_duration_seconds=job.audio_duration_seconds,
+        options=dict(job.options or {}),
     )
 
 
@@ -85,6 +89,7 @@ def create_job(
     audio_blob_path: str | None,
     job_id: uuid.UUID | None = None,
     api_key_id: str | None = None,
+    options: dict[str, Any] | None = None,
 ) -> Job:
     job = Job(
         id=job_id or uuid.uuid4(),
@@ -97,6 +102,7 @@ def create_job(
         audio_blob_path=audio_blob_path,
         status="pending_upload",
         api_key_id=api_key_id,
+        options=options or None,
     )
     session.add(job)
     session.flush()
@@ -174,18 +180,6 @@ def start_job(
     properties = {"traceparent": traceparent} if traceparent else None
     bus.stage(session, queue, message_id=event.message_id, body=event.model_dump_json(), properties=properties)
     return True
-
-
-def cancel_job(*, session: Session, job_id: uuid.UUID) -> bool:
-    """pending_upload / queued / processing → cancelled, atomically against the router and the workers:
-    no step is dispatched or claimed for a cancelled job, and a running step stops at its next
-    segment or chunk boundary."""
-    cancelled = session.execute(
-        update(Job)
-        .where(Job.id == job_id, Job.status.in_(CANCELLABLE_STATUSES))
-        .values(status="cancelled", updated_at=utcnow(), completed_at=utcnow())
-    )
-    return cancelled.rowcount == 1  # type: ignore[attr-defined]
 
 
 def step_of(job: Job, step_type: str) -> ProcessingStep | None:

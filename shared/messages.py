@@ -3,14 +3,23 @@
 from __future__ import annotations
 
 import uuid
-from typing import Literal
+from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-StepType = Literal["LID", "TRANSCRIBE", "TRANSLATE", "SUMMARIZE"]
-STEP_TYPES: tuple[StepType, ...] = ("LID", "TRANSCRIBE", "TRANSLATE", "SUMMARIZE")
+from shared.workflow import EventKind
 
-EventKind = Literal["job_started", "step_completed", "step_failed", "step_dead_lettered"]
+
+def _registered(step_type: str) -> str:
+    from shared.pipeline import known
+
+    if not known(step_type):
+        raise ValueError(f"unknown step type {step_type!r}")
+    return step_type
+
+
+StepType = Annotated[str, Field(max_length=50), AfterValidator(_registered)]
+"""A step type of the registry (shared/pipeline), or a part of one (`TRANSCRIBE.3`)."""
 
 
 class StepMessage(BaseModel):
@@ -23,6 +32,8 @@ class StepMessage(BaseModel):
     step_type: StepType
     attempt: int
     """The step's retry_count when it was dispatched."""
+    parts: int | None = None
+    """For a part of a fanned-out step (`TRANSCRIBE.3`) or its join: how many parts there are."""
     traceparent: str | None = None
 
     @property

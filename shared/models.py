@@ -31,18 +31,6 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-JOB_STATUSES = (
-    "pending_upload",
-    "queued",
-    "processing",
-    "completed",
-    "partial_complete",
-    "failed",
-    "cancelled",
-)
-TERMINAL_JOB_STATUSES = frozenset({"completed", "partial_complete", "failed", "cancelled"})
-STEP_STATUSES = ("pending", "processing", "completed", "failed")
-
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
@@ -107,6 +95,8 @@ class Job(Base):
     error_message: Mapped[str | None] = mapped_column(Text)
     completed_at: Mapped[datetime | None] = mapped_column()
     api_key_id: Mapped[str | None] = mapped_column(String(64))
+    options: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    """What the client asked for beyond the workflow (speaker labels, channels, vocabulary, …)."""
 
     steps: Mapped[list[ProcessingStep]] = relationship(
         back_populates="job", order_by="ProcessingStep.created_at", cascade="all, delete-orphan"

@@ -5,7 +5,7 @@ never SQL of their own. Small keyword-only functions; the caller passes the sess
 from __future__ import annotations
 
 import contextlib
-import json
+import logging
 import math
 import statistics
 import uuid
@@ -13,13 +13,19 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from pydantic import ValidationError
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session, selectinload
 
 from shared.errors import BlobNotFound
-from shared.messages import STEP_TYPES, result_blob_path
-from shared.models import JOB_STATUSES, Job, ProcessingStep, utcnow
+from shared.messages import result_blob_path
+from shared.models import Job, ProcessingStep, utcnow
+from shared.pipeline import step_types
+from shared.results import Transcript
 from shared.runtime import Runtime
+from shared.status import JOB_STATUSES
+
+log = logging.getLogger(__name__)
 
 AUDIO_SUFFIXES = (".wav", ".mp3", ".m4a", ".ogg", ".oga", ".opus", ".flac", ".webm", ".aac", ".mp4", ".wma")
 MAX_PLAYER_BYTES = 50 * 1024 * 1024
@@ -107,7 +113,7 @@ def step_stats(
         .limit(limit)
     ).all()
     stats = []
-    for step_type in STEP_TYPES:
+    for step_type in step_types():
         mine = [row for row in rows if row.step_type == step_type and not (row.details or {}).get("skipped")]
         done = [row for row in mine if row.status == "completed"]
         latencies = sorted(_elapsed(row.started_at, row.completed_at) for row in done if row.started_at)
@@ -293,9 +299,11 @@ def transcript_preview(*, runtime: Runtime, job_id: uuid.UUID, max_chars: int = 
         raw = runtime.blobs.get(runtime.settings.results_container, result_blob_path(job_id, "TRANSCRIBE"))
     except BlobNotFound:
         return None
-    data = json.loads(raw)
-    text = str(data.get("text") or " ".join(str(s.get("text", "")).strip() for s in data.get("segments", [])))
-    text = text.strip()
+    try:
+        text = Transcript.model_validate_json(raw).full_text()
+    except ValidationError:
+        log.warning("transcript result is not valid", extra={"action": "result_invalid", "job_id": str(job_id)})
+        return None
     return text if len(text) <= max_chars else text[:max_chars].rstrip() + " …"
 
 

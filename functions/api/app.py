@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -15,6 +14,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from sqlalchemy.orm import Session
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from functions.api.results import ResultUnavailable, load_results, render
 from functions.api.schemas import (
     CreateJobRequest,
     CreateJobResponse,
@@ -40,20 +40,19 @@ from functions.api.security import (
     check_upload,
     entra_token_verifier,
 )
-from shared import subtitles
 from shared.bus import publish_committed
 from shared.config import Settings, get_settings
-from shared.errors import BlobNotFound
 from shared.health import install_state_metrics, readiness
-from shared.jobs import cancel_job, create_job, get_job, list_jobs, start_job, step_of
-from shared.messages import result_blob_path
+from shared.jobs import create_job, get_job, list_jobs, start_job, step_of
+from shared.lifecycle import decide
 from shared.metrics import exposition
 from shared.models import Job
 from shared.netsafety import UnsafeCallbackUrl, check_callback_url
+from shared.results import Summary, Transcript
 from shared.runtime import Runtime
 from shared.tracing import configure_tracing, current_traceparent
-from shared.webhooks import deliver_now, stage_webhook
-from shared.workflow import WorkflowType
+from shared.webhooks import deliver_now
+from shared.workflow import Event, WorkflowType
 
 log = logging.getLogger(__name__)
 
@@ -149,6 +148,18 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         ]
         message = "; ".join(f"{'.'.join(map(str, p['loc'][1:])) or 'body'}: {p['msg']}" for p in problems)
         return _error(422, "validation_error", message or "invalid request", problems)
+
+    @app.exception_handler(Exception)
+    async def _unexpected_error(request: Request, error: Exception) -> JSONResponse:
+        # Never a bare 500: the one error shape, and the cause in the log (not in the answer).
+        log.error(
+            "unexpected error in %s %s",
+            request.method,
+            request.url.path,
+            exc_info=error,
+            extra={"action": "api_unexpected_error"},
+        )
+        return _error(500, "internal_error", "the server could not answer this request; it has been logged")
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_request: Request, error: StarletteHTTPException) -> JSONResponse:
@@ -325,15 +336,14 @@ def _add_job_routes(app: FastAPI, settings: Settings) -> None:
     ) -> JobStatusResponse:
         """Cancel a job that has not ended. Steps already completed keep their results; a running step
         stops at its next segment or chunk boundary and writes no result; no further step starts."""
-        job = _job_or_404(session, job_id, principal)
-        if not cancel_job(session=session, job_id=job.id):
-            session.refresh(job)
-            raise ApiError(409, "conflict", f"job is {job.status}; it has already ended")
-        session.refresh(job)
-        delivery = stage_webhook(session, settings=settings, job=job, status="cancelled", error=None)
+        job = _job_or_404(session, job_id, principal, for_update=True)
+        applied = decide(session, settings=settings, job=job, event=Event(kind="cancel_requested"))
+        if applied.decision.refused:
+            raise ApiError(409, "conflict", applied.decision.reason)
+        runtime.bus.stage_many(session, applied.messages)
         session.commit()
-        if delivery is not None:
-            deliver_now(runtime, [delivery.id])
+        if applied.webhook_id is not None:
+            deliver_now(runtime, [applied.webhook_id])
         log.info("job cancelled", extra={"action": "job_cancelled", "job_id": str(job.id)})
         return JobStatusResponse(job_id=job.id, status="cancelled")
 
@@ -354,76 +364,37 @@ def _add_job_routes(app: FastAPI, settings: Settings) -> None:
     ) -> Any:
         """Everything the job has produced so far; `format=srt|vtt|txt` gives subtitles or text."""
         job = _job_or_404(session, job_id, principal)
-        found = _load_results(runtime, job)
-        if not any(found.values()):
+        found = load_results(runtime, job)
+        if found.empty:
             raise ApiError(409, "not_ready", f"job is {job.status}; no results yet")
         if format != "json":
-            source = found["TRANSCRIBE" if part == "transcript" else "TRANSLATE"]
-            if not source or (not source.get("segments") and not source.get("text")):
-                raise ApiError(409, "not_ready", f"no {part} for this job")
-            return _render(source, format, job_id=job.id, part=part)
-        language_result = found["LID"] or {}
-        transcript = found["TRANSCRIBE"]
-        translation = found["TRANSLATE"]
-        if translation is not None and translation.get("skipped"):
-            translation = None
+            try:
+                return render(found, format, part=part, job_id=job.id)
+            except ResultUnavailable as unavailable:
+                raise ApiError(unavailable.status, unavailable.code, unavailable.message) from None
+        language = found.language
         return ResultsResponse(
             job_id=job.id,
             status=job.status,  # type: ignore[arg-type]
-            language=language_result.get("language") or job.detected_language or job.source_language,
-            transcript=_text_part(transcript),
-            translation=_text_part(translation),
-            summary=_summary_part(found["SUMMARIZE"]),
+            language=(language.language if language else None) or job.detected_language or job.source_language,
+            transcript=_text_part(found.transcript),
+            translation=_text_part(found.translation),
+            summary=_summary_part(found.summary),
         )
 
     del submit_job, start, read_job, read_jobs, cancel, results
 
 
-def _load_results(runtime: Runtime, job: Job) -> dict[str, dict[str, Any] | None]:
-    """Read each completed step's result blob. A transcript reused through source_job_id counts too."""
-    found: dict[str, dict[str, Any] | None] = {"LID": None, "TRANSCRIBE": None, "TRANSLATE": None, "SUMMARIZE": None}
-    for step in job.steps:
-        if step.status != "completed" or step.step_type not in found:
-            continue
-        if step.details and step.details.get("skipped"):
-            found[step.step_type] = {"skipped": True}
-            continue
-        path = step.result_blob_path or result_blob_path(job.id, step.step_type)
-        try:
-            found[step.step_type] = json.loads(runtime.blobs.get(runtime.settings.results_container, path))
-        except BlobNotFound:
-            log.warning("result blob missing", extra={"action": "result_missing", "job_id": str(job.id)})
-    return found
-
-
-def _text_part(result: dict[str, Any] | None) -> TranscriptPart | None:
-    if not result or result.get("skipped"):
+def _text_part(result: Transcript | None) -> TranscriptPart | None:
+    if result is None:
         return None
-    return TranscriptPart.model_validate({"text": result.get("text", ""), "segments": result.get("segments", [])})
+    return TranscriptPart(text=result.full_text(), segments=result.segments, speakers=result.speakers)
 
 
-def _summary_part(result: dict[str, Any] | None) -> SummaryPart | None:
-    if not result or "summary" not in result:
+def _summary_part(result: Summary | None) -> SummaryPart | None:
+    if result is None:
         return None
-    return SummaryPart.model_validate({"summary": result["summary"], "key_points": result.get("key_points", [])})
-
-
-_MEDIA_TYPES = {"srt": "application/x-subrip", "vtt": "text/vtt", "txt": "text/plain"}
-
-
-def _render(result: dict[str, Any], fmt: str, *, job_id: uuid.UUID, part: str) -> Response:
-    segments = result.get("segments", [])
-    if fmt == "srt":
-        body = subtitles.to_srt(segments)
-    elif fmt == "vtt":
-        body = subtitles.to_vtt(segments)
-    else:
-        body = subtitles.to_txt(result)
-    return PlainTextResponse(
-        body,
-        media_type=f"{_MEDIA_TYPES[fmt]}; charset=utf-8",
-        headers={"Content-Disposition": f'inline; filename="{job_id}-{part}.{fmt}"'},
-    )
+    return SummaryPart(summary=result.summary, key_points=result.key_points)
 
 
 def _add_health_routes(app: FastAPI) -> None:

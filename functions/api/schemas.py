@@ -9,10 +9,10 @@ from typing import Any, Literal
 
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from shared.results import Segment, SpeakerTalk
+from shared.status import JobStatus, StepStatus
 from shared.workflow import AUDIO_WORKFLOWS, NEEDS_SOURCE_LANGUAGE, WorkflowType
 
-JobStatus = Literal["pending_upload", "queued", "processing", "completed", "partial_complete", "failed", "cancelled"]
-StepStatus = Literal["pending", "processing", "completed", "failed"]
 ResultFormat = Literal["json", "srt", "vtt", "txt"]
 ResultPart = Literal["transcript", "translation"]
 
@@ -121,23 +121,11 @@ class JobListResponse(BaseModel):
     total: int
 
 
-class Word(BaseModel):
-    start: float
-    end: float
-    word: str
-    probability: float | None = None
-
-
-class Segment(BaseModel):
-    start: float
-    end: float
-    text: str
-    words: list[Word] | None = None
-
-
 class TranscriptPart(BaseModel):
     text: str
     segments: list[Segment]
+    """Each with `start`/`end` in seconds — null for a transcript uploaded as text, which has no timings."""
+    speakers: list[SpeakerTalk] | None = None
 
 
 class SummaryPart(BaseModel):

@@ -1,0 +1,143 @@
+"""The step registry: every step type declared once — its name, the queue and consumer that run it, its
+processor, the typed result it writes and the inputs it reads. The router, the consumers, the API's
+results, the local host and the dashboard all take what they need from here; the deployment tests check
+that every registered queue has its k8s Deployment, its KEDA ScaledObject and its Bicep queue.
+
+Adding a step (docs/ARCHITECTURE.md, "Adding a step"): a module in this package that defines `SPEC`, a
+node in a workflow of shared/workflow.py, and its deployment entries. Modules are found by name, so
+nothing else lists them; they import their engines lazily, so that the API and the router can read the
+registry without loading a model.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from functools import cache
+from typing import TYPE_CHECKING
+
+from shared.results import ResultModel
+from shared.workflow import JobState, split_part
+
+if TYPE_CHECKING:
+    from shared.config import Settings
+    from shared.steps import StepContext
+
+
+Processor = Callable[["StepContext"], ResultModel]
+
+
+@dataclass(frozen=True)
+class StepSpec:
+    name: str
+    """The step type, as it appears in messages, the database and the API (`TRANSCRIBE`)."""
+    title: str
+    """What it does, for people (the dashboard, the API's documentation)."""
+    queue: str
+    """The queue its consumer takes it from (default name)."""
+    component: str
+    """The consumer that runs it: the local host component and the k8s Deployment (`whisper`)."""
+    result: type[ResultModel]
+    inputs: tuple[str, ...]
+    """What it reads: `audio` (the upload), `transcript` (an earlier or uploaded transcript), or the
+    result of a named step."""
+    process: Processor
+    queue_setting: str | None = None
+    """A Settings field that renames the queue (the seed's `*_QUEUE_NAME` variables)."""
+    route: Callable[[Settings, JobState], str | None] | None = None
+    """Another step's queue to run this job's step on instead (where its inputs already are), or None."""
+    warm_up: Callable[[Settings], None] | None = None
+    """Load what the processor needs before the consumer takes messages."""
+
+    def queue_name(self, settings: Settings) -> str:
+        if self.queue_setting is not None:
+            return str(getattr(settings, self.queue_setting))
+        return self.queue
+
+
+@cache
+def registry() -> Mapping[str, StepSpec]:
+    """Every step type, from the modules of this package that define `SPEC`."""
+    specs: dict[str, StepSpec] = {}
+    for module in pkgutil.iter_modules(__path__):
+        spec = getattr(importlib.import_module(f"{__name__}.{module.name}"), "SPEC", None)
+        if isinstance(spec, StepSpec):
+            if spec.name in specs:
+                raise ValueError(f"step type {spec.name} is declared twice")
+            specs[spec.name] = spec
+    return dict(sorted(specs.items(), key=lambda item: ORDER.get(item[0], len(ORDER))))
+
+
+ORDER = {"FETCH": 0, "LID": 1, "TRANSCRIBE": 2, "DIARIZE": 3, "TRANSLATE": 4, "SUMMARIZE": 5}
+"""How people read the steps (the dashboard's order); steps not named here come last."""
+
+
+def step_types() -> tuple[str, ...]:
+    return tuple(registry())
+
+
+def spec_of(step_type: str) -> StepSpec:
+    """The spec of a step type, or of the step a part (`TRANSCRIBE.3`) belongs to. KeyError if unknown."""
+    return registry()[split_part(step_type)[0]]
+
+
+def known(step_type: str) -> bool:
+    return split_part(step_type)[0] in registry()
+
+
+def queue_for(settings: Settings, step_type: str, job: JobState) -> str:
+    """The queue a step of this job is sent to."""
+    spec = spec_of(step_type)
+    if spec.route is not None:
+        other = spec.route(settings, job)
+        if other is not None:
+            return spec_of(other).queue_name(settings)
+    return spec.queue_name(settings)
+
+
+def steps_on_queue(settings: Settings, queue: str) -> tuple[StepSpec, ...]:
+    """The steps whose messages can arrive on `queue` (their own, or routed there)."""
+    found = [spec for spec in registry().values() if spec.queue_name(settings) == queue]
+    names = {spec.name for spec in found}
+    for spec in registry().values():
+        if spec.route is not None and spec.name not in names and _may_route_to(spec, settings, queue):
+            found.append(spec)
+    return tuple(found)
+
+
+def _may_route_to(spec: StepSpec, settings: Settings, queue: str) -> bool:
+    assert spec.route is not None
+    probe = JobState(workflow_type="full_pipeline", status="processing")
+    other = spec.route(settings, probe)
+    return other is not None and spec_of(other).queue_name(settings) == queue
+
+
+def queues(settings: Settings) -> dict[str, str]:
+    """Step type → the queue its consumer takes it from (before any routing)."""
+    return {name: spec.queue_name(settings) for name, spec in registry().items()}
+
+
+def components(settings: Settings) -> dict[str, tuple[str, ...]]:
+    """Consumer component → the queues it consumes."""
+    found: dict[str, list[str]] = {}
+    for spec in registry().values():
+        queue = spec.queue_name(settings)
+        names = found.setdefault(spec.component, [])
+        if queue not in names:
+            names.append(queue)
+    return {name: tuple(queue_names) for name, queue_names in found.items()}
+
+
+def processor_for(step_type: str) -> Callable[[StepContext], dict[str, object]] | None:
+    """The processor of a step type (or of its part) as the step runner calls it — its typed result as
+    JSON-ready data — or None when no step of that name is registered."""
+    if not known(step_type):
+        return None
+    process = spec_of(step_type).process
+
+    def run(step: StepContext) -> dict[str, object]:
+        return process(step).model_dump(mode="json", exclude_none=True)
+
+    return run

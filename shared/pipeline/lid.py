@@ -1,0 +1,68 @@
+"""LID: the spoken language of the upload (LID_MODEL: `whisper`, the default, or `mms`)."""
+
+from __future__ import annotations
+
+import threading
+from typing import TYPE_CHECKING, Any
+
+from shared.pipeline import StepSpec
+from shared.results import LanguageResult
+
+if TYPE_CHECKING:
+    from shared.config import Settings
+    from shared.steps import StepContext
+
+_identifiers: dict[int, Any] = {}
+_lock = threading.Lock()
+
+
+def identifier(settings: Settings) -> Any:
+    """One identifier per process (per Settings object), configured now and loaded on first use; it
+    shares the process's Whisper model where it uses Whisper."""
+    from shared.speech.lid import make_language_identifier
+    from shared.speech.models import whisper_model_for_lid
+
+    with _lock:
+        found = _identifiers.get(id(settings))
+        if found is None:
+            model = whisper_model_for_lid(settings) if settings.lid.backend != "mms" else None
+            found = _identifiers[id(settings)] = make_language_identifier(settings, model=model)
+        return found
+
+
+def warm_up(settings: Settings) -> None:
+    engine = identifier(settings)
+    engine.check_device()
+    engine.load()
+
+
+def process(step: StepContext) -> LanguageResult:
+    with step.input_file() as path:
+        found: dict[str, Any] = identifier(step.settings).identify(path, max_seconds=step.settings.max_audio_seconds)
+    result = LanguageResult.model_validate(found)
+    step.job_updates.update(
+        detected_language=result.language,
+        language_confidence=result.confidence,
+        audio_duration_seconds=result.duration,
+    )
+    step.details.update(
+        backend=found.get("backend"),
+        model=found.get("model"),
+        windows=found.get("windows"),
+        low_confidence=found.get("low_confidence"),
+        audio_duration_seconds=result.duration,
+    )
+    return result
+
+
+SPEC = StepSpec(
+    name="LID",
+    title="Language identification",
+    queue="lid-jobs",
+    queue_setting="lid_queue",
+    component="lid",
+    result=LanguageResult,
+    inputs=("audio",),
+    process=process,
+    warm_up=warm_up,
+)
