@@ -1,17 +1,25 @@
 """The local-folder BlobStore: blobs are files under `SPEECHFLOW_HOME/blobs/{container}/{blob}`.
 
 Upload and read URLs imitate Azure SAS URLs closely enough that a client cannot tell the two apart:
-`PUT {url}` with `x-ms-blob-type: BlockBlob` stores the blob. They point at the API
-(`/blobs/{container}/{blob}?se=…&sp=…&sig=…`, served by `functions.api.blobs`) and carry an
-HMAC-SHA256 signature over the permission, expiry, container and blob, so a URL grants exactly one
-operation on exactly one blob until it expires.
+`PUT {url}` with `x-ms-blob-type: BlockBlob` stores the blob, and the Block Blob protocol (Put Block,
+Put Block List, Get Block List) works on the same URL, as azure-storage-blob uses it above 64 MiB.
+They point at the API (`/blobs/{container}/{blob}?se=…&sp=…&sig=…`, served by `functions.api.blobs`)
+and carry an HMAC-SHA256 signature over the permission, expiry, container and blob, so a URL grants
+exactly one operation on exactly one blob until it expires.
+
+Blocks are files too: uncommitted ones under `blobs/.blocks/{key}/`, one file per block, named by
+the block id in hex; the layout of a committed blob under `blobs/.blocklists/{key}.json`, tied to the
+ETag of the file it describes, so a blob replaced by any other write simply has no block list.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import contextlib
 import hashlib
 import hmac
+import json
 import math
 import os
 import re
@@ -19,11 +27,12 @@ import secrets
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cached_property
 from pathlib import Path
-from typing import IO, TYPE_CHECKING
+from typing import IO, TYPE_CHECKING, Literal
 from urllib.parse import quote
 
 from shared.errors import BlobNotFound, SpeechFlowError
@@ -44,6 +53,17 @@ _MAX_BLOB_NAME = 1024
 _COPY_CHUNK = 1024 * 1024
 _STAGING = ".staging"
 """Where blobs are written before they are renamed into place; not a valid container name."""
+_BLOCKS = ".blocks"
+_BLOCK_LISTS = ".blocklists"
+
+UNCOMMITTED_BLOCK_TTL_SECONDS = 7 * 24 * 3600
+"""Uncommitted blocks are dropped a week after the last Put Block on their blob, as Azure does."""
+MAX_BLOCK_ID_BYTES = 64
+MAX_BLOCK_BYTES = 4000 * 1024 * 1024
+"""Azure's limit on one Put Block; the upload size limit (MAX_UPLOAD_BYTES) is usually lower."""
+MAX_UNCOMMITTED_BLOCKS = 100_000
+MAX_COMMITTED_BLOCKS = 50_000
+BlockKind = Literal["Committed", "Uncommitted", "Latest"]
 
 
 class SignedUrlRejected(SpeechFlowError):
@@ -52,6 +72,37 @@ class SignedUrlRejected(SpeechFlowError):
     def __init__(self, code: str, message: str) -> None:
         super().__init__(message)
         self.code = code
+
+
+class BlockRejected(SpeechFlowError):
+    """A block request that Azure would refuse; carries Azure's status and error code."""
+
+    def __init__(self, status_code: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        self.code = code
+
+
+@dataclass(frozen=True)
+class Block:
+    """One block of a block blob: its id (base64, as the client sent it) and its size in bytes."""
+
+    id: str
+    size: int
+
+
+def decode_block_id(block_id: str) -> bytes:
+    """The raw bytes of a block id; raise BlockRejected unless it is canonical base64 of 1-64 bytes."""
+    try:
+        raw = base64.b64decode(block_id, validate=True)
+    except (binascii.Error, ValueError):
+        raw = b""
+    # Only the canonical encoding is accepted, so one block never goes by two ids.
+    if not raw or base64.b64encode(raw).decode("ascii") != block_id:
+        raise BlockRejected(400, "InvalidQueryParameterValue", f"the block id {block_id!r} is not valid base64")
+    if len(raw) > MAX_BLOCK_ID_BYTES:
+        raise BlockRejected(400, "OutOfRangeInput", f"a block id is at most {MAX_BLOCK_ID_BYTES} bytes long")
+    return raw
 
 
 def validate_container_name(container: str) -> str:
@@ -176,20 +227,37 @@ class StagedBlob:
 
     def __init__(self, file: IO[bytes], temporary: Path, target: Path) -> None:
         self.file = file
+        self.target = target
         self._temporary = temporary
-        self._target = target
 
     def commit(self) -> None:
         self.file.flush()
         os.fsync(self.file.fileno())
         self.file.close()
-        self._target.parent.mkdir(parents=True, exist_ok=True)
-        self._temporary.replace(self._target)
+        self.target.parent.mkdir(parents=True, exist_ok=True)
+        self._temporary.replace(self.target)
 
     def discard(self) -> None:
         """Drop what was written unless it was committed; safe to call more than once."""
         self.file.close()
         self._temporary.unlink(missing_ok=True)
+
+
+class StagedBlock:
+    """An uncommitted block being written; `max_bytes` is how large it may grow."""
+
+    def __init__(self, staged: StagedBlob, *, max_bytes: int) -> None:
+        self.file = staged.file
+        self.max_bytes = max_bytes
+        self._staged = staged
+
+    def commit(self) -> None:
+        self._staged.commit()
+        # The folder's time is the blob's last Put Block, from which its uncommitted blocks expire.
+        os.utime(self._staged.target.parent)
+
+    def discard(self) -> None:
+        self._staged.discard()
 
 
 class LocalBlobStore:
@@ -243,7 +311,9 @@ class LocalBlobStore:
 
     def stage(self, container: str, blob: str) -> StagedBlob:
         """Start writing the blob; it appears only once the returned StagedBlob is committed."""
-        target = self.path(container, blob)
+        return self._stage_to(self.path(container, blob))
+
+    def _stage_to(self, target: Path) -> StagedBlob:
         staging = self.root / _STAGING
         staging.mkdir(parents=True, exist_ok=True)
         descriptor, temporary = tempfile.mkstemp(dir=staging, prefix="blob-")
@@ -263,6 +333,149 @@ class LocalBlobStore:
         """An opaque quoted version tag in Azure's style; it changes on every write."""
         stat = self._existing_path(container, blob).stat()
         return f'"0x{stat.st_mtime_ns:X}{stat.st_ino:X}"'
+
+    # --- blocks (Put Block, Put Block List, Get Block List) -------------------------------------
+
+    def _block_key(self, container: str, blob: str) -> str:
+        # A digest, not the name: blob names nest and run to 1024 characters, a folder name cannot.
+        self.path(container, blob)
+        return hashlib.sha256(f"{container}\n{blob}".encode()).hexdigest()
+
+    def _uncommitted_folder(self, container: str, blob: str) -> Path:
+        return self.root / _BLOCKS / self._block_key(container, blob)
+
+    def _block_list_file(self, container: str, blob: str) -> Path:
+        return self.root / _BLOCK_LISTS / f"{self._block_key(container, blob)}.json"
+
+    def stage_block(self, container: str, blob: str, block_id: str) -> StagedBlock:
+        """Start writing one uncommitted block; it replaces any block of the same id once committed.
+
+        Raises BlockRejected for an invalid id, an id whose length differs from the blob's other
+        blocks (Azure requires one length per blob) or one block too many.
+        """
+        raw = decode_block_id(block_id)
+        uncommitted = self.uncommitted_blocks(container, blob)
+        known = uncommitted or self.committed_blocks(container, blob)
+        if known and len(decode_block_id(known[0].id)) != len(raw):
+            message = "all block ids of a blob must have the same length"
+            raise BlockRejected(400, "InvalidBlobOrBlock", message)
+        others = [block for block in uncommitted if block.id != block_id]
+        if len(others) >= MAX_UNCOMMITTED_BLOCKS:
+            message = f"a blob may have at most {MAX_UNCOMMITTED_BLOCKS} uncommitted blocks"
+            raise BlockRejected(409, "BlockCountExceedsLimit", message)
+        # Uncommitted blocks together stay within the upload limit, so an upload URL cannot fill the disk.
+        room = self._settings.max_upload_bytes - sum(block.size for block in others)
+        folder = self._uncommitted_folder(container, blob)
+        folder.mkdir(parents=True, exist_ok=True)
+        staged = self._stage_to(folder / raw.hex())
+        return StagedBlock(staged, max_bytes=max(0, min(MAX_BLOCK_BYTES, room)))
+
+    def uncommitted_blocks(self, container: str, blob: str, *, now: float | None = None) -> list[Block]:
+        """The blob's uncommitted blocks in the order they were staged; none once they expired."""
+        folder = self._uncommitted_folder(container, blob)
+        try:
+            if folder.stat().st_mtime < (time.time() if now is None else now) - UNCOMMITTED_BLOCK_TTL_SECONDS:
+                shutil.rmtree(folder, ignore_errors=True)
+                return []
+            entries = list(os.scandir(folder))
+        except FileNotFoundError:
+            return []
+        found: list[tuple[int, str, int]] = []
+        for entry in entries:
+            with contextlib.suppress(FileNotFoundError):  # a commit may be clearing the folder
+                stat = entry.stat()
+                found.append((stat.st_mtime_ns, entry.name, stat.st_size))
+        found.sort()
+        return [Block(_block_id(name), size) for _, name, size in found]
+
+    def committed_blocks(self, container: str, blob: str) -> list[Block]:
+        """The blocks the blob was last committed from; none if it was written any other way."""
+        try:
+            recorded = json.loads(self._block_list_file(container, blob).read_text(encoding="utf-8"))
+            current = self.etag(container, blob)
+        except (FileNotFoundError, BlobNotFound, ValueError):
+            return []
+        if recorded.get("etag") != current:
+            return []
+        return [Block(block_id, size) for block_id, size in recorded["blocks"]]
+
+    def commit_blocks(self, container: str, blob: str, choices: Sequence[tuple[BlockKind, str]]) -> None:
+        """Write the blob as the concatenation of the chosen blocks (Put Block List), all or nothing.
+
+        Each choice names a block id and where to look it up: among the uncommitted blocks, the
+        committed ones, or the uncommitted first ("Latest"). The blocks are copied chunk by chunk
+        into a staged file that replaces the blob on success; then the uncommitted blocks go.
+        """
+        if len(choices) > MAX_COMMITTED_BLOCKS:
+            message = f"the block list may not contain more than {MAX_COMMITTED_BLOCKS} blocks"
+            raise BlockRejected(400, "BlockListTooLong", message)
+        folder = self._uncommitted_folder(container, blob)
+        uncommitted = {block.id: block for block in self.uncommitted_blocks(container, blob)}
+        committed: dict[str, tuple[int, int]] = {}
+        offset = 0
+        for block in self.committed_blocks(container, blob):
+            committed.setdefault(block.id, (offset, block.size))
+            offset += block.size
+
+        # (an uncommitted block's file, or None for a range of the committed blob; offset; size)
+        sources: list[tuple[Path | None, int, int]] = []
+        for kind, block_id in choices:
+            if kind != "Committed" and block_id in uncommitted:
+                sources.append((folder / decode_block_id(block_id).hex(), 0, uncommitted[block_id].size))
+            elif kind != "Uncommitted" and block_id in committed:
+                sources.append((None, *committed[block_id]))
+            else:
+                raise BlockRejected(400, "InvalidBlockList", f"the block list names an unknown block {block_id!r}")
+        total = sum(size for _, _, size in sources)
+        if total > self._settings.max_upload_bytes:
+            message = f"the blob would be {total} bytes, more than the {self._settings.max_upload_bytes} allowed"
+            raise BlockRejected(413, "RequestBodyTooLarge", message)
+
+        blocks = [Block(block_id, size) for (_, block_id), (_, _, size) in zip(choices, sources, strict=True)]
+        with contextlib.ExitStack() as stack:
+            current = None
+            if any(path is None for path, _, _ in sources):
+                # Opened before the new version replaces it, so committed ranges come from the old one.
+                try:
+                    current = stack.enter_context(self.path(container, blob).open("rb"))
+                except FileNotFoundError:
+                    raise BlockRejected(400, "InvalidBlockList", "the committed blob is gone") from None
+            staged = self._stage_to(self.path(container, blob))
+            stack.callback(staged.discard)
+            for path, start, size in sources:
+                if path is None:
+                    assert current is not None
+                    current.seek(start)
+                    _copy_exactly(current, staged.file, size)
+                    continue
+                try:
+                    source = path.open("rb")
+                except FileNotFoundError:  # expired or committed by a concurrent request
+                    raise BlockRejected(400, "InvalidBlockList", f"block {path.name} is gone") from None
+                with source:
+                    _copy_exactly(source, staged.file, size)
+            staged.commit()
+        record = {"etag": self.etag(container, blob), "blocks": [[block.id, block.size] for block in blocks]}
+        encoded = json.dumps(record).encode("utf-8")
+        _write_file_atomically(self._block_list_file(container, blob), lambda file: file.write(encoded))
+        shutil.rmtree(folder, ignore_errors=True)
+
+    def discard_blocks(self, container: str, blob: str) -> None:
+        """Forget the blob's uncommitted blocks and block list, as Azure does on Put Blob and delete."""
+        shutil.rmtree(self._uncommitted_folder(container, blob), ignore_errors=True)
+        self._block_list_file(container, blob).unlink(missing_ok=True)
+
+    def discard_expired_blocks(self, *, now: float | None = None) -> int:
+        """Delete the uncommitted blocks of every blob not staged to for a week; returns how many blobs."""
+        cutoff = (time.time() if now is None else now) - UNCOMMITTED_BLOCK_TTL_SECONDS
+        discarded = 0
+        with contextlib.suppress(FileNotFoundError):
+            for folder in (self.root / _BLOCKS).iterdir():
+                with contextlib.suppress(FileNotFoundError):
+                    if folder.stat().st_mtime < cutoff:
+                        shutil.rmtree(folder, ignore_errors=True)
+                        discarded += 1
+        return discarded
 
     # --- BlobStore ------------------------------------------------------------------------------
 
@@ -304,6 +517,7 @@ class LocalBlobStore:
 
     def delete(self, container: str, blob: str) -> None:
         self.path(container, blob).unlink(missing_ok=True)
+        self.discard_blocks(container, blob)
 
     def ping(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
@@ -321,3 +535,18 @@ def _write_file_atomically(path: Path, write: Callable[[IO[bytes]], object]) -> 
         Path(temporary).replace(path)
     finally:
         Path(temporary).unlink(missing_ok=True)
+
+
+def _block_id(file_name: str) -> str:
+    return base64.b64encode(bytes.fromhex(file_name)).decode("ascii")
+
+
+def _copy_exactly(source: IO[bytes], target: IO[bytes], size: int) -> None:
+    """Copy `size` bytes chunk by chunk; a source that ends early means it changed under us."""
+    left = size
+    while left:
+        chunk = source.read(min(_COPY_CHUNK, left))
+        if not chunk:
+            raise BlockRejected(400, "InvalidBlockList", "a block changed while the block list was committed")
+        target.write(chunk)
+        left -= len(chunk)

@@ -1,8 +1,10 @@
-"""One contract for every BlobStore: the local folder (its URLs served by the API's blob router) and
-Azure Blob Storage (Azurite). A client only ever sees the upload URL and plain HTTP."""
+"""One contract for every BlobStore: the local folder (its URLs served by the API's blob router over
+real HTTP) and Azure Blob Storage (Azurite). A client only ever sees the upload URL: plain HTTP, or
+azure-storage-blob's BlobClient, which uploads in blocks (Put Block, Put Block List) above 64 MiB."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import os
 import stat
@@ -10,13 +12,16 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import httpx
 import pytest
+from azure.core.exceptions import HttpResponseError, ResourceExistsError
+from azure.storage.blob import BlobBlock, BlobClient, BlockState
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
@@ -27,6 +32,7 @@ from shared.storage import BlobStore, make_blob_store
 from shared.storage.azure_blob import AzureBlobStore
 from shared.storage.local import LocalBlobStore, load_signing_key
 from tests.support.azurite import azurite_connection_string  # noqa: F401
+from tests.support.blob_server import free_port, serve_blobs
 
 BLOCK_BLOB = {"x-ms-blob-type": "BlockBlob"}
 
@@ -56,21 +62,22 @@ def backend(request: pytest.FixtureRequest, make_settings: Callable[..., Setting
     # Azurite lives for the whole session: separate containers keep the tests apart.
     suffix = uuid.uuid4().hex[:12]
     names = {"audio_container": f"audio-{suffix}", "results_container": f"results-{suffix}"}
-    if request.param == "local":
-        settings = make_settings(**names)
-        store: BlobStore = LocalBlobStore(settings)
-        http: httpx.Client = local_client(settings, LocalBlobStore(settings))
-    else:
-        connection_string = request.getfixturevalue("azurite_connection_string")
-        settings = make_settings(azure_storage_connection_string=connection_string, **names)
-        store = AzureBlobStore(settings)
-        http = httpx.Client(timeout=30)
-    assert type(make_blob_store(settings)) is type(store)
-    store.ensure_containers()
-    yield Backend(request.param, settings, store, http)
-    http.close()
-    if isinstance(store, AzureBlobStore):
-        store.close()
+    with ExitStack() as stack:
+        if request.param == "local":
+            port = free_port()
+            settings = make_settings(public_base_url=f"http://127.0.0.1:{port}", **names)
+            store: BlobStore = LocalBlobStore(settings)
+            # The API process has its own store object: nothing is shared with the test but the folder.
+            stack.enter_context(serve_blobs(settings, LocalBlobStore(settings), port))
+        else:
+            connection_string = request.getfixturevalue("azurite_connection_string")
+            settings = make_settings(azure_storage_connection_string=connection_string, **names)
+            store = AzureBlobStore(settings)
+            stack.callback(store.close)
+        http = stack.enter_context(httpx.Client(timeout=30))
+        assert type(make_blob_store(settings)) is type(store)
+        store.ensure_containers()
+        yield Backend(request.param, settings, store, http)
 
 
 def sibling_url(url: str, blob: str) -> str:
@@ -258,6 +265,185 @@ def test_read_url_expires(backend: Backend) -> None:
     assert backend.http.get(url).status_code == 200
     time.sleep(2.2)
     assert backend.http.get(url).status_code == 403
+
+
+# --- what azure-storage-blob does with the URLs: Put Blob, or blocks ------------------------------
+
+
+def sdk_client(url: str, **options: object) -> BlobClient:
+    """The SDK as a client holding only the URL; no retries, so a refusal surfaces at once."""
+    return BlobClient.from_blob_url(url, retry_total=0, **options)
+
+
+def write_random_file(path: Path, size: int) -> str:
+    """A file of `size` random bytes, written a chunk at a time; returns its SHA-256."""
+    digest = hashlib.sha256()
+    with path.open("wb") as file:
+        left = size
+        while left:
+            chunk = os.urandom(min(left, 8 * 1024 * 1024))
+            digest.update(chunk)
+            file.write(chunk)
+            left -= len(chunk)
+    return digest.hexdigest()
+
+
+def stored_sha256(backend: Backend, blob: str, tmp_path: Path) -> str:
+    copy = tmp_path / "downloaded"
+    backend.store.download_to(backend.container, blob, copy)
+    digest = hashlib.sha256()
+    with copy.open("rb") as file:
+        while chunk := file.read(8 * 1024 * 1024):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@pytest.mark.slow
+def test_sdk_default_upload_of_a_file_over_64_mib(backend: Backend, tmp_path: Path) -> None:
+    source = tmp_path / "long-meeting.wav"
+    expected = write_random_file(source, 64 * 1024 * 1024 + 123_457)
+    url, _ = backend.store.upload_url(backend.container, "job-9/long-meeting.wav")
+
+    with source.open("rb") as data:
+        result = sdk_client(url).upload_blob(data)
+
+    assert result["etag"]
+    assert stored_sha256(backend, "job-9/long-meeting.wav", tmp_path) == expected
+    # Above max_single_put_size (64 MiB) the SDK switched to blocks: the blob has a block list.
+    reader = sdk_client(backend.store.read_url(backend.container, "job-9/long-meeting.wav"))
+    committed, uncommitted = reader.get_block_list("all")
+    assert len(committed) > 1
+    assert sum(block.size for block in committed) == source.stat().st_size
+    assert uncommitted == []
+
+
+def test_sdk_uploads_in_small_blocks(backend: Backend, tmp_path: Path) -> None:
+    source = tmp_path / "clip.wav"
+    expected = write_random_file(source, 3 * 1024 * 1024 + 17)
+    url, _ = backend.store.upload_url(backend.container, "job-4/clip.wav")
+    client = sdk_client(url, max_single_put_size=1024 * 1024, max_block_size=512 * 1024)
+
+    with source.open("rb") as data:
+        client.upload_blob(data, max_concurrency=3)
+
+    assert stored_sha256(backend, "job-4/clip.wav", tmp_path) == expected
+    committed, _ = sdk_client(backend.store.read_url(backend.container, "job-4/clip.wav")).get_block_list()
+    assert [block.size for block in committed] == [512 * 1024] * 6 + [17]
+
+
+def test_sdk_block_upload_with_content_md5(backend: Backend) -> None:
+    # validate_content sends Content-MD5 with every block and checks the one each response returns.
+    data = os.urandom(2 * 1024 * 1024 + 5)
+    url, _ = backend.store.upload_url(backend.container, "checked.wav")
+    client = sdk_client(url, max_single_put_size=1024 * 1024, max_block_size=1024 * 1024)
+
+    client.upload_blob(data, validate_content=True)
+
+    assert backend.store.get(backend.container, "checked.wav") == data
+
+
+def test_sdk_lists_stages_and_commits_blocks(backend: Backend) -> None:
+    blob = "job-5/pieces.wav"
+    writer = sdk_client(backend.store.upload_url(backend.container, blob)[0])
+    reader = sdk_client(backend.store.read_url(backend.container, blob))
+    pieces = {"block-a": b"A" * 1000, "block-b": b"B" * 2000, "block-c": b"C" * 3000}
+    for block_id, data in pieces.items():
+        writer.stage_block(block_id, data)
+
+    committed, uncommitted = reader.get_block_list("uncommitted")
+    assert committed == []
+    assert [(block.id, block.size) for block in uncommitted] == [
+        ("block-a", 1000),
+        ("block-b", 2000),
+        ("block-c", 3000),
+    ]
+
+    writer.commit_block_list(["block-c", "block-a"])
+    assert backend.store.get(backend.container, blob) == b"C" * 3000 + b"A" * 1000
+    committed, uncommitted = reader.get_block_list("all")
+    assert [(block.id, block.size) for block in committed] == [("block-c", 3000), ("block-a", 1000)]
+    assert uncommitted == []  # the block left out of the list is discarded with the commit
+
+    # A later list may reuse committed blocks alongside new ones.
+    writer.stage_block("block-d", b"D" * 10)
+    writer.commit_block_list(
+        [BlobBlock("block-a", BlockState.COMMITTED), BlobBlock("block-d", BlockState.UNCOMMITTED), "block-c"]
+    )
+    assert backend.store.get(backend.container, blob) == b"A" * 1000 + b"D" * 10 + b"C" * 3000
+
+
+def test_sdk_commit_of_an_unknown_block_is_refused(backend: Backend) -> None:
+    backend.store.put(backend.container, "kept.wav", b"the original")
+    writer = sdk_client(backend.store.upload_url(backend.container, "kept.wav")[0])
+    writer.stage_block("block-1", b"new data")
+
+    with pytest.raises(HttpResponseError) as refused:
+        writer.commit_block_list(["block-1", "block-2"])
+
+    assert refused.value.status_code == 400
+    assert refused.value.error_code == "InvalidBlockList"
+    assert backend.store.get(backend.container, "kept.wav") == b"the original"
+
+
+def test_sdk_does_not_overwrite_unless_asked(backend: Backend) -> None:
+    backend.store.put(backend.container, "taken.wav", b"first")
+    url, _ = backend.store.upload_url(backend.container, "taken.wav")
+    small_blocks = {"max_single_put_size": 1024, "max_block_size": 1024}
+    for options in ({}, small_blocks):  # Put Blob, then Put Block List: both carry If-None-Match: *
+        before = backend.store.get(backend.container, "taken.wav")
+        with pytest.raises(ResourceExistsError):
+            sdk_client(url, **options).upload_blob(os.urandom(3000))
+        assert backend.store.get(backend.container, "taken.wav") == before
+        replacement = os.urandom(3000)
+        sdk_client(url, **options).upload_blob(replacement, overwrite=True)
+        assert backend.store.get(backend.container, "taken.wav") == replacement
+
+
+def test_upload_url_cannot_list_blocks(backend: Backend) -> None:
+    url, _ = backend.store.upload_url(backend.container, "listed.wav")
+    writer = sdk_client(url)
+    writer.stage_block("block-1", b"x")
+
+    with pytest.raises(HttpResponseError) as refused:
+        writer.get_block_list("all")
+
+    assert refused.value.status_code == 403
+    assert refused.value.error_code == "AuthorizationPermissionMismatch"
+
+
+def test_block_requests_need_a_valid_unexpired_signature(backend: Backend) -> None:
+    url, expires_at = backend.store.upload_url(backend.container, "late-blocks.wav", expires_in=2)
+    sdk_client(url).stage_block("block-1", b"in time")
+    signature = url.split("sig=")[1].split("&")[0]
+    tampered = url.replace(signature, signature[:-4] + ("AAAA" if not signature.endswith("AAAA") else "BBBB"))
+
+    with pytest.raises(HttpResponseError) as wrong:
+        sdk_client(tampered).stage_block("block-2", b"forged")
+    assert wrong.value.status_code == 403
+
+    time.sleep(max(0.0, (expires_at - datetime.now(UTC)).total_seconds()) + 1.1)
+    for attempt in (
+        lambda: sdk_client(url).stage_block("block-3", b"too late"),
+        lambda: sdk_client(url).commit_block_list(["block-1"]),
+    ):
+        with pytest.raises(HttpResponseError) as late:
+            attempt()
+        assert late.value.status_code == 403
+    assert not backend.store.exists(backend.container, "late-blocks.wav")
+
+
+def test_block_id_must_be_base64(backend: Backend) -> None:
+    url, _ = backend.store.upload_url(backend.container, "bad-id.wav")
+    headers = {"x-ms-version": "2025-01-05"}
+
+    response = backend.http.put(f"{url}&comp=block&blockid=not%20base64!", content=b"x", headers=headers)
+
+    assert response.status_code == 400
+    assert response.headers["x-ms-error-code"] == "InvalidQueryParameterValue"
+    assert b"<Code>InvalidQueryParameterValue</Code>" in response.content
+    valid = quote(base64.b64encode(b"block-1").decode(), safe="")
+    accepted = backend.http.put(f"{url}&comp=block&blockid={valid}", content=b"x", headers=headers)
+    assert accepted.status_code == 201
 
 
 # --- the local adapter only: its router, files and signing key ----------------------------------
