@@ -167,3 +167,57 @@ def test_every_audio_error_is_permanent() -> None:
     for error in (audio.EmptyAudioFile, audio.NotAnAudioFile, audio.NoAudioStream, audio.CorruptAudio):
         assert issubclass(error, PermanentError)
     assert isinstance(audio.AudioTooLong(60), PermanentError)
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        pytest.param(FIXTURES / "en" / "meeting-chan3.wav", id="s16-11khz"),
+        pytest.param(FIXTURES / "en" / "librivox-0870.wav", id="s16-16khz"),
+        pytest.param(FIXTURES / "en" / "kokoro-counting.wav", id="f32-16khz"),
+    ],
+)
+def test_mono_sources_decode_exactly_as_faster_whisper(path: Path) -> None:
+    from faster_whisper.audio import decode_audio
+
+    np.testing.assert_array_equal(audio.decode(path), decode_audio(str(path)))
+
+
+def test_each_channel_decodes_alone(tmp_path: Path) -> None:
+    rate = 16000
+    left = 0.4 * np.sin(2 * np.pi * 440.0 * np.arange(rate) / rate)
+    right = 0.4 * np.sin(2 * np.pi * 1000.0 * np.arange(rate) / rate)
+    path = tmp_path / "two-voices.wav"
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream("pcm_s16le", rate=rate, layout="stereo")
+        frame = av.AudioFrame.from_ndarray(np.stack([left, right]).astype(np.float32), format="fltp", layout="stereo")
+        frame.sample_rate = rate
+        frame.pts = 0
+        for packet in [*stream.encode(frame), *stream.encode(None)]:
+            container.mux(packet)
+
+    assert dominant_frequency(audio.decode(path, channel=0)) == pytest.approx(440.0, abs=2)
+    assert dominant_frequency(audio.decode(path, channel=1)) == pytest.approx(1000.0, abs=2)
+    window = audio.decode_window(path, 0.25, 0.5, channel=1)
+    assert len(window) == rate // 2
+    assert dominant_frequency(window) == pytest.approx(1000.0, abs=4)
+    mixed = audio.decode(path)
+    np.testing.assert_allclose(mixed, (left + right) / 2, atol=2e-3)
+    with pytest.raises(audio.NoSuchChannel, match="2 channel"):
+        audio.decode(path, channel=2)
+
+
+def test_window_of_a_long_file_costs_memory_for_the_window_only(tmp_path: Path) -> None:
+    import tracemalloc
+
+    path = encode_tone(tmp_path / "long.flac", codec="flac", rate=16000, seconds=600.0)
+    tracemalloc.start()
+    try:
+        window = audio.decode_window(path, 400.0, 10.0)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert len(window) == 10 * audio.SAMPLE_RATE
+    assert dominant_frequency(window) == pytest.approx(TONE_HZ, abs=2)
+    # The whole file would be 600 s × 16000 × 4 bytes ≈ 38 MB; the window is 0.64 MB.
+    assert peak < 4_000_000
