@@ -13,7 +13,6 @@ In Azure these are Service Bus triggers on `<queue>/$DeadLetterQueue`; locally t
 from __future__ import annotations
 
 import logging
-import threading
 from typing import Literal
 
 import azure.functions as func
@@ -22,6 +21,7 @@ from sqlalchemy import select
 
 from shared.bus import publish_committed
 from shared.config import get_settings
+from shared.consumer import Consumer, Delivery, Handler, Settlement, Shutdown, serve
 from shared.jobs import get_job
 from shared.lifecycle import decide
 from shared.messages import JobEvent, StepMessage
@@ -113,33 +113,44 @@ def _job_event(runtime: Runtime, body: str, why: str) -> Handled:
     return outcome
 
 
+def dead_letter_consumers(runtime: Runtime, *, shutdown: Shutdown | None = None) -> list[Consumer]:
+    """A consumer of every queue's dead-letter sub-queue (the local host's component). A dead letter
+    that cannot be accounted for now (the database is away) is left locked and looked at again when
+    its lock lapses, rather than taken again at once."""
+    shutdown = shutdown or Shutdown(runtime.settings.shutdown_grace_seconds)
+    return [
+        Consumer(runtime, queue, _account_for(queue), dead_letter=True, on_failure="leave", shutdown=shutdown)
+        for queue in runtime.settings.all_queues
+    ]
+
+
+def _account_for(queue: str) -> Handler:
+    def account(delivery: Delivery) -> Settlement:
+        message = delivery.message
+        handle_dead_letter(
+            delivery.runtime,
+            queue=queue,
+            body=message.body,
+            reason=message.dead_letter_reason,
+            description=message.dead_letter_description,
+        )
+        return "complete"
+
+    return account
+
+
 def drain_dead_letters(runtime: Runtime, *, max_wait: float = 0.0) -> int:
     """Handle what is in every queue's dead-letter sub-queue now; returns how many were handled."""
     handled = 0
-    for queue in runtime.settings.all_queues:
-        while (message := runtime.bus.receive(queue, max_wait=max_wait, dead_letter=True)) is not None:
-            handle_dead_letter(
-                runtime,
-                queue=queue,
-                body=message.body,
-                reason=message.dead_letter_reason,
-                description=message.dead_letter_description,
-            )
-            runtime.bus.complete(message)
+    for consumer in dead_letter_consumers(runtime):
+        while consumer.poll_once(max_wait=max_wait):
             handled += 1
     return handled
 
 
-def run_consumer(runtime: Runtime, stop: threading.Event, *, interval: float = 1.0) -> None:
-    """Drain every dead-letter sub-queue until stopped (the local host's component)."""
-    while not stop.is_set():
-        try:
-            handled = drain_dead_letters(runtime)
-        except Exception:
-            log.exception("dead-letter consumer error", extra={"action": "dead_letter_error"})
-            handled = 0
-        if handled == 0:
-            stop.wait(interval)
+def run_consumer(runtime: Runtime, shutdown: Shutdown) -> None:
+    """Consume every dead-letter sub-queue until the shutdown is requested."""
+    serve(dead_letter_consumers(runtime, shutdown=shutdown), shutdown=shutdown)
 
 
 # --- Azure: one Service Bus trigger per dead-letter sub-queue

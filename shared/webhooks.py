@@ -17,7 +17,6 @@ import json
 import logging
 import os
 import secrets
-import threading
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -31,6 +30,7 @@ from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session
 
 from shared.config import Settings
+from shared.consumer import Shutdown, serve
 from shared.models import Job, WebhookDelivery, utcnow
 from shared.netsafety import UnsafeCallbackUrl, check_callback_url_at_delivery
 from shared.runtime import Runtime
@@ -270,14 +270,23 @@ def deliver_now(runtime: Runtime, delivery_ids: list[uuid.UUID]) -> None:
                 log.exception("webhook fast path failed", extra={"action": "webhook_fast_path_failed"})
 
 
-def run_dispatcher(runtime: Runtime, stop: threading.Event, *, interval: float = 1.0) -> None:
-    """Deliver due webhooks until stopped."""
+class Dispatcher:
+    """The dispatcher as one of the consumer loop's pollers (shared.consumer.serve): each round
+    attempts every delivery that is due."""
+
+    name = "webhooks"
+    concurrency = 1
+
+    def __init__(self, runtime: Runtime, client: httpx.Client, *, interval: float = 1.0) -> None:
+        self.runtime = runtime
+        self.client = client
+        self.idle_seconds = interval
+
+    def poll_once(self) -> bool:
+        return deliver_due(self.runtime, client=self.client) > 0
+
+
+def run_dispatcher(runtime: Runtime, shutdown: Shutdown, *, interval: float = 1.0) -> None:
+    """Deliver due webhooks until the shutdown is requested."""
     with httpx.Client() as http:
-        while not stop.is_set():
-            try:
-                attempted = deliver_due(runtime, client=http)
-            except Exception:
-                log.exception("webhook dispatcher error", extra={"action": "webhook_dispatcher_error"})
-                attempted = 0
-            if attempted == 0:
-                stop.wait(interval)
+        serve([Dispatcher(runtime, http, interval=interval)], shutdown=shutdown)

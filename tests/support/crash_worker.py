@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from gpu_worker.base_worker import BaseWorker
-from shared.bus import ReceivedMessage
 from shared.config import Settings
 from shared.messages import StepMessage
 from shared.steps import Outcome, StepContext
@@ -31,13 +30,11 @@ def make_worker(kind: str, ledger: Path, settings: Settings) -> BaseWorker:
                 return {"language": "fra", "confidence": 0.9}
             return {"text": f"{step.step_type} of {step.job.id}", "segments": [], "summary": "s", "key_points": []}
 
-        def handle(self, received: ReceivedMessage) -> Outcome | None:
-            outcome = super().handle(received)
+        def finished(self, message: StepMessage, outcome: Outcome) -> None:
+            super().finished(message, outcome)
             if outcome == "completed":
-                step_id = StepMessage.model_validate_json(received.body).step_id
                 with ledger.open("a") as handle:
-                    handle.write(f"{step_id}\n")
-            return outcome
+                    handle.write(f"{message.step_id}\n")
 
     return CrashTestWorker(settings)
 
