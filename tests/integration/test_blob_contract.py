@@ -30,7 +30,7 @@ from shared.config import Settings
 from shared.errors import BlobNotFound, TransientError
 from shared.storage import BlobStore, make_blob_store
 from shared.storage.azure_blob import AzureBlobStore
-from shared.storage.local import LocalBlobStore, load_signing_key
+from shared.storage.local import UNCOMMITTED_BLOCK_TTL_SECONDS, LocalBlobStore, load_signing_key
 from tests.support.azurite import azurite_connection_string  # noqa: F401
 from tests.support.blob_server import free_port, serve_blobs
 
@@ -599,3 +599,192 @@ def test_configured_signing_key_is_used(make_settings: Callable[..., Settings]) 
     with local_client(ours, LocalBlobStore(ours)) as client:
         assert client.put(url, content=b"x", headers=BLOCK_BLOB).status_code == 201
     assert not (ours.speechflow_home / "signing.key").exists()
+
+
+# --- the local adapter only: the Block Blob protocol's limits, errors and housekeeping -----------
+
+AZURE_CLIENT = {"x-ms-version": "2025-01-05"}
+"""What marks an Azure Storage client, which gets Azure's XML errors."""
+
+
+def block_url(url: str, raw_id: bytes) -> str:
+    return f"{url}&comp=block&blockid={quote(base64.b64encode(raw_id).decode(), safe='')}"
+
+
+def block_list(*entries: tuple[str, bytes]) -> bytes:
+    items = "".join(f"<{kind}>{base64.b64encode(raw).decode()}</{kind}>" for kind, raw in entries)
+    return f'<?xml version="1.0" encoding="utf-8"?><BlockList>{items}</BlockList>'.encode()
+
+
+def listed_blocks(client: TestClient, read_url: str, list_type: str = "all") -> httpx.Response:
+    return client.get(f"{read_url}&comp=blocklist&blocklisttype={list_type}", headers=AZURE_CLIENT)
+
+
+def test_local_blocks_are_held_to_the_upload_limit(local: tuple[LocalBlobStore, TestClient]) -> None:
+    store, client = local  # MAX_UPLOAD_BYTES=1000
+    url, _ = store.upload_url("audio-files", "big.wav")
+
+    declared = client.put(block_url(url, b"0001"), content=b"x" * 1001, headers=AZURE_CLIENT)
+    assert declared.status_code == 413
+    assert declared.headers["x-ms-error-code"] == "RequestBodyTooLarge"
+    assert declared.headers["content-type"].startswith("application/xml")
+    assert b"<Code>RequestBodyTooLarge</Code>" in declared.content
+
+    # Uncommitted blocks together stay within the limit too, also when the body's length is not declared.
+    assert client.put(block_url(url, b"0001"), content=b"x" * 600, headers=AZURE_CLIENT).status_code == 201
+    streamed = client.put(block_url(url, b"0002"), content=iter([b"x" * 300, b"x" * 300]), headers=AZURE_CLIENT)
+    assert streamed.status_code == 413
+    # Staging a block again replaces it, so its old size no longer counts.
+    assert client.put(block_url(url, b"0001"), content=b"y" * 1000, headers=AZURE_CLIENT).status_code == 201
+    commit = client.put(f"{url}&comp=blocklist", content=block_list(("Latest", b"0001")), headers=AZURE_CLIENT)
+    assert commit.status_code == 201
+    assert store.get("audio-files", "big.wav") == b"y" * 1000
+
+    # A list that reuses committed blocks may not make the blob larger than the limit either.
+    assert client.put(block_url(url, b"0002"), content=b"z" * 10, headers=AZURE_CLIENT).status_code == 201
+    too_long = block_list(("Committed", b"0001"), ("Uncommitted", b"0002"))
+    refused = client.put(f"{url}&comp=blocklist", content=too_long, headers=AZURE_CLIENT)
+    assert refused.status_code == 413
+    assert refused.headers["x-ms-error-code"] == "RequestBodyTooLarge"
+    assert store.get("audio-files", "big.wav") == b"y" * 1000
+    assert list((store.root / ".staging").iterdir()) == []
+
+
+def test_local_block_ids_of_a_blob_share_one_length(local: tuple[LocalBlobStore, TestClient]) -> None:
+    store, client = local
+    url, _ = store.upload_url("audio-files", "ids.wav")
+    assert client.put(block_url(url, b"0001"), content=b"a", headers=AZURE_CLIENT).status_code == 201
+
+    longer = client.put(block_url(url, b"00002"), content=b"b", headers=AZURE_CLIENT)
+    assert longer.status_code == 400
+    assert longer.headers["x-ms-error-code"] == "InvalidBlobOrBlock"
+
+    too_long = client.put(block_url(url, b"x" * 65), content=b"c", headers=AZURE_CLIENT)
+    assert too_long.status_code == 400
+    assert too_long.headers["x-ms-error-code"] == "OutOfRangeInput"
+
+    missing = client.put(f"{url}&comp=block", content=b"d", headers=AZURE_CLIENT)
+    assert missing.headers["x-ms-error-code"] == "MissingRequiredQueryParameter"
+
+
+def test_local_content_md5_is_checked_and_returned(local: tuple[LocalBlobStore, TestClient]) -> None:
+    store, client = local
+    url, _ = store.upload_url("audio-files", "md5.wav")
+    right = base64.b64encode(hashlib.md5(b"block data").digest()).decode()
+    wrong = base64.b64encode(hashlib.md5(b"other data").digest()).decode()
+
+    refused = client.put(block_url(url, b"0001"), content=b"block data", headers={**AZURE_CLIENT, "content-md5": wrong})
+    assert refused.status_code == 400
+    assert refused.headers["x-ms-error-code"] == "Md5Mismatch"
+    assert store.uncommitted_blocks("audio-files", "md5.wav") == []
+
+    accepted = client.put(
+        block_url(url, b"0001"), content=b"block data", headers={**AZURE_CLIENT, "content-md5": right}
+    )
+    assert accepted.status_code == 201
+    assert accepted.headers["content-md5"] == right
+    assert accepted.headers["x-ms-version"] == "2025-01-05"
+    assert accepted.headers["x-ms-request-id"]
+
+
+def test_local_block_list_body_errors(local: tuple[LocalBlobStore, TestClient]) -> None:
+    store, client = local
+    url, _ = store.upload_url("audio-files", "list.wav")
+    assert client.put(block_url(url, b"0001"), content=b"a", headers=AZURE_CLIENT).status_code == 201
+    cases = [
+        (b"<BlockList><Latest>MDAwMQ==</Latest>", 400, "InvalidXmlDocument"),
+        (
+            b'<!DOCTYPE BlockList [<!ENTITY a "MDAwMQ==">]><BlockList><Latest>&a;</Latest></BlockList>',
+            400,
+            "InvalidXmlDocument",
+        ),
+        (b"<BlockList><Newest>MDAwMQ==</Newest></BlockList>", 400, "InvalidBlockList"),
+        (block_list(("Committed", b"0001")), 400, "InvalidBlockList"),  # it is uncommitted
+        (b"<BlockList>" + b" " * (9 * 1024 * 1024) + b"</BlockList>", 413, "RequestBodyTooLarge"),
+    ]
+    for body, status, code in cases:
+        response = client.put(f"{url}&comp=blocklist", content=body, headers=AZURE_CLIENT)
+        assert (response.status_code, response.headers["x-ms-error-code"]) == (status, code), body[:60]
+    assert not store.exists("audio-files", "list.wav")
+    assert [block.id for block in store.uncommitted_blocks("audio-files", "list.wav")] == ["MDAwMQ=="]
+
+
+def test_local_get_block_list(local: tuple[LocalBlobStore, TestClient]) -> None:
+    store, client = local
+    read_url = store.read_url("audio-files", "listed.wav")
+    missing = listed_blocks(client, read_url)
+    assert missing.status_code == 404
+    assert missing.headers["x-ms-error-code"] == "BlobNotFound"
+
+    url, _ = store.upload_url("audio-files", "listed.wav")
+    client.put(block_url(url, b"0001"), content=b"abc", headers=AZURE_CLIENT)
+    pending = listed_blocks(client, read_url, "uncommitted")
+    assert pending.status_code == 200
+    assert pending.headers["content-type"].startswith("application/xml")
+    assert (
+        b"<UncommittedBlocks><Block><Name>MDAwMQ==</Name><Size>3</Size></Block></UncommittedBlocks>" in pending.content
+    )
+    assert "etag" not in pending.headers  # nothing committed yet
+
+    client.put(f"{url}&comp=blocklist", content=block_list(("Latest", b"0001")), headers=AZURE_CLIENT)
+    committed = listed_blocks(client, read_url, "committed")
+    assert committed.headers["etag"] == store.etag("audio-files", "listed.wav")
+    assert committed.headers["x-ms-blob-content-length"] == "3"
+    assert b"<UncommittedBlocks>" not in committed.content
+    assert listed_blocks(client, read_url, "newest").headers["x-ms-error-code"] == "InvalidQueryParameterValue"
+
+
+def test_local_put_blob_and_delete_discard_blocks(local: tuple[LocalBlobStore, TestClient]) -> None:
+    store, client = local
+    url, _ = store.upload_url("audio-files", "replaced.wav")
+    client.put(block_url(url, b"0001"), content=b"a", headers=AZURE_CLIENT)
+    client.put(f"{url}&comp=blocklist", content=block_list(("Latest", b"0001")), headers=AZURE_CLIENT)
+    client.put(block_url(url, b"0002"), content=b"b", headers=AZURE_CLIENT)
+
+    assert client.put(url, content=b"whole", headers=BLOCK_BLOB).status_code == 201
+    assert store.uncommitted_blocks("audio-files", "replaced.wav") == []
+    assert store.committed_blocks("audio-files", "replaced.wav") == []
+
+    client.put(block_url(url, b"0003"), content=b"c", headers=AZURE_CLIENT)
+    store.delete("audio-files", "replaced.wav")
+    assert store.uncommitted_blocks("audio-files", "replaced.wav") == []
+    assert list((store.root / ".blocks").iterdir()) == []
+
+
+def test_local_uncommitted_blocks_expire_after_a_week(
+    local: tuple[LocalBlobStore, TestClient], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store, client = local
+    url, _ = store.upload_url("audio-files", "abandoned.wav")
+    client.put(block_url(url, b"0001"), content=b"a", headers=AZURE_CLIENT)
+    now = time.time()
+
+    assert store.discard_expired_blocks(now=now + UNCOMMITTED_BLOCK_TTL_SECONDS - 60) == 0
+    assert len(store.uncommitted_blocks("audio-files", "abandoned.wav", now=now + 60)) == 1
+    # Past the week they are gone for readers at once, whether or not a sweep ran.
+    assert store.uncommitted_blocks("audio-files", "abandoned.wav", now=now + UNCOMMITTED_BLOCK_TTL_SECONDS + 1) == []
+
+    # The sweep deletes every blob's expired blocks; Put Block runs it now and then.
+    other_url, _ = store.upload_url("audio-files", "forgotten.wav")
+    client.put(block_url(other_url, b"0001"), content=b"b", headers=AZURE_CLIENT)
+    forgotten = next((store.root / ".blocks").iterdir())
+    week_ago = now - UNCOMMITTED_BLOCK_TTL_SECONDS - 1
+    os.utime(forgotten, (week_ago, week_ago))
+    monkeypatch.setattr("functions.api.blobs._EXPIRED_BLOCKS_SWEEP_SECONDS", -1.0)
+    fresh_url, _ = store.upload_url("audio-files", "fresh.wav")
+    assert client.put(block_url(fresh_url, b"0001"), content=b"c", headers=AZURE_CLIENT).status_code == 201
+    assert not forgotten.exists()
+    assert len(store.uncommitted_blocks("audio-files", "fresh.wav")) == 1
+    assert store.discard_expired_blocks(now=now + UNCOMMITTED_BLOCK_TTL_SECONDS + 120) == 1
+
+
+def test_local_plain_clients_get_json_errors_and_azure_clients_xml(local: tuple[LocalBlobStore, TestClient]) -> None:
+    store, client = local
+    url, _ = store.upload_url("audio-files", "shape.wav")
+    plain = client.put(url, content=b"x" * 1001, headers=BLOCK_BLOB)
+    assert plain.json()["error"]["code"] == "RequestBodyTooLarge"
+    azure = client.put(url, content=b"x" * 1001, headers={**BLOCK_BLOB, **AZURE_CLIENT})
+    assert azure.headers["content-type"].startswith("application/xml")
+    assert b"<Error><Code>RequestBodyTooLarge</Code><Message>" in azure.content
+    unknown = client.put(f"{url}&comp=appendblock", content=b"x", headers=AZURE_CLIENT)
+    assert (unknown.status_code, unknown.headers["x-ms-error-code"]) == (400, "InvalidQueryParameterValue")
