@@ -254,7 +254,8 @@ class StagedBlock:
     def commit(self) -> None:
         self._staged.commit()
         # The folder's time is the blob's last Put Block, from which its uncommitted blocks expire.
-        os.utime(self._staged.target.parent)
+        with contextlib.suppress(FileNotFoundError):  # a concurrent commit just took the blocks
+            os.utime(self._staged.target.parent)
 
     def discard(self) -> None:
         self._staged.discard()
