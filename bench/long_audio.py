@@ -1,0 +1,261 @@
+"""Long audio: raw faster-whisper (sequential and batched) against the engine on chunked input.
+
+    .venv/bin/python bench/long_audio.py [--hour] [--minutes 10] [--batch-sizes 8] [--chunk-seconds 300]
+                                         [--modes raw-seq raw-batched chunked-1x2 chunked-2x1]
+
+The recording is built from the LibriVox fixtures of tests/fixtures/audio/en (their readings, one
+after another with pauses of 0.4–1.2 s, repeated until it is long enough), so its reference text is
+known. `--hour` builds the 60-minute file instead of the 10-minute one.
+
+Every run is a process of its own (its peak resident memory is its own), with the bundled Whisper
+base model, int8, beam 5, VAD, word timestamps, warmed up on one clip before the clock starts:
+
+- `raw-seq`: `WhisperModel.transcribe`, 2 threads (the baseline, ratio 1.00);
+- `raw-batched`: `BatchedInferencePipeline`, 2 threads, once per `--batch-sizes` value;
+- `chunked-1x2`: the engine (shared/speech) as the stack runs a long file: `plan_chunks` cuts it at
+  pauses, each chunk's window is decoded alone and transcribed by one `Transcriber` with 2 threads,
+  `stitch` joins the results;
+- `chunked-2x1`: the same with two worker processes of 1 thread each taking chunks as they free up
+  (the fan-out of chunk steps over two transcription workers).
+
+Printed: wall time, ratio to raw sequential, WER, peak RSS (per worker process for chunked-2x1), and
+the load average at the start and the end (other processes may share the cores).
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import json
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+import wave
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from shared.audio import SAMPLE_RATE, decode, decode_window  # noqa: E402
+from tests.support.wer import wer  # noqa: E402
+
+CLIPS = sorted((REPO / "tests" / "fixtures" / "audio" / "en").glob("librivox-*.wav"))
+WARM_UP = CLIPS[0]
+BEAM = 5
+MODES = ("raw-seq", "raw-batched", "chunked-1x2", "chunked-2x1")
+
+
+def build_recording(folder: Path, minutes: float) -> tuple[Path, str]:
+    """A WAV of at least `minutes` of LibriVox readings and its reference text."""
+    readings = [(decode(path), path.with_suffix(".txt").read_text().strip()) for path in CLIPS]
+    rng = random.Random(15)
+    pieces: list[np.ndarray] = []
+    texts: list[str] = []
+    total = 0
+    while total < minutes * 60 * SAMPLE_RATE:
+        for samples, text in readings:
+            pause = np.zeros(round(rng.uniform(0.4, 1.2) * SAMPLE_RATE), dtype=np.float32)
+            pieces += [samples, pause]
+            texts.append(text)
+            total += len(samples) + len(pause)
+    path = folder / f"librivox-{minutes:g}min.wav"
+    audio = np.clip(np.concatenate(pieces), -1.0, 1.0)
+    with wave.open(str(path), "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(SAMPLE_RATE)
+        out.writeframes((audio * 32767).astype("<i2").tobytes())
+    return path, " ".join(texts)
+
+
+# --- child processes: one run each --------------------------------------------------------------------
+
+
+def peak_rss_mib() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def model_path() -> str:
+    from shared.speech.bundled_model import resolve_model
+
+    return resolve_model("bundled", Path(os.environ.get("BENCH_MODEL_CACHE", tempfile.gettempdir())) / "models")
+
+
+def raw_run(path: Path, batch_size: int) -> dict[str, Any]:
+    """faster-whisper alone on the file, as its README shows it."""
+    from faster_whisper import BatchedInferencePipeline, WhisperModel
+
+    model = WhisperModel(model_path(), device="cpu", compute_type="int8", cpu_threads=2)
+    options: dict[str, Any] = {"beam_size": BEAM, "vad_filter": True, "word_timestamps": True, "language": "en"}
+    runner: Any = model
+    if batch_size > 0:
+        runner = BatchedInferencePipeline(model)
+        options["batch_size"] = batch_size
+    list(runner.transcribe(str(WARM_UP), **options)[0])
+    started = time.perf_counter()
+    segments, _ = runner.transcribe(str(path), **options)
+    text = " ".join(segment.text.strip() for segment in segments)
+    return {"seconds": time.perf_counter() - started, "text": text, "peak_rss_mib": [peak_rss_mib()]}
+
+
+_engine: Any = None
+
+
+def _engine_start(threads: int, batch_size: int) -> float:
+    """Load a Transcriber in this (worker) process and warm it up; its peak memory so far."""
+    global _engine
+    from shared.config import WhisperSettings
+    from shared.speech.transcriber import Transcriber
+
+    config = WhisperSettings(model="bundled", cpu_threads=threads, beam_size=BEAM, batch_size=batch_size)
+    _engine = Transcriber(config, Path(os.environ.get("BENCH_MODEL_CACHE", tempfile.gettempdir())) / "models")
+    _engine.transcribe(WARM_UP, language="eng")
+    return peak_rss_mib()
+
+
+def _engine_chunk(path: str, start: float, end: float) -> tuple[dict[str, Any], float]:
+    """One chunk step: decode the chunk's window only, transcribe it."""
+    samples = decode_window(path, start, end - start)
+    return _engine.transcribe(samples, language="eng"), peak_rss_mib()
+
+
+def chunked_run(path: Path, *, processes: int, threads: int, chunk_seconds: float, batch_size: int) -> dict[str, Any]:
+    from shared.speech.chunks import plan_chunks, stitch
+
+    if processes == 1:
+        _engine_start(threads, batch_size)
+        started = time.perf_counter()
+        chunks = plan_chunks(path, chunk_seconds)
+        planned = time.perf_counter() - started
+        results = [_engine_chunk(str(path), start, end) for start, end in chunks]
+        peaks = [peak_rss_mib()]
+    else:
+        pool = concurrent.futures.ProcessPoolExecutor(processes)
+        with pool:
+            warm = [pool.submit(_engine_start, threads, batch_size) for _ in range(processes)]
+            concurrent.futures.wait(warm)
+            started = time.perf_counter()
+            chunks = plan_chunks(path, chunk_seconds)
+            planned = time.perf_counter() - started
+            futures = [pool.submit(_engine_chunk, str(path), start, end) for start, end in chunks]
+            results = [future.result() for future in futures]
+            peaks = [max(peak for _, peak in results)]
+        peaks.append(peak_rss_mib())
+    transcript = stitch([result for result, _ in results], [start for start, _ in chunks])
+    return {
+        "seconds": time.perf_counter() - started,
+        "text": transcript["text"],
+        "peak_rss_mib": peaks,
+        "chunks": len(chunks),
+        "plan_seconds": round(planned, 2),
+    }
+
+
+def child_main(argv: list[str]) -> int:
+    request = json.loads(argv[0])
+    path = Path(request["path"])
+    if request["mode"].startswith("raw"):
+        answer = raw_run(path, request["batch_size"])
+    else:
+        answer = chunked_run(
+            path,
+            processes=request["processes"],
+            threads=request["threads"],
+            chunk_seconds=request["chunk_seconds"],
+            batch_size=request["batch_size"],
+        )
+    print(json.dumps(answer), flush=True)
+    return 0
+
+
+# --- the parent -------------------------------------------------------------------------------------------
+
+
+def run_child(request: dict[str, Any]) -> dict[str, Any]:
+    done = subprocess.run(
+        [sys.executable, __file__, "--child", json.dumps(request)],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    answer: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return answer
+
+
+def load_average() -> str:
+    return " ".join(f"{value:.2f}" for value in os.getloadavg())
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--hour", action="store_true", help="the 60-minute recording instead of 10 minutes")
+    parser.add_argument("--minutes", type=float, default=10.0)
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[8])
+    parser.add_argument("--chunk-seconds", type=float, nargs="+", default=[300.0])
+    parser.add_argument("--engine-batch-size", type=int, default=8)
+    parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        return child_main([args.child])
+
+    import ctranslate2
+
+    minutes = 60.0 if args.hour else args.minutes
+    print(f"load average at start: {load_average()} ({os.cpu_count()} CPUs)")
+    cuda = ctranslate2.get_cuda_device_count()
+    print(
+        "no CUDA GPU here: CPU only (int8); the float16 GPU run was not made"
+        if cuda == 0
+        else f"{cuda} CUDA device(s) present; this benchmark runs on CPU only"
+    )
+    with tempfile.TemporaryDirectory() as folder:
+        path, reference = build_recording(Path(folder), minutes)
+        duration = len(decode_window(path, 0, minutes * 60 + 120)) / SAMPLE_RATE
+        print(f"recording: {duration / 60:.1f} min of LibriVox readings, {len(reference.split())} reference words\n")
+        runs: list[tuple[str, dict[str, Any]]] = []
+        base = {"path": str(path)}
+        if "raw-seq" in args.modes:
+            runs.append(("raw sequential, 2 threads", run_child({**base, "mode": "raw", "batch_size": 0})))
+        if "raw-batched" in args.modes:
+            for size in args.batch_sizes:
+                runs.append((f"raw batched {size}, 2 threads", run_child({**base, "mode": "raw", "batch_size": size})))
+        for chunk_seconds in args.chunk_seconds:
+            for mode, processes, threads in (("chunked-1x2", 1, 2), ("chunked-2x1", 2, 1)):
+                if mode not in args.modes:
+                    continue
+                request = {
+                    **base,
+                    "mode": mode,
+                    "processes": processes,
+                    "threads": threads,
+                    "chunk_seconds": chunk_seconds,
+                    "batch_size": args.engine_batch_size,
+                }
+                label = f"engine {processes}×{threads} thr, {chunk_seconds:g} s chunks, batch {args.engine_batch_size}"
+                runs.append((label, run_child(request)))
+        baseline = runs[0][1]["seconds"] if "raw-seq" in args.modes else None
+        print(f"{'how':<48} {'wall s':>7} {'ratio':>6} {'WER %':>6} {'peak RSS MiB':>14} {'chunks':>6}")
+        for label, answer in runs:
+            ratio = f"{answer['seconds'] / baseline:.2f}" if baseline else "-"
+            peaks = "/".join(f"{peak:.0f}" for peak in answer["peak_rss_mib"])
+            print(
+                f"{label:<48} {answer['seconds']:>7.1f} {ratio:>6} {100 * wer(reference, answer['text']):>6.2f}"
+                f" {peaks:>14} {answer.get('chunks', '-'):>6}"
+            )
+    print("\npeak RSS of chunked 2×1: worker/parent")
+    print(f"load average at end: {load_average()}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
