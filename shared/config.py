@@ -32,13 +32,22 @@ class WhisperSettings(BaseSettings):
     beam_size: int = 5
     cpu_threads: int = 0
     """0 lets CTranslate2 choose."""
-    batch_size: int = 0
-    """>0 uses BatchedInferencePipeline (the GPU path)."""
+    batch_size: int = Field(default=8, ge=0)
+    """>0 uses faster-whisper's BatchedInferencePipeline with this batch, on CPU as on GPU; 0 the sequential
+    decoder. 8 was measured fastest on a 10-minute recording on 2 CPU cores (bench/long_audio.py), with a
+    lower WER than sequential and no loss on short clips."""
     workers: int = Field(default=1, ge=1)
     """Transcription worker processes the local host runs (on 2 CPU cores, two with WHISPER_CPU_THREADS=1
     beat one with two threads)."""
     vad_filter: bool = True
     word_timestamps: bool = True
+    chunk_seconds: float = Field(
+        default=300.0,
+        gt=0,
+        validation_alias=AliasChoices("TRANSCRIBE_CHUNK_SECONDS", "WHISPER_CHUNK_SECONDS", "chunk_seconds"),
+    )
+    """Target chunk length: a recording longer than twice this is cut at pauses into chunks of about this
+    length, transcribed side by side (shared/speech/chunks.py; the default is measured in bench/long_audio.py)."""
     model_cache_dir: Path | None = None
     """Where the bundled model's two parts are joined; defaults to SPEECHFLOW_HOME/models."""
 

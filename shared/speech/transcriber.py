@@ -5,9 +5,16 @@ start-up), once, under a lock, never at import. `transcribe()` decodes the audio
 `shared.audio`, runs Whisper and walks the lazy segment generator inside the timed block, reporting
 progress and checking for cancellation between segments.
 
-With `batch_size > 0` the `BatchedInferencePipeline` is used (the GPU path). If CUDA runs out of
-memory there, the same audio is retried with half the batch, down to 1, and the smaller size is kept
-for the rest of the process; only then does the step fail, with a message saying what to change.
+With `batch_size > 0` (the default, 8) faster-whisper's `BatchedInferencePipeline` is used, on CPU
+as on GPU: it cuts the audio at VAD pauses into pieces of up to 30 s and decodes them side by side,
+which on 2 CPU cores takes about 0.4 of the sequential decoder's time on long audio with no loss of
+WER, and no longer on short clips (bench/long_audio.py). `WHISPER_BATCH_SIZE=0` selects the
+sequential decoder. If CUDA runs out of memory, the same audio is retried with half the batch, down
+to 1, and the smaller size is kept for the rest of the process; only then does the step fail, with a
+message saying what to change.
+
+Custom vocabulary: `prompt` becomes Whisper's initial prompt and `hotwords` faster-whisper's hotwords
+(both go into the prompt half of Whisper's 448-token context, so together they must fit in it).
 """
 
 from __future__ import annotations
@@ -15,7 +22,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -35,8 +42,36 @@ ProgressCallback = Callable[[float], None]
 StopCheck = Callable[[], bool]
 
 
+MAX_PROMPT_TOKENS = 223
+"""Whisper reads at most 224 prompt tokens (half its 448-token context), one of which is its
+start-of-prompt marker; faster-whisper silently drops any earlier tokens, so longer is refused."""
+
+
 class TranscriptionCancelled(SpeechFlowError):
     """The transcription was stopped before it finished."""
+
+
+class PromptTooLong(PermanentError):
+    """the prompt and hotwords are longer than Whisper reads"""
+
+    def __init__(self, tokens: int) -> None:
+        super().__init__(
+            f"the prompt and hotwords together are {tokens} tokens long; Whisper reads at most "
+            f"{MAX_PROMPT_TOKENS} (224 with its start-of-prompt token): shorten them"
+        )
+        self.tokens = tokens
+
+
+def hotwords_text(hotwords: Sequence[str] | None) -> str | None:
+    """The hotwords as the one phrase faster-whisper takes, or None when there are none."""
+    words = [word.strip() for word in hotwords or () if word.strip()]
+    return ", ".join(words) if words else None
+
+
+def count_prompt_tokens(encode: Callable[[str], Sequence[int]], *, prompt: str | None, hotwords: str | None) -> int:
+    """How many prompt tokens `prompt` and `hotwords` take, each encoded as faster-whisper does
+    (a leading space, then the model's tokenizer; `encode` returns the token ids of a text)."""
+    return sum(len(encode(" " + text.strip())) for text in (prompt, hotwords) if text and text.strip())
 
 
 class SegmentSource(Protocol):
@@ -158,22 +193,32 @@ class Transcriber:
         on_progress: ProgressCallback | None = None,
         should_stop: StopCheck | None = None,
         max_seconds: float | None = None,
+        prompt: str | None = None,
+        hotwords: Sequence[str] | None = None,
     ) -> dict[str, Any]:
-        """Transcribe `audio` (a file, or 16 kHz mono float32 samples).
+        """Transcribe `audio` (a file, or 16 kHz mono float32 samples already decoded).
 
         `language` may be ISO 639-3 (`eng`, `cmn`) or a Whisper code (`en`, `zh`); None lets Whisper
-        detect it. `on_progress` receives the fraction of audio done after each segment;
-        `should_stop` is asked between segments and ends the run with `TranscriptionCancelled`.
+        detect it. `prompt` (Whisper's initial prompt) and `hotwords` steer spelling and vocabulary;
+        past MAX_PROMPT_TOKENS together they raise `PromptTooLong`. `on_progress` receives the
+        fraction of audio done after each segment; `should_stop` is asked between segments and ends
+        the run with `TranscriptionCancelled`.
         """
         whisper_language = to_whisper(language) if language else None
         source = self._source()
+        vocabulary = self._vocabulary(prompt, hotwords)
         started = time.perf_counter()
         samples = audio if not isinstance(audio, (str, Path)) else decode(audio, max_seconds=max_seconds)
         if self._batch_size > 0:
-            run = self._run_batched(samples, whisper_language, on_progress, should_stop)
+            run = self._run_batched(samples, whisper_language, on_progress, should_stop, vocabulary)
         else:
             run = self._run(
-                source, samples=samples, language=whisper_language, on_progress=on_progress, should_stop=should_stop
+                source,
+                samples=samples,
+                language=whisper_language,
+                on_progress=on_progress,
+                should_stop=should_stop,
+                extra_options=vocabulary,
             )
         processing_seconds = time.perf_counter() - started
         if on_progress is not None:
@@ -190,6 +235,28 @@ class Transcriber:
             "batch_size": self._batch_size,
             "processing_seconds": round(processing_seconds, 3),
         }
+
+    def check_vocabulary(self, *, prompt: str | None, hotwords: Sequence[str] | None) -> int:
+        """The prompt tokens `prompt` and `hotwords` take (with the model's tokenizer), or
+        `PromptTooLong` past MAX_PROMPT_TOKENS."""
+        tokenizer = self._model.get().hf_tokenizer
+        tokens = count_prompt_tokens(
+            lambda text: tokenizer.encode(text, add_special_tokens=False).ids,
+            prompt=prompt,
+            hotwords=hotwords_text(hotwords),
+        )
+        if tokens > MAX_PROMPT_TOKENS:
+            raise PromptTooLong(tokens)
+        return tokens
+
+    def _vocabulary(self, prompt: str | None, hotwords: Sequence[str] | None) -> dict[str, Any]:
+        """faster-whisper's options for the custom vocabulary (none when there is none)."""
+        phrase = hotwords_text(hotwords)
+        text = prompt.strip() if prompt and prompt.strip() else None
+        if text is None and phrase is None:
+            return {}
+        self.check_vocabulary(prompt=text, hotwords=hotwords)
+        return {"initial_prompt": text, "hotwords": phrase}
 
     def _source(self) -> SegmentSource:
         model = self._model.get()
@@ -212,6 +279,7 @@ class Transcriber:
         language: str | None,
         on_progress: ProgressCallback | None,
         should_stop: StopCheck | None,
+        vocabulary: dict[str, Any],
     ) -> _Run:
         source = self._source()
         while True:
@@ -223,7 +291,7 @@ class Transcriber:
                     language=language,
                     on_progress=on_progress,
                     should_stop=should_stop,
-                    extra_options={"batch_size": batch_size},
+                    extra_options={**vocabulary, "batch_size": batch_size},
                 )
             except RuntimeError as exc:
                 if not _is_out_of_memory(exc):
