@@ -147,12 +147,15 @@ class LockRenewer:
         self._interval = interval
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self.renewals = 0
 
     def release(self, messages: Sequence[ReceivedMessage]) -> None:
         """These are settled: renew them no more."""
         with self._guard:
             self._held = [held for held in self._held if all(held is not message for message in messages)]
+
+    def _holds(self, message: ReceivedMessage) -> bool:
+        with self._guard:
+            return any(held is message for held in self._held)
 
     def __enter__(self) -> LockRenewer:
         if self._held and self._interval > 0:
@@ -174,13 +177,12 @@ class LockRenewer:
                     return
                 try:
                     self._bus.renew_lock(message)
-                    self.renewals += 1
                 except MessageLockLost:
-                    # Another receiver has it now; settling it will say so too.
-                    log.warning(
-                        "message lock lost while handling",
-                        extra={"action": "lock_lost", "queue": message.queue, "message_id": message.message_id},
-                    )
+                    if self._holds(message):  # not settled just now by its handler's commit
+                        log.warning(
+                            "message lock lost while handling",
+                            extra={"action": "lock_lost", "queue": message.queue, "message_id": message.message_id},
+                        )
                     self.release([message])
                 except Exception:
                     # The bus is unreachable for now: try again at the next turn.
