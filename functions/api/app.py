@@ -48,6 +48,7 @@ from shared.lifecycle import decide
 from shared.metrics import exposition
 from shared.models import Job
 from shared.netsafety import UnsafeCallbackUrl, check_callback_url
+from shared.options import JobOptions
 from shared.results import Summary, Transcript
 from shared.runtime import Runtime
 from shared.tracing import configure_tracing, current_traceparent
@@ -198,6 +199,7 @@ def job_response(job: Job) -> JobResponse:
         target_language=job.target_language,
         source_job_id=job.source_job_id,
         error_message=job.error_message,
+        options=dict(job.options or {}),
         steps=[
             StepResponse(
                 step_type=step.step_type,
@@ -260,6 +262,7 @@ def _add_job_routes(app: FastAPI, settings: Settings) -> None:
             source_job_id=body.source_job_id,
             audio_blob_path=blob_path,
             api_key_id=principal.id,
+            options=body.options().stored(),
         )
         upload_url, expires_at = None, None
         if blob_path is not None:
@@ -287,9 +290,18 @@ def _add_job_routes(app: FastAPI, settings: Settings) -> None:
             transcribed = source is not None and (step := step_of(source, "TRANSCRIBE")) is not None
             if not transcribed or step is None or step.status != "completed":
                 raise ApiError(409, "source_not_ready", f"job {job.source_job_id} has no transcript yet")
-        duration = check_upload(blobs=runtime.blobs, settings=settings, job=job)
-        if duration is not None:
-            job.audio_duration_seconds = duration
+        info = check_upload(blobs=runtime.blobs, settings=settings, job=job)
+        if info is not None:
+            job.audio_duration_seconds = info.duration_seconds
+            options = JobOptions.of(job.options)
+            if options.split_channels and info.channels < 2:
+                raise ApiError(
+                    422,
+                    "not_multichannel",
+                    f"channels=split needs one channel per speaker; the upload has {info.channels} channel",
+                )
+            if options.split_channels:
+                job.options = {**(job.options or {}), "channel_count": info.channels}
         started = start_job(
             session=session,
             bus=runtime.bus,

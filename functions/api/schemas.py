@@ -5,10 +5,11 @@ from __future__ import annotations
 import re
 import uuid
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
+from shared.options import AUDIO_ONLY_OPTIONS, JobOptions
 from shared.results import Segment, SpeakerTalk
 from shared.status import JobStatus, StepStatus
 from shared.workflow import AUDIO_WORKFLOWS, NEEDS_SOURCE_LANGUAGE, WorkflowType
@@ -39,6 +40,23 @@ class CreateJobRequest(BaseModel):
     callback_url: AnyHttpUrl | None = None
     source_job_id: uuid.UUID | None = None
     """translate_only / summarize_only: reuse the transcript of this job instead of an upload."""
+    speaker_labels: bool = False
+    """Label who speaks when: every segment and word gets a `speaker` ("A", "B", …). Audio workflows."""
+    speakers_expected: int | None = Field(default=None, ge=1, le=20)
+    """How many people speak, if known (implies speaker_labels). Audio workflows."""
+    channels: Literal["mix", "split"] = "mix"
+    """`mix` downmixes; `split` transcribes each channel as its own speaker (a call recorded one party a
+    channel) and merges them in time order. Audio workflows; a one-channel upload is refused at start."""
+    prompt: str | None = Field(default=None, min_length=1, max_length=2000)
+    """Whisper's initial prompt (at most 224 tokens): spellings, names, style. Audio workflows."""
+    hotwords: list[Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]] | None = (
+        Field(default=None, min_length=1, max_length=100)
+    )
+    """Words and names to favour in the transcript. Audio workflows."""
+    redact_pii: bool = False
+    """Mask card and phone numbers, other identifying numbers, e-mail addresses and names in every result."""
+    retention_seconds: int | None = Field(default=None, ge=60)
+    """Delete this job's audio and results this long after it ends (at most the server's retention)."""
 
     @field_validator("source_language", "target_language")
     @classmethod
@@ -58,7 +76,14 @@ class CreateJobRequest(BaseModel):
             raise ValueError(f"{self.workflow_type} requires an uploaded transcript (audio_filename) or source_job_id")
         elif self.audio_filename and self.source_job_id is not None:
             raise ValueError("give either audio_filename (an uploaded transcript) or source_job_id, not both")
+        if self.workflow_type not in AUDIO_WORKFLOWS:
+            given = [name for name in AUDIO_ONLY_OPTIONS if name in self.model_fields_set]
+            if given:
+                raise ValueError(f"{', '.join(given)} only apply to audio workflows, not {self.workflow_type}")
         return self
+
+    def options(self) -> JobOptions:
+        return JobOptions.model_validate(self.model_dump(include=set(JobOptions.model_fields)))
 
 
 class CreateJobResponse(BaseModel):
@@ -108,6 +133,8 @@ class JobResponse(BaseModel):
     target_language: str | None
     source_job_id: uuid.UUID | None = None
     error_message: str | None = None
+    options: dict[str, Any] = {}
+    """The options the job was created with (speaker_labels, prompt, hotwords, …), defaults left out."""
     steps: list[StepResponse]
     webhooks: list[WebhookDeliveryResponse] = []
     """Callback deliveries to callback_url and their attempts."""

@@ -28,7 +28,7 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 from sqlalchemy import Float, bindparam, func, select
 from sqlalchemy.dialects.postgresql import insert
 
-from shared.audio import AudioError, probe
+from shared.audio import AudioError, AudioInfo, probe
 from shared.keys import BOOTSTRAP_KEY_ID, find_active_key, matches_bootstrap
 from shared.models import RateLimitBucket
 from shared.storage.local import LocalBlobStore
@@ -289,10 +289,10 @@ def require_principal(
 PrincipalDep = Annotated[Principal, Depends(require_principal)]
 
 
-def check_upload(*, blobs: BlobStore, settings: Settings, job: Job) -> float | None:
+def check_upload(*, blobs: BlobStore, settings: Settings, job: Job) -> AudioInfo | None:
     """Refuse (422) an upload that is too large, or, for audio workflows, not audio or too long.
 
-    Returns the audio's duration in seconds (None for transcript uploads). Runs before the job is
+    Returns what the probe found (None for transcript uploads). Runs before the job is
     queued, so the job stays pending_upload and the client can upload again to the same URL.
     """
     if job.audio_blob_path is None:
@@ -323,4 +323,4 @@ def check_upload(*, blobs: BlobStore, settings: Settings, job: Job) -> float | N
             "audio_too_long",
             f"the audio lasts {duration:.0f} s; the maximum is {settings.max_audio_seconds:g} s",
         )
-    return duration
+    return info

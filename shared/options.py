@@ -1,0 +1,53 @@
+"""A job's options beyond its workflow: what the client asked for on POST /jobs, recorded with the job
+(jobs.options), shown in GET /jobs/{id}, and read by the workflow (which steps it has) and the steps
+(how they run)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+Hotword = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
+
+
+class JobOptions(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    speaker_labels: bool = False
+    """Label who speaks when (the DIARIZE step)."""
+    speakers_expected: int | None = Field(default=None, ge=1, le=20)
+    """How many people speak, when the client knows; implies speaker_labels."""
+    channels: Literal["mix", "split"] = "mix"
+    """`mix`: downmix to mono. `split`: each channel is its own speaker, transcribed on its own."""
+    channel_count: int | None = None
+    """How many channels the upload has (recorded at start, from the probe)."""
+    prompt: str | None = Field(default=None, max_length=2000)
+    """Whisper's initial prompt: spelling and style to follow (at most 224 tokens)."""
+    hotwords: tuple[Hotword, ...] | None = Field(default=None, max_length=100)
+    """Words and names to favour."""
+    redact_pii: bool = False
+    """Mask card and phone numbers, other identifying numbers, e-mail addresses and names in the results."""
+    retention_seconds: int | None = Field(default=None, ge=60)
+    """Keep this job's data at most this long after it ends (never longer than the server's retention)."""
+
+    @property
+    def wants_speakers(self) -> bool:
+        return self.speaker_labels or self.speakers_expected is not None
+
+    @property
+    def split_channels(self) -> bool:
+        return self.channels == "split"
+
+    @classmethod
+    def of(cls, stored: Mapping[str, Any] | None) -> JobOptions:
+        return cls.model_validate(dict(stored or {}))
+
+    def stored(self) -> dict[str, Any]:
+        """What to keep in jobs.options: only what differs from the defaults."""
+        return self.model_dump(mode="json", exclude_defaults=True)
+
+
+AUDIO_ONLY_OPTIONS = ("speaker_labels", "speakers_expected", "channels", "prompt", "hotwords")
+"""Options that only mean something for a workflow whose input is audio."""
