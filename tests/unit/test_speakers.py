@@ -1,0 +1,224 @@
+"""The speaker join and the split-channel merge (shared/speakers.py), and the turn building of the
+diarizer (shared/speech/diarization.py), on hand-made transcripts and turns."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+
+from shared.speakers import (
+    assign_words,
+    attribute_speakers,
+    merge_channels,
+    relabel_speakers,
+    speaker_at,
+    speaker_label,
+    split_at_speaker_changes,
+    talk_time,
+)
+from shared.speech.diarization import BadSpeakerCount, check_speaker_count, turns_from_windows
+
+
+def word(start: float, end: float, text: str) -> dict[str, Any]:
+    return {"start": start, "end": end, "word": text, "probability": 0.9}
+
+
+def segment(*words: dict[str, Any], start: float | None = None, end: float | None = None) -> dict[str, Any]:
+    return {
+        "start": words[0]["start"] if start is None else start,
+        "end": words[-1]["end"] if end is None else end,
+        "text": " ".join(w["word"] for w in words),
+        "words": list(words),
+    }
+
+
+TURNS = [
+    {"start": 0.0, "end": 2.0, "speaker": "SPEAKER_7"},
+    {"start": 2.0, "end": 4.0, "speaker": "SPEAKER_3"},
+    {"start": 5.0, "end": 6.0, "speaker": "SPEAKER_7"},
+]
+
+
+# --- speaker of a span ---------------------------------------------------------------------------
+
+
+def test_a_word_gets_the_speaker_it_overlaps_most() -> None:
+    assert speaker_at(1.8, 2.5, TURNS) == "SPEAKER_3"
+    assert speaker_at(1.2, 2.1, TURNS) == "SPEAKER_7"
+
+
+def test_a_word_in_a_pause_gets_the_nearest_turn() -> None:
+    assert speaker_at(4.1, 4.3, TURNS) == "SPEAKER_3"
+    assert speaker_at(4.7, 4.9, TURNS) == "SPEAKER_7"
+    assert speaker_at(9.0, 9.5, TURNS) == "SPEAKER_7"
+
+
+def test_overlap_is_summed_over_a_speakers_turns() -> None:
+    turns = [
+        {"start": 0.0, "end": 1.0, "speaker": "x"},
+        {"start": 1.0, "end": 1.6, "speaker": "y"},
+        {"start": 1.6, "end": 3.0, "speaker": "x"},
+    ]
+    # y holds 0.6 s of the span, x 0.4 + 0.4 s.
+    assert speaker_at(0.6, 2.0, turns) == "x"
+
+
+def test_no_turns_no_speaker() -> None:
+    assert speaker_at(0.0, 1.0, []) is None
+
+
+# --- word assignment and splitting ----------------------------------------------------------------
+
+
+def test_assign_words_gives_every_word_and_segment_a_speaker_without_changing_the_input() -> None:
+    segments = [segment(word(0.1, 0.5, "Hello"), word(0.6, 1.0, "there"), word(2.2, 2.6, "hi"))]
+    before = copy.deepcopy(segments)
+
+    result = assign_words(segments, TURNS)
+
+    assert [w["speaker"] for w in result[0]["words"]] == ["SPEAKER_7", "SPEAKER_7", "SPEAKER_3"]
+    assert result[0]["speaker"] == "SPEAKER_7"
+    assert segments == before
+
+
+def test_a_segment_without_words_gets_the_speaker_of_its_span() -> None:
+    result = assign_words([{"start": 2.1, "end": 3.9, "text": "mm"}], TURNS)
+
+    assert result[0]["speaker"] == "SPEAKER_3"
+    assert "words" not in result[0]
+
+
+def test_without_turns_everyone_is_one_speaker() -> None:
+    result = attribute_speakers([segment(word(0.0, 0.4, "a"), word(0.5, 0.9, "b"))], [])
+
+    assert result[0]["speaker"] == "A"
+    assert {w["speaker"] for w in result[0]["words"]} == {"A"}
+
+
+def test_a_segment_is_split_where_the_speaker_changes() -> None:
+    words = [word(0.2, 0.6, "How"), word(0.7, 1.1, "are"), word(1.2, 1.7, "you?"), word(2.3, 2.8, "Fine,")]
+    words += [word(2.9, 3.4, "thanks."), word(5.2, 5.6, "Good.")]
+    result = attribute_speakers([{**segment(*words, start=0.0, end=5.9), "id": 0}], TURNS)
+
+    assert [(s["speaker"], s["text"]) for s in result] == [
+        ("A", "How are you?"),
+        ("B", "Fine, thanks."),
+        ("A", "Good."),
+    ]
+    # The pieces cover what the segment covered; inner cuts fall on word boundaries.
+    assert [(s["start"], s["end"]) for s in result] == [(0.0, 1.7), (2.3, 3.4), (5.2, 5.9)]
+    assert [s["id"] for s in result] == [0, 1, 2]
+    assert all(w["speaker"] == s["speaker"] for s in result for w in s["words"])
+
+
+def test_a_segment_of_one_speaker_is_kept_whole() -> None:
+    original = {**segment(word(0.1, 0.5, "one"), word(0.6, 0.9, "two")), "avg_logprob": -0.2}
+    result = split_at_speaker_changes(assign_words([original], TURNS))
+
+    assert len(result) == 1
+    assert result[0]["text"] == "one two"
+    assert result[0]["avg_logprob"] == -0.2
+    assert result[0]["speaker"] == "SPEAKER_7"
+
+
+# --- labels and talk time --------------------------------------------------------------------------
+
+
+def test_speakers_are_relabelled_in_order_of_first_appearance_and_keep_their_label() -> None:
+    segments = [
+        {
+            "start": 0.0,
+            "end": 1.0,
+            "text": "a",
+            "speaker": "SPEAKER_9",
+            "words": [{**word(0, 1, "a"), "speaker": "SPEAKER_9"}],
+        },
+        {"start": 1.0, "end": 2.0, "text": "b", "speaker": "SPEAKER_2", "words": []},
+        {"start": 2.0, "end": 3.0, "text": "c", "speaker": "SPEAKER_9", "words": []},
+        {"start": 3.0, "end": 4.0, "text": "d", "speaker": "SPEAKER_5", "words": []},
+    ]
+
+    assert [s["speaker"] for s in relabel_speakers(segments)] == ["A", "B", "A", "C"]
+    assert relabel_speakers(segments)[0]["words"][0]["speaker"] == "A"
+
+
+@pytest.mark.parametrize(("index", "label"), [(0, "A"), (1, "B"), (25, "Z"), (26, "AA"), (27, "AB"), (52, "BA")])
+def test_speaker_labels_count_like_spreadsheet_columns(index: int, label: str) -> None:
+    assert speaker_label(index) == label
+
+
+def test_talk_time_per_speaker_counts_overlapping_stretches_once() -> None:
+    items = [
+        {"start": 0.0, "end": 2.0, "speaker": "A"},
+        {"start": 1.5, "end": 3.0, "speaker": "A"},
+        {"start": 3.0, "end": 4.25, "speaker": "B"},
+        {"start": 5.0, "end": 6.0, "speaker": "A"},
+        {"start": None, "end": None, "speaker": "B"},
+    ]
+
+    assert talk_time(items) == [{"speaker": "A", "talk_seconds": 4.0}, {"speaker": "B", "talk_seconds": 1.25}]
+
+
+# --- split channels --------------------------------------------------------------------------------
+
+
+def test_split_channels_merge_in_time_order_with_one_speaker_per_channel() -> None:
+    left = [
+        {**segment(word(0.0, 0.5, "Hello?")), "id": 0},
+        {**segment(word(3.0, 3.6, "Yes,"), word(3.7, 4.0, "hi.")), "id": 1},
+    ]
+    right = [{**segment(word(1.0, 1.8, "Hi,"), word(1.9, 2.5, "it's")), "id": 0}]
+
+    merged = merge_channels({0: left, 1: right})
+
+    assert [(s["channel"], s["speaker"], s["text"]) for s in merged] == [
+        (0, "A", "Hello?"),
+        (1, "B", "Hi, it's"),
+        (0, "A", "Yes, hi."),
+    ]
+    assert [s["id"] for s in merged] == [0, 1, 2]
+    assert {w["speaker"] for w in merged[1]["words"]} == {"B"}
+    assert talk_time(merged) == [
+        {"speaker": "A", "talk_seconds": 1.5, "channel": 0},
+        {"speaker": "B", "talk_seconds": 1.5, "channel": 1},
+    ]
+
+
+def test_split_channels_take_given_labels_and_keep_channel_order_on_ties() -> None:
+    merged = merge_channels(
+        {1: [segment(word(1.0, 2.0, "later"))], 0: [segment(word(1.0, 1.5, "same"))]},
+        labels={0: "agent", 1: "caller"},
+    )
+
+    assert [(s["channel"], s["speaker"]) for s in merged] == [(0, "agent"), (1, "caller")]
+
+
+# --- diarizer turns from labelled windows -------------------------------------------------------------
+
+
+def test_turns_from_windows_cut_a_change_in_the_middle_of_the_overlap_and_keep_pauses() -> None:
+    windows = [(0.0, 1.5), (0.6, 2.1), (1.2, 2.7), (1.8, 3.3), (5.0, 6.5)]
+    speakers = ["s1", "s1", "s2", "s2", "s1"]
+
+    assert turns_from_windows(windows, speakers) == [
+        {"start": 0.0, "end": 1.65, "speaker": "s1"},
+        {"start": 1.65, "end": 3.3, "speaker": "s2"},
+        {"start": 5.0, "end": 6.5, "speaker": "s1"},
+    ]
+
+
+def test_turns_from_windows_clip_negative_starts() -> None:
+    assert turns_from_windows([(-0.3, 1.2)], ["s"]) == [{"start": 0.0, "end": 1.2, "speaker": "s"}]
+
+
+@pytest.mark.parametrize("count", [0, 21, -1])
+def test_speaker_count_out_of_range_is_refused(count: int) -> None:
+    with pytest.raises(BadSpeakerCount, match="between 1 and 20"):
+        check_speaker_count(count)
+
+
+def test_speaker_count_in_range_or_absent_is_accepted() -> None:
+    for count in (None, 1, 20):
+        check_speaker_count(count)
