@@ -150,7 +150,7 @@ def test_speaker_labels_count_like_spreadsheet_columns(index: int, label: str) -
 
 
 def test_talk_time_per_speaker_counts_overlapping_stretches_once() -> None:
-    items = [
+    items: list[dict[str, Any]] = [
         {"start": 0.0, "end": 2.0, "speaker": "A"},
         {"start": 1.5, "end": 3.0, "speaker": "A"},
         {"start": 3.0, "end": 4.25, "speaker": "B"},
