@@ -1,24 +1,11 @@
-"""The language identification worker on lid-jobs: runs the LID processor of the step registry
-(shared/pipeline/lid.py)."""
+"""The language identification worker on lid-jobs: LID (shared/pipeline/lid.py)."""
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import ClassVar
 
-from gpu_worker.base_worker import BaseWorker
-from shared.pipeline import processor_for, spec_of
-from shared.steps import StepContext
+from gpu_worker.registry_worker import RegistryWorker
 
 
-class LidWorker(BaseWorker):
+class LidWorker(RegistryWorker):
     step_types: ClassVar[tuple[str, ...]] = ("LID",)
-
-    def warm_up(self) -> None:
-        warm = spec_of("LID").warm_up
-        if warm is not None:
-            warm(self.settings)
-
-    def process(self, step: StepContext) -> dict[str, Any]:
-        processor = processor_for(step.step_type)
-        assert processor is not None
-        return processor(step)

@@ -1,24 +1,12 @@
-"""The transcription worker on whisper-jobs: runs the TRANSCRIBE processor of the step registry
-(shared/pipeline/transcribe.py) over one Whisper model loaded once per process."""
+"""The transcription worker on whisper-jobs: TRANSCRIBE (shared/pipeline/transcribe.py), and offline
+translation from the audio, which the registry routes here where the Whisper model is already loaded."""
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import ClassVar
 
-from gpu_worker.base_worker import BaseWorker
-from shared.pipeline import processor_for, spec_of
-from shared.steps import StepContext
+from gpu_worker.registry_worker import RegistryWorker
 
 
-class WhisperWorker(BaseWorker):
+class WhisperWorker(RegistryWorker):
     step_types: ClassVar[tuple[str, ...]] = ("TRANSCRIBE",)
-
-    def warm_up(self) -> None:
-        warm = spec_of("TRANSCRIBE").warm_up
-        if warm is not None:
-            warm(self.settings)
-
-    def process(self, step: StepContext) -> dict[str, Any]:
-        processor = processor_for(step.step_type)
-        assert processor is not None
-        return processor(step)

@@ -138,6 +138,8 @@ def processor_for(step_type: str) -> Callable[[StepContext], dict[str, object]] 
     process = spec_of(step_type).process
 
     def run(step: StepContext) -> dict[str, object]:
-        return process(step).model_dump(mode="json", exclude_none=True)
+        from shared.pipeline.outputs import finish_result
+
+        return finish_result(step, process(step)).model_dump(mode="json", exclude_none=True)
 
     return run

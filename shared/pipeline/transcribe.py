@@ -6,7 +6,6 @@ from __future__ import annotations
 import threading
 from typing import TYPE_CHECKING
 
-from shared import subtitles
 from shared.errors import Cancelled, ShutdownRequested
 from shared.pipeline import StepSpec
 from shared.results import Transcript
@@ -58,9 +57,6 @@ def process(step: StepContext) -> Transcript:
                 raise ShutdownRequested("the worker is shutting down") from error
             raise Cancelled("job cancelled during transcription") from error
     transcript = Transcript.model_validate(found)
-    step.put_result_file("srt", subtitles.to_srt(transcript.segments), content_type="application/x-subrip")
-    step.put_result_file("vtt", subtitles.to_vtt(transcript.segments), content_type="text/vtt")
-    step.put_result_file("txt", subtitles.to_txt(transcript), content_type="text/plain; charset=utf-8")
     step.job_updates.setdefault("audio_duration_seconds", transcript.duration)
     step.details.update(
         model=found["model"],

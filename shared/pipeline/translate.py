@@ -12,7 +12,6 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import select
 
-from shared import subtitles
 from shared.errors import Cancelled, PermanentError, ShutdownRequested
 from shared.llm import TextModel, choose_backend, make_text_model
 from shared.pipeline import StepSpec
@@ -63,9 +62,6 @@ def process(step: StepContext) -> Translation:
         engine=step.details["engine"],
         model=step.details["model"],
     )
-    if translation.timed:
-        step.put_result_file("srt", subtitles.to_srt(segments), content_type="application/x-subrip")
-        step.put_result_file("vtt", subtitles.to_vtt(segments), content_type="text/vtt")
     return translation
 
 
@@ -118,5 +114,5 @@ SPEC = StepSpec(
     result=Translation,
     inputs=("transcript",),
     process=process,
-    route=None,  # TODO(wired with the step consumer): route=route
+    route=route,
 )

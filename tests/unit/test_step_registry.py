@@ -56,7 +56,7 @@ def test_offline_translation_of_audio_runs_where_the_whisper_model_is() -> None:
     assert queue_for(offline, "TRANSLATE", french_target) == offline.azure_ai_queue
     assert "TRANSLATE" in {spec.name for spec in steps_on_queue(offline, offline.whisper_queue)}
 
-    online = Settings(OPENAI_BASE_URL="http://127.0.0.1:1/v1", OPENAI_API_KEY="sk-test")
+    online = offline.model_copy(update={"llm": offline.llm.model_copy(update={"backend": "openai"})})
     assert queue_for(online, "TRANSLATE", audio_job) == online.azure_ai_queue
 
 
