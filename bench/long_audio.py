@@ -107,25 +107,26 @@ def raw_run(path: Path, batch_size: int) -> dict[str, Any]:
     return {"seconds": time.perf_counter() - started, "text": text, "peak_rss_mib": [peak_rss_mib()]}
 
 
-_engine: Any = None
+_engine: dict[str, Any] = {}
+"""This worker process's Transcriber, under "transcriber"."""
 
 
 def _engine_start(threads: int, batch_size: int) -> float:
     """Load a Transcriber in this (worker) process and warm it up; its peak memory so far."""
-    global _engine
     from shared.config import WhisperSettings
     from shared.speech.transcriber import Transcriber
 
     config = WhisperSettings(model="bundled", cpu_threads=threads, beam_size=BEAM, batch_size=batch_size)
-    _engine = Transcriber(config, Path(os.environ.get("BENCH_MODEL_CACHE", tempfile.gettempdir())) / "models")
-    _engine.transcribe(WARM_UP, language="eng")
+    engine = Transcriber(config, Path(os.environ.get("BENCH_MODEL_CACHE", tempfile.gettempdir())) / "models")
+    engine.transcribe(WARM_UP, language="eng")
+    _engine["transcriber"] = engine
     return peak_rss_mib()
 
 
 def _engine_chunk(path: str, start: float, end: float) -> tuple[dict[str, Any], float]:
     """One chunk step: decode the chunk's window only, transcribe it."""
     samples = decode_window(path, start, end - start)
-    return _engine.transcribe(samples, language="eng"), peak_rss_mib()
+    return _engine["transcriber"].transcribe(samples, language="eng"), peak_rss_mib()
 
 
 def chunked_run(path: Path, *, processes: int, threads: int, chunk_seconds: float, batch_size: int) -> dict[str, Any]:

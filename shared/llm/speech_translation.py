@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from shared.audio import SAMPLE_RATE, decode
+from shared.audio import SAMPLE_RATE, AudioArray, decode
 from shared.config import Settings
 from shared.speech.languages import to_whisper
 from shared.speech.transcriber import LazyWhisperModel
@@ -32,16 +32,17 @@ def whisper_model(settings: Settings) -> LazyWhisperModel:
 
 
 def translate_speech(
-    audio: Path,
+    audio: Path | str | AudioArray,
     segments: Sequence[dict[str, Any]],
     *,
     language: str | None,
     settings: Settings,
     on_progress: Callable[[float], None] | None = None,
 ) -> tuple[list[str], dict[str, Any]]:
-    """The English text of each transcript segment, translated from its slice of the audio."""
+    """The English text of each transcript segment, translated from its slice of the audio (a file,
+    or the 16 kHz mono samples a step has already decoded, which are then used as they are)."""
     model = whisper_model(settings).get()
-    samples = decode(audio)
+    samples = decode(audio) if isinstance(audio, (str, Path)) else audio
     whisper_language = to_whisper(language) if language else None
     started = time.perf_counter()
     texts: list[str] = []

@@ -55,8 +55,9 @@ _VAD_CHUNK_SECONDS = 300.0
 class LanguageIdentifier(Protocol):
     """Which language is spoken in an audio file."""
 
-    def identify(self, path: Path | str, *, max_seconds: float | None = None) -> dict[str, Any]:
-        """`{language, confidence, candidates: [{language, probability}], low_confidence, windows,
+    def identify(self, audio: Path | str | AudioArray, *, max_seconds: float | None = None) -> dict[str, Any]:
+        """The language of a file or of 16 kHz mono samples already decoded:
+        `{language, confidence, candidates: [{language, probability}], low_confidence, windows,
         speech_seconds, duration, backend, model}`, languages in ISO 639-3."""
         ...
 
@@ -76,14 +77,20 @@ Scores = dict[str, float]
 """ISO 639-3 code → probability, for one window."""
 
 
-def find_speech(path: Path | str, *, max_seconds: float | None = None) -> list[tuple[float, float]]:
-    """Where the file has speech, as (start, end) seconds, found by Silero VAD a few minutes at a time."""
+def find_speech(audio: Path | str | AudioArray, *, max_seconds: float | None = None) -> list[tuple[float, float]]:
+    """Where the audio (a file, or 16 kHz mono samples) has speech, as (start, end) seconds, found by
+    Silero VAD a few minutes at a time."""
+    return _scan(audio, max_seconds=max_seconds)[0]
+
+
+def _scan(audio: Path | str | AudioArray, *, max_seconds: float | None) -> tuple[list[tuple[float, float]], float]:
+    """The speech spans and the length of the audio in seconds, from one pass over it."""
     from faster_whisper.vad import VadOptions, get_speech_timestamps
 
     options = VadOptions(min_speech_duration_ms=250, min_silence_duration_ms=500, speech_pad_ms=200)
     spans: list[tuple[float, float]] = []
     offset = 0.0
-    for chunk in iter_chunks(path, chunk_seconds=_VAD_CHUNK_SECONDS, max_seconds=max_seconds):
+    for chunk in _pieces(audio, max_seconds=max_seconds):
         for found in get_speech_timestamps(chunk, options, sampling_rate=SAMPLE_RATE):
             start = offset + found["start"] / SAMPLE_RATE
             end = offset + found["end"] / SAMPLE_RATE
@@ -93,7 +100,17 @@ def find_speech(path: Path | str, *, max_seconds: float | None = None) -> list[t
             else:
                 spans.append((start, end))
         offset += len(chunk) / SAMPLE_RATE
-    return spans
+    return spans, offset
+
+
+def _pieces(audio: Path | str | AudioArray, *, max_seconds: float | None) -> Iterable[AudioArray]:
+    """The audio _VAD_CHUNK_SECONDS at a time: streamed from a file, sliced from samples."""
+    if isinstance(audio, (str, Path)):
+        return iter_chunks(audio, chunk_seconds=_VAD_CHUNK_SECONDS, max_seconds=max_seconds)
+    if max_seconds is not None and len(audio) > math.ceil(max_seconds * SAMPLE_RATE):
+        raise AudioTooLong(max_seconds)
+    step = round(_VAD_CHUNK_SECONDS * SAMPLE_RATE)
+    return (audio[start : start + step] for start in range(0, len(audio), step))
 
 
 def plan_windows(speech: Sequence[tuple[float, float]], *, count: int, window_seconds: float) -> list[Window]:
@@ -163,11 +180,15 @@ class _WindowedIdentifier(ABC):
     def load(self) -> None:
         """Load the model now rather than on the first file."""
 
-    def identify(self, path: Path | str, *, max_seconds: float | None = None) -> dict[str, Any]:
-        duration = probe(path).duration_seconds
-        if max_seconds is not None and duration > max_seconds:
-            raise AudioTooLong(max_seconds)
-        speech = find_speech(path, max_seconds=max_seconds)
+    def identify(self, audio: Path | str | AudioArray, *, max_seconds: float | None = None) -> dict[str, Any]:
+        """The language of `audio`: a file (streamed for VAD, then only the windows decoded again) or
+        16 kHz mono samples a step has already decoded (nothing decoded here)."""
+        if isinstance(audio, (str, Path)) and max_seconds is not None:
+            # The header's length turns an over-long upload away before any decoding.
+            declared = probe(audio).duration_seconds
+            if declared > max_seconds:
+                raise AudioTooLong(max_seconds)
+        speech, duration = _scan(audio, max_seconds=max_seconds)
         windows = plan_windows(speech, count=self._windows, window_seconds=self._window_seconds)
         heard_speech = bool(windows)
         if not heard_speech:
@@ -175,7 +196,7 @@ class _WindowedIdentifier(ABC):
             windows = plan_windows([(0.0, duration)], count=1, window_seconds=self._window_seconds)
         if not windows:
             raise EmptyAudioFile("the audio holds no samples")
-        scored = [(self._score(_window_audio(path, window)), window.speech_seconds) for window in windows]
+        scored = [(self._score(_window_audio(audio, window)), window.speech_seconds) for window in windows]
         result = combine(scored, low_confidence=self._low_confidence)
         result["low_confidence"] = result["low_confidence"] or not heard_speech
         result.update(
@@ -221,9 +242,9 @@ class WhisperLanguageIdentifier(_WindowedIdentifier):
     def load(self) -> None:
         self._model.get()
 
-    def identify_first_window(self, path: Path | str) -> dict[str, Any]:
+    def identify_first_window(self, path: Path | str | AudioArray) -> dict[str, Any]:
         """The usual method, for comparison: Whisper on the first 30 s of the file, silence and all."""
-        audio = decode_window(path, 0.0, WHISPER_WINDOW_SECONDS)
+        audio = _window_audio(path, Window(spans=((0.0, WHISPER_WINDOW_SECONDS),)))
         if not len(audio):
             raise EmptyAudioFile("the audio holds no samples")
         result = combine([(self._score(audio), len(audio) / SAMPLE_RATE)], low_confidence=self._low_confidence)
@@ -340,8 +361,11 @@ def _default_compute_type(device: str) -> str:
     return "float16" if device == "cuda" else "int8" if device == "cpu" else "default"
 
 
-def _window_audio(path: Path | str, window: Window) -> AudioArray:
-    pieces = [decode_window(path, start, end - start) for start, end in window.spans]
+def _window_audio(audio: Path | str | AudioArray, window: Window) -> AudioArray:
+    if isinstance(audio, (str, Path)):
+        pieces = [decode_window(audio, start, end - start) for start, end in window.spans]
+    else:
+        pieces = [audio[round(start * SAMPLE_RATE) : round(end * SAMPLE_RATE)] for start, end in window.spans]
     return np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.float32)
 
 

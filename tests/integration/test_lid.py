@@ -181,3 +181,31 @@ def test_silence_is_flagged_low_confidence(identifier: WhisperLanguageIdentifier
     assert result["low_confidence"] is True
     assert result["speech_seconds"] == 0
     assert result["windows"] == 1
+
+
+@pytest.mark.model
+def test_decoded_samples_give_the_file_answer_without_decoding_again(
+    identifier: WhisperLanguageIdentifier, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A step that already decoded the upload passes the samples: the same answer, and no decoding."""
+    path = AUDIO / "fr" / "kokoro-pangrama.wav"
+    from_file = identifier.identify(path)
+    samples = decode(path)
+
+    import shared.audio
+    import shared.speech.lid as lid
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("decoded the file again")
+
+    for name in ("decode_window", "iter_chunks", "probe"):
+        monkeypatch.setattr(lid, name, refuse)
+    monkeypatch.setattr(shared.audio, "_open", refuse)
+    from_samples = identifier.identify(samples, max_seconds=60)
+
+    assert from_samples["language"] == from_file["language"] == "fra"
+    assert from_samples["confidence"] == pytest.approx(from_file["confidence"], abs=0.02)
+    assert from_samples["duration"] == pytest.approx(from_file["duration"], abs=0.01)
+    assert from_samples["windows"] == from_file["windows"]
+    with pytest.raises(lid.AudioTooLong):
+        identifier.identify(samples, max_seconds=1.0)

@@ -20,7 +20,13 @@ from shared.audio import decode, probe
 from shared.config import WhisperSettings
 from shared.errors import ConfigurationError, PermanentError
 from shared.speech.bundled_model import ensure_bundled_model, resolve_model
-from shared.speech.transcriber import LazyWhisperModel, Transcriber, TranscriptionCancelled
+from shared.speech.transcriber import (
+    MAX_PROMPT_TOKENS,
+    LazyWhisperModel,
+    PromptTooLong,
+    Transcriber,
+    TranscriptionCancelled,
+)
 from tests.support.wer import wer
 
 AUDIO = Path(__file__).resolve().parent.parent / "fixtures" / "audio"
@@ -262,3 +268,55 @@ def test_importing_the_engines_loads_no_model_library() -> None:
     )
     completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert completed.returncode == 0, completed.stderr
+
+
+# --- custom vocabulary and decoded input ------------------------------------------------------------------
+
+VOCABULARY = AUDIO / "en" / "espeak-vocabulary.wav"
+"""espeak-ng reading "Our new product is called Zylqor and it ships next week." (espeak-vocabulary.txt)."""
+
+
+@pytest.mark.model
+@pytest.mark.parametrize("batch_size", [8, 0], ids=["batched", "sequential"])
+@pytest.mark.parametrize(
+    "vocabulary",
+    [{"hotwords": ["Zylqor"]}, {"prompt": "Release notes for Zylqor."}],
+    ids=["hotwords", "prompt"],
+)
+def test_vocabulary_changes_the_spelling(
+    model_cache: Path, transcriber: Transcriber, batch_size: int, vocabulary: dict[str, Any]
+) -> None:
+    engine = Transcriber(transcriber.model.config.model_copy(update={"batch_size": batch_size}), model_cache,
+                         model=transcriber.model)  # fmt: skip
+
+    plain = engine.transcribe(VOCABULARY, language="eng")["text"]
+    steered = engine.transcribe(VOCABULARY, language="eng", **vocabulary)["text"]
+
+    assert "Zylqor" not in plain
+    assert "Zylqor" in steered
+
+
+@pytest.mark.model
+def test_a_prompt_past_the_limit_is_refused_before_any_work(transcriber: Transcriber) -> None:
+    tokenizer = transcriber.model.get().hf_tokenizer
+    fits = " ".join(["vocabulary"] * 300)
+    while len(tokenizer.encode(" " + fits, add_special_tokens=False).ids) > MAX_PROMPT_TOKENS:
+        fits = fits.rsplit(" ", 1)[0]
+
+    assert transcriber.check_vocabulary(prompt=fits, hotwords=None) <= MAX_PROMPT_TOKENS
+    with pytest.raises(PromptTooLong, match="at most 223") as raised:
+        transcriber.transcribe(VOCABULARY, prompt=fits, hotwords=["Zylqor", "Kubernetes"])
+    assert isinstance(raised.value, PermanentError)
+    assert raised.value.tokens > MAX_PROMPT_TOKENS
+
+
+@pytest.mark.model
+def test_decoded_samples_transcribe_as_the_file_does(
+    transcriber: Transcriber, librivox_results: dict[str, dict[str, Any]]
+) -> None:
+    name = LIBRIVOX[0]
+
+    from_samples = transcriber.transcribe(decode(AUDIO / "en" / f"{name}.wav"), language="eng")
+
+    assert from_samples["text"] == librivox_results[name]["text"]
+    assert from_samples["segments"] == librivox_results[name]["segments"]
