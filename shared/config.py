@@ -157,6 +157,9 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(default=1024 * 1024 * 1024, validation_alias="MAX_UPLOAD_BYTES")
     max_audio_seconds: float = Field(default=4 * 3600.0, validation_alias="MAX_AUDIO_SECONDS")
     """Longer uploads fail at once with a clear message."""
+    openai_wait_seconds: float = Field(default=300.0, gt=0, validation_alias="OPENAI_WAIT_SECONDS")
+    """How long POST /v1/audio/transcriptions and /translations wait for their job before answering 504 with
+    the job id to poll. On Azure Functions the HTTP trigger's 230 s load-balancer limit cuts it shorter."""
 
     # --- operations: probes, metrics, traces
     health_host: str = Field(default="0.0.0.0", validation_alias="HEALTH_HOST")  # noqa: S104 - probes come from the kubelet
@@ -188,12 +191,32 @@ class Settings(BaseSettings):
     )
     """Comma-separated hosts whose callbacks skip the https and public-address checks (local development);
     `.example.com` also matches its subdomains."""
+    fetch_allowed_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, validation_alias="FETCH_ALLOWED_HOSTS"
+    )
+    """Comma-separated hosts an `audio_url` may name past the https and public-address checks (local
+    development, tests against Azurite); `.example.com` also matches its subdomains."""
 
     whisper: WhisperSettings = Field(default_factory=WhisperSettings)
     lid: LidSettings = Field(default_factory=LidSettings)
     llm: LlmSettings = Field(default_factory=LlmSettings)
 
-    @field_validator("callback_allowed_hosts", mode="before")
+    # --- data lifecycle and usage (shared/purge.py, shared/usage.py; README "Your data")
+    audio_retention_seconds: int = Field(default=86400, ge=0, validation_alias="AUDIO_RETENTION_SECONDS")
+    """Uploaded audio is deleted this long after its job ends (0: at the next retention pass)."""
+    result_retention_seconds: int = Field(default=30 * 86400, ge=60, validation_alias="RESULT_RETENTION_SECONDS")
+    """This long after a job ends its results and text are purged, the job row kept as a tombstone. A
+    job's own `retention_seconds` may shorten it, never lengthen it."""
+    purge_interval_seconds: float = Field(default=300.0, gt=0, validation_alias="PURGE_INTERVAL_SECONDS")
+    """How often the local `retention` component applies retention and finishes requested purges."""
+    cost_per_gpu_second: float = Field(default=0.0, ge=0, validation_alias="COST_PER_GPU_SECOND")
+    cost_per_cpu_second: float = Field(default=0.0, ge=0, validation_alias="COST_PER_CPU_SECOND")
+    cost_per_1k_input_tokens: float = Field(default=0.0, ge=0, validation_alias="COST_PER_1K_INPUT_TOKENS")
+    cost_per_1k_output_tokens: float = Field(default=0.0, ge=0, validation_alias="COST_PER_1K_OUTPUT_TOKENS")
+    cost_currency: str = Field(default="USD", pattern=r"^[A-Z]{3}$", validation_alias="COST_CURRENCY")
+    """ISO 4217 code the estimated cost is given in; the rates above are in it."""
+
+    @field_validator("callback_allowed_hosts", "fetch_allowed_hosts", mode="before")
     @classmethod
     def _split_hosts(cls, value: object) -> object:
         if isinstance(value, str):

@@ -14,6 +14,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from sqlalchemy.orm import Session
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from functions.api.openai_audio import make_openai_audio_router
 from functions.api.results import ResultUnavailable, load_results, render
 from functions.api.schemas import (
     CreateJobRequest,
@@ -172,6 +173,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         app.include_router(make_blob_router(settings, runtime.blobs))
 
     _add_job_routes(app, settings)
+    app.include_router(make_openai_audio_router(settings))
     _add_health_routes(app)
     # FastAPI makes a server span per request (continuing a caller's traceparent) once a provider is set.
     configure_tracing(settings, service_name="speechflow-api")
