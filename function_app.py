@@ -6,6 +6,7 @@ import azure.functions as func
 from functions.api import create_app
 from functions.azure_ai import bp as azure_ai_blueprint
 from functions.deadletters import bp as deadletters_blueprint
+from functions.retention import bp as retention_blueprint
 from functions.router import bp as router_blueprint
 from functions.webhooks import bp as webhooks_blueprint
 
@@ -14,3 +15,4 @@ app.register_functions(router_blueprint)
 app.register_functions(azure_ai_blueprint)
 app.register_functions(webhooks_blueprint)
 app.register_functions(deadletters_blueprint)
+app.register_functions(retention_blueprint)

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 from shared.config import Settings, environment_snapshot, get_settings
 from shared.consumer import BatchHandler, Consumer, Delivery, Settlement, Shutdown
 from shared.logs import configure_logging
+from shared.purge import run_retention
 from shared.runtime import Runtime
 from shared.supervisor import (
     WORKER_COMPONENTS,
@@ -222,7 +223,7 @@ def run_worker(settings: Settings, kind: str) -> int:
 
 def components(settings: Settings) -> list[str]:
     """Every consumer this code base has, for the configured bus."""
-    names = ["api", "router", "webhooks", "deadletters"]
+    names = ["api", "router", "webhooks", "deadletters", "retention"]
     if importlib.util.find_spec("functions.azure_ai") is not None:
         names.append("azure-ai")
     for kind in ("lid", "whisper"):
@@ -243,6 +244,7 @@ RUNNERS: dict[str, Runner] = {
     "dashboard": run_dashboard,
     "webhooks": run_webhooks,
     "deadletters": run_deadletters,
+    "retention": run_retention,
     "lid": lambda settings: run_worker(settings, "lid"),
     "whisper": lambda settings: run_worker(settings, "whisper"),
 }

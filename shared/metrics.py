@@ -26,6 +26,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from shared.bus import QueueDepth
+from shared.usage import step_usage
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,12 @@ MODEL_SECONDS = Counter(
 )
 ROUTED_EVENTS = Counter("speechflow_routed_events", "Job events routed, by event kind.", ["kind"])
 JOBS_FINISHED = Counter("speechflow_jobs_finished", "Jobs that reached a terminal status.", ["status"])
+COMPUTE_SECONDS = Counter(
+    "speechflow_compute_seconds",
+    "Compute seconds of completed steps by where they ran (cpu, gpu, remote text model); shared/usage.py.",
+    ["step_type", "device"],
+)
+LLM_TOKENS = Counter("speechflow_llm_tokens", "Text model tokens of completed steps.", ["direction"])
 
 
 def record_step(
@@ -77,6 +84,11 @@ def record_step(
         value = details.get(key)
         if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
             counter.labels(step_type=step_type).inc(float(value))
+    used = step_usage(step_type, details)
+    if used is not None:
+        COMPUTE_SECONDS.labels(step_type=step_type, device=used.device).inc(used.compute_seconds)
+        LLM_TOKENS.labels(direction="input").inc(used.input_tokens)
+        LLM_TOKENS.labels(direction="output").inc(used.output_tokens)
 
 
 def record_retry(step_type: str) -> None:

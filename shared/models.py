@@ -97,6 +97,13 @@ class Job(Base):
     api_key_id: Mapped[str | None] = mapped_column(String(64))
     options: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     """What the client asked for beyond the workflow (speaker labels, channels, vocabulary, …)."""
+    purge_requested_at: Mapped[datetime | None] = mapped_column()
+    """When deleting the job's data was asked for (DELETE, or its retention ran out): the purge's
+    recorded intent, retried until `purged_at` is set (shared/purge.py)."""
+    purged_at: Mapped[datetime | None] = mapped_column()
+    """When its audio, results and text were deleted; the row stays as a tombstone."""
+    audio_deleted_at: Mapped[datetime | None] = mapped_column()
+    """When its uploaded audio was deleted (AUDIO_RETENTION_SECONDS after the job ended, or a purge)."""
 
     steps: Mapped[list[ProcessingStep]] = relationship(
         back_populates="job", order_by="ProcessingStep.created_at", cascade="all, delete-orphan"
@@ -109,6 +116,7 @@ class Job(Base):
         Index("idx_jobs_status", "status"),
         Index("idx_jobs_created_at", "created_at"),
         Index("idx_jobs_api_key_id", "api_key_id", "created_at"),
+        Index("idx_jobs_purge_pending", "purge_requested_at", "purged_at"),
     )
 
 

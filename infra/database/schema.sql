@@ -158,4 +158,16 @@ ALTER TABLE jobs ADD COLUMN options JSON;
 
 UPDATE alembic_version SET version_num='0005' WHERE alembic_version.version_num = '0004';
 
+-- Running upgrade 0005 -> 0006
+
+ALTER TABLE jobs ADD COLUMN purge_requested_at TIMESTAMP WITH TIME ZONE;
+
+ALTER TABLE jobs ADD COLUMN purged_at TIMESTAMP WITH TIME ZONE;
+
+ALTER TABLE jobs ADD COLUMN audio_deleted_at TIMESTAMP WITH TIME ZONE;
+
+CREATE INDEX idx_jobs_purge_pending ON jobs (purge_requested_at, purged_at);
+
+UPDATE alembic_version SET version_num='0006' WHERE alembic_version.version_num = '0005';
+
 COMMIT;

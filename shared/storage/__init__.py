@@ -29,6 +29,11 @@ class BlobStore(Protocol):
     def put(self, container: str, blob: str, data: bytes, *, content_type: str = "application/octet-stream") -> None:
         """Write (or overwrite) the whole blob."""
 
+    def put_file(
+        self, container: str, blob: str, path: Path, *, content_type: str = "application/octet-stream"
+    ) -> None:
+        """Write (or overwrite) the blob from a local file, streamed: memory stays bounded at any size."""
+
     def get(self, container: str, blob: str) -> bytes:
         """The whole blob; raises BlobNotFound."""
 
@@ -37,6 +42,10 @@ class BlobStore(Protocol):
 
     def delete(self, container: str, blob: str) -> None:
         """Remove the blob if it exists."""
+
+    def delete_prefix(self, container: str, prefix: str) -> int:
+        """Remove every blob whose name starts with `prefix` (a folder such as `{job_id}/`); returns
+        how many were removed. Blobs already gone are fine, so a repeated call is harmless."""
 
     def ping(self) -> None:
         """Raise if the store cannot be reached."""

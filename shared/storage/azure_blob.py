@@ -183,6 +183,15 @@ class AzureBlobStore:
                 data, overwrite=True, content_settings=ContentSettings(content_type=content_type)
             )
 
+    def put_file(
+        self, container: str, blob: str, path: Path, *, content_type: str = "application/octet-stream"
+    ) -> None:
+        # The SDK reads a file object in blocks (Put Block, Put Block List) above its single-put size.
+        with path.open("rb") as source, _storage_errors(container, blob):
+            self._service.get_blob_client(container, blob).upload_blob(
+                source, overwrite=True, content_settings=ContentSettings(content_type=content_type)
+            )
+
     def get(self, container: str, blob: str) -> bytes:
         with _storage_errors(container, blob):
             return self._service.get_blob_client(container, blob).download_blob().readall()
@@ -202,6 +211,15 @@ class AzureBlobStore:
     def delete(self, container: str, blob: str) -> None:
         with contextlib.suppress(BlobNotFound), _storage_errors(container, blob):
             self._service.get_blob_client(container, blob).delete_blob(delete_snapshots="include")
+
+    def delete_prefix(self, container: str, prefix: str) -> int:
+        removed = 0
+        with contextlib.suppress(BlobNotFound), _storage_errors(container):  # no container: nothing to delete
+            client = self._service.get_container_client(container)
+            for item in client.list_blobs(name_starts_with=prefix):
+                self.delete(container, item.name)
+                removed += 1
+        return removed
 
     def ping(self) -> None:
         # One small request that needs only data-plane rights (no account-level read). No retries

@@ -502,6 +502,12 @@ class LocalBlobStore:
         with self.staged_write(container, blob) as file:
             file.write(data)
 
+    def put_file(
+        self, container: str, blob: str, path: Path, *, content_type: str = "application/octet-stream"
+    ) -> None:
+        with path.open("rb") as source, self.staged_write(container, blob) as file:
+            shutil.copyfileobj(source, file, _COPY_CHUNK)
+
     def get(self, container: str, blob: str) -> bytes:
         try:
             return self._existing_path(container, blob).read_bytes()
@@ -519,6 +525,38 @@ class LocalBlobStore:
     def delete(self, container: str, blob: str) -> None:
         self.path(container, blob).unlink(missing_ok=True)
         self.discard_blocks(container, blob)
+
+    def delete_prefix(self, container: str, prefix: str) -> int:
+        # Only whole folders: every caller deletes a job's folder, and a partial name would have to
+        # be matched against every file in the container.
+        if not prefix.endswith("/"):
+            raise ValueError(f"delete_prefix takes a folder (ending in '/'), not {prefix!r}")
+        folder = self.path(container, prefix.rstrip("/"))
+        if not folder.is_dir():
+            return 0
+        removed = 0
+        for path in sorted(folder.rglob("*"), reverse=True):
+            if path.is_dir() and not path.is_symlink():
+                path.rmdir()
+                continue
+            self.delete(container, path.relative_to(self.root / container).as_posix())
+            removed += 1
+        with contextlib.suppress(FileNotFoundError):
+            folder.rmdir()
+        return removed
+
+    def discard_stale_staging(self, *, older_than_seconds: float, now: float | None = None) -> int:
+        """Delete staging files left by writes that never finished (a process killed mid-write), which
+        would otherwise keep a copy of a blob's content; returns how many."""
+        cutoff = (time.time() if now is None else now) - older_than_seconds
+        removed = 0
+        with contextlib.suppress(FileNotFoundError):
+            for path in (self.root / _STAGING).iterdir():
+                with contextlib.suppress(FileNotFoundError):
+                    if path.is_file() and path.stat().st_mtime < cutoff:
+                        path.unlink()
+                        removed += 1
+        return removed
 
     def ping(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)

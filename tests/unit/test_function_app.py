@@ -64,3 +64,10 @@ def test_every_dead_letter_sub_queue_has_a_consumer() -> None:
     assert all(
         functions[name][0]["connection"] == "SERVICE_BUS_CONNECTION_STRING" for name in functions if "dead" in name
     )
+
+
+def test_retention_runs_on_a_timer_every_five_minutes() -> None:
+    (trigger,) = bindings_by_function()["retention"]
+    assert trigger["type"] == "timerTrigger"
+    assert trigger["schedule"] == "0 */5 * * * *"
+    assert Settings().purge_interval_seconds == 300, "the timer keeps PURGE_INTERVAL_SECONDS' default"
