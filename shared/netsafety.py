@@ -1,4 +1,4 @@
-"""Callback URL policy: where SpeechFlow may be told to POST.
+"""Outbound URL policy: where SpeechFlow may be told to POST a callback, or to GET audio from.
 
 A callback URL is chosen by the client, and the server makes the request, so an unchecked URL lets
 a client reach what only the server can: the cloud metadata endpoint, the database, the cluster's
@@ -12,6 +12,10 @@ internal services. The policy:
 
 The check runs when the job is submitted (422) and again right before each delivery, because a host
 name can resolve to a public address at submit time and to an internal one later (DNS rebinding).
+
+An `audio_url` (the FETCH step, shared/pipeline/fetch.py) follows the same policy with its own
+allow-list, FETCH_ALLOWED_HOSTS; the step checks every redirect hop again and connects to the address
+it checked, so that a second resolution cannot lead it elsewhere.
 """
 
 from __future__ import annotations
@@ -39,8 +43,16 @@ METADATA_ADDRESSES: frozenset[IpAddress] = frozenset(
 )
 
 
-class UnsafeCallbackUrl(ValueError):
+class UnsafeUrl(ValueError):
+    """The URL is refused by the policy; the message says why (naming the host, never the query)."""
+
+
+class UnsafeCallbackUrl(UnsafeUrl):
     """The callback URL is refused by the policy; the message says why."""
+
+
+class UnsafeFetchUrl(UnsafeUrl):
+    """The audio URL (or a redirect from it) is refused by the policy; the message says why."""
 
 
 def system_resolver(host: str, port: int) -> list[str]:
@@ -88,31 +100,66 @@ def check_callback_url(url: str, settings: Settings, *, resolver: Resolver = sys
 
     Returns the public addresses the host resolved to (empty for an allow-listed host).
     """
-    parts = urlsplit(url)
+    return _check_url(
+        url,
+        field="callback_url",
+        allowed_hosts=settings.callback_allowed_hosts,
+        refused=UnsafeCallbackUrl,
+        resolver=resolver,
+        credentials_hint="; verify the webhook signature instead",
+    )
+
+
+def check_fetch_url(url: str, settings: Settings, *, resolver: Resolver = system_resolver) -> list[str]:
+    """Raise `UnsafeFetchUrl` unless the policy allows GETting audio from `url` (or from a redirect
+    target). Returns the public addresses the host resolved to (empty for an allow-listed host)."""
+    return _check_url(
+        url,
+        field="audio_url",
+        allowed_hosts=settings.fetch_allowed_hosts,
+        refused=UnsafeFetchUrl,
+        resolver=resolver,
+        credentials_hint="; a signed URL (such as an Azure SAS) carries its access in the query",
+    )
+
+
+def _check_url(
+    url: str,
+    *,
+    field: str,
+    allowed_hosts: list[str],
+    refused: type[UnsafeUrl],
+    resolver: Resolver,
+    credentials_hint: str,
+) -> list[str]:
+    try:
+        parts = urlsplit(url)
+    except ValueError as error:  # an unbalanced IPv6 bracket, for one
+        raise refused(f"{field} is not a valid URL") from error
     scheme = parts.scheme.lower()
     host = (parts.hostname or "").rstrip(".")
     if scheme not in ("http", "https") or not host:
-        raise UnsafeCallbackUrl("callback_url must be an absolute http(s) URL")
+        raise refused(f"{field} must be an absolute http(s) URL")
     if parts.username or parts.password:
-        raise UnsafeCallbackUrl("callback_url must not carry credentials; verify the webhook signature instead")
+        raise refused(f"{field} must not carry credentials{credentials_hint}")
     try:
         port = parts.port or (443 if scheme == "https" else 80)
     except ValueError as error:
-        raise UnsafeCallbackUrl("callback_url has an invalid port") from error
-    if host_allowed(host, settings.callback_allowed_hosts):
+        raise refused(f"{field} has an invalid port") from error
+    if host_allowed(host, allowed_hosts):
         return []
     if scheme != "https":
-        raise UnsafeCallbackUrl("callback_url must use https")
+        raise refused(f"{field} must use https")
     try:
         addresses = resolver(host, port)
     except (OSError, UnicodeError) as error:
-        raise UnsafeCallbackUrl(f"callback_url host {host} cannot be resolved") from error
+        raise refused(f"{field} host {host} cannot be resolved") from error
     if not addresses:
-        raise UnsafeCallbackUrl(f"callback_url host {host} cannot be resolved")
+        raise refused(f"{field} host {host} cannot be resolved")
     for address in addresses:
         reason = refusal_reason(address)
         if reason is not None:
-            raise UnsafeCallbackUrl(f"callback_url host {host} resolves to {reason} ({address})")
+            raise refused(f"{field} host {host} resolves to {reason} ({address})")
     return addresses
 
 

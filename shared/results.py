@@ -103,6 +103,19 @@ class Summary(ResultModel):
     model: str | None = None
 
 
+class FetchedAudio(ResultModel):
+    """FETCH: the audio fetched from the job's audio_url into the audio container. The URL's host only:
+    its query may hold a secret (an Azure SAS)."""
+
+    url_host: str
+    size_bytes: int
+    content_type: str | None = None
+    duration: float | None = None
+    channels: int | None = None
+    sample_rate: int | None = None
+    redirects: int = 0
+
+
 def load(model: type[ResultModel], data: bytes | str | dict[str, Any]) -> Any:
     """Parse a stored result; raises pydantic.ValidationError when it is not of that kind."""
     if isinstance(data, dict):

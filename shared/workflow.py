@@ -130,15 +130,20 @@ def translation_skip_reason(job: JobState) -> str | None:
     return None
 
 
+FETCH = Node("FETCH", include_when=lambda job: bool(job.options.get("audio_url")))
+"""The audio of a job created with audio_url instead of an upload; a job with an upload has no FETCH step,
+and the step after it starts at once (a step left out counts as settled)."""
+
 WORKFLOWS: Mapping[str, Workflow] = {
     "full_pipeline": chain(
-        Node("LID"),
+        FETCH,
+        Node("LID", after=("FETCH",)),
         Node("TRANSCRIBE"),
         Node("TRANSLATE", optional=True, skip_when=translation_skip_reason),
         Node("SUMMARIZE", optional=True),
     ),
-    "transcribe_only": chain(Node("TRANSCRIBE")),
-    "lid_only": chain(Node("LID")),
+    "transcribe_only": chain(FETCH, Node("TRANSCRIBE", after=("FETCH",))),
+    "lid_only": chain(FETCH, Node("LID", after=("FETCH",))),
     "translate_only": chain(Node("TRANSLATE")),
     "summarize_only": chain(Node("SUMMARIZE")),
 }

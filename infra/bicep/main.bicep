@@ -65,6 +65,7 @@ param keyVaultPurgeProtection bool = true
 // Names kept exactly as in the seed (section 10) and in shared/config.py.
 var queueNames = [
   'job-events'
+  'fetch-jobs'
   'lid-jobs'
   'whisper-jobs'
   'azure-ai-jobs'

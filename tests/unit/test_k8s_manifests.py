@@ -279,12 +279,16 @@ def test_every_queue_consumer_has_a_scaled_object_on_its_queue() -> None:
         s["spec"]["scaleTargetRef"]["name"]: s["spec"]["triggers"][0]["metadata"]["queueName"]
         for s in scaled_objects().values()
     }
-    assert by_target == {
+    seed = {
         "speechflow-router": settings.job_events_queue,
         "speechflow-worker-lid": settings.lid_queue,
         "speechflow-worker-whisper": settings.whisper_queue,
         "speechflow-worker-azure": settings.azure_ai_queue,
     }
+    assert seed.items() <= by_target.items()
+    # Steps added since the seed (shared/pipeline) scale on their own registered queues.
+    extra = {target: queue for target, queue in by_target.items() if target not in seed}
+    assert set(extra.values()) <= set(settings.all_queues), extra
 
 
 @pytest.mark.parametrize("name", sorted(scaled_objects()))
@@ -373,3 +377,15 @@ def test_migration_job_runs_alembic_from_the_functions_image() -> None:
     assert migrate["workingDir"] == "/home/site/wwwroot"
     assert migrate["image"] == container("speechflow-api")["image"]
     assert (REPO / "alembic.ini").is_file()
+
+
+def test_the_fetch_worker_runs_the_registered_fetch_component_on_cpu() -> None:
+    from shared.pipeline import spec_of
+
+    worker = container("speechflow-worker-fetch")
+    assert worker["command"] == ["python", "-m", "shared.host", "run", spec_of("FETCH").component]
+    assert worker["image"] == container("speechflow-api")["image"]
+    assert "nvidia.com/gpu" not in worker["resources"]["limits"]
+    assert worker["livenessProbe"]["httpGet"] == {"path": "/health", "port": "health"}
+    trigger = scaled_objects()["speechflow-worker-fetch"]["spec"]["triggers"][0]
+    assert trigger["metadata"]["queueName"] == spec_of("FETCH").queue_name(Settings())

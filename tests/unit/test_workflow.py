@@ -29,6 +29,11 @@ def job(workflow: str, status: str = "processing", **kw) -> JobState:
     return JobState(workflow_type=workflow, status=status, **kw)
 
 
+def uploaded_steps(workflow: str) -> tuple[str, ...]:
+    """The steps of a job whose audio was uploaded: FETCH is only for jobs created with audio_url."""
+    return tuple(step for step in WORKFLOWS[workflow].steps if step != "FETCH")
+
+
 def done(*names: str) -> dict[str, StepState]:
     return {name: StepState(name, "completed") for name in names}
 
@@ -41,7 +46,7 @@ def failed(name: str, retry_count: int = 0, *, retryable: bool = True, error: st
 def test_started_dispatches_first_step_and_marks_processing(workflow: str) -> None:
     decision = decide(job(workflow, "queued"), {}, Event("job_started"))
     assert decision.dispatch is not None
-    assert decision.dispatch.step_type == WORKFLOWS[workflow].steps[0]
+    assert decision.dispatch.step_type == uploaded_steps(workflow)[0]
     assert decision.dispatch.attempt == 0
     assert decision.dispatch.delay_seconds == 0
     assert decision.job_status == "processing"
@@ -50,7 +55,7 @@ def test_started_dispatches_first_step_and_marks_processing(workflow: str) -> No
 
 @pytest.mark.parametrize("workflow", WORKFLOW_TYPES)
 def test_redelivered_start_does_not_dispatch_twice(workflow: str) -> None:
-    first = WORKFLOWS[workflow].steps[0]
+    first = uploaded_steps(workflow)[0]
     decision = decide(job(workflow, "processing"), {first: StepState(first, "pending")}, Event("job_started"))
     assert decision.is_noop
 
@@ -58,7 +63,7 @@ def test_redelivered_start_does_not_dispatch_twice(workflow: str) -> None:
 @pytest.mark.parametrize("workflow", WORKFLOW_TYPES)
 def test_each_completion_dispatches_the_next_step_then_completes(workflow: str) -> None:
     language = {"detected_language": "fra"}
-    sequence = WORKFLOWS[workflow].steps
+    sequence = uploaded_steps(workflow)
     for index, step_type in enumerate(sequence):
         state = job(workflow, **language)
         decision = decide(state, done(*sequence[: index + 1]), Event("step_completed", step_type))
@@ -100,7 +105,7 @@ def test_translation_skip_honours_target_language() -> None:
 @pytest.mark.parametrize("workflow", WORKFLOW_TYPES)
 @pytest.mark.parametrize("retry_count", [0, 1, 2])
 def test_transient_failure_retries_with_exponential_backoff(workflow: str, retry_count: int) -> None:
-    first = WORKFLOWS[workflow].steps[0]
+    first = uploaded_steps(workflow)[0]
     decision = decide(job(workflow), {first: failed(first, retry_count)}, Event("step_failed", first, retry_count))
     assert decision.dispatch is not None
     assert decision.dispatch.step_type == first
@@ -112,7 +117,7 @@ def test_transient_failure_retries_with_exponential_backoff(workflow: str, retry
 
 @pytest.mark.parametrize("workflow", ["transcribe_only", "lid_only", "translate_only", "summarize_only"])
 def test_retries_exhausted_fails_the_job(workflow: str) -> None:
-    first = WORKFLOWS[workflow].steps[0]
+    first = uploaded_steps(workflow)[0]
     decision = decide(job(workflow), {first: failed(first, MAX_RETRIES)}, Event("step_failed", first, MAX_RETRIES))
     assert decision.dispatch is None
     assert decision.job_status == "failed"
@@ -122,7 +127,7 @@ def test_retries_exhausted_fails_the_job(workflow: str) -> None:
 
 @pytest.mark.parametrize("workflow", WORKFLOW_TYPES)
 def test_permanent_failure_is_never_retried(workflow: str) -> None:
-    first = WORKFLOWS[workflow].steps[0]
+    first = uploaded_steps(workflow)[0]
     step = failed(first, 0, retryable=False, error="not an audio file")
     decision = decide(job(workflow), {first: step}, Event("step_failed", first, 0))
     assert decision.dispatch is None
@@ -159,7 +164,7 @@ def test_full_pipeline_essential_failure_fails_job(essential: str) -> None:
 
 @pytest.mark.parametrize("workflow", WORKFLOW_TYPES)
 def test_dead_lettered_step_fails_without_retry(workflow: str) -> None:
-    first = WORKFLOWS[workflow].steps[0]
+    first = uploaded_steps(workflow)[0]
     decision = decide(job(workflow), {first: StepState(first, "processing")}, Event("step_dead_lettered", first, 0))
     assert decision.dead_lettered_step == first
     assert decision.dispatch is None
@@ -177,7 +182,7 @@ def test_stale_dead_letter_of_an_older_attempt_is_ignored() -> None:
 @pytest.mark.parametrize("status", ["completed", "partial_complete", "failed", "cancelled"])
 @pytest.mark.parametrize("kind", ["job_started", "step_completed", "step_failed", "step_dead_lettered"])
 def test_terminal_jobs_never_change(workflow: str, status: str, kind: str) -> None:
-    first = WORKFLOWS[workflow].steps[0]
+    first = uploaded_steps(workflow)[0]
     decision = decide(job(workflow, status), {first: failed(first)}, Event(kind, first))  # type: ignore[arg-type]
     assert decision.is_noop
     assert not decision.notify

@@ -189,7 +189,7 @@ def test_part_names_round_trip() -> None:
 
 
 def test_the_five_workflows_are_chains_in_the_seed_order() -> None:
-    assert WORKFLOWS["full_pipeline"].steps == ("LID", "TRANSCRIBE", "TRANSLATE", "SUMMARIZE")
+    assert WORKFLOWS["full_pipeline"].steps == ("FETCH", "LID", "TRANSCRIBE", "TRANSLATE", "SUMMARIZE")
     for workflow in WORKFLOWS.values():
         for before, node in zip(workflow.nodes, workflow.nodes[1:], strict=False):
             assert node.after == (before.step,)
