@@ -16,6 +16,10 @@ What it prints (ANCHORS.md has the targets):
    through the single-worker stack): 24 jobs submitted at once, first submit to last completion,
    against the raw sequential time (target ≤ 0.85).
 4. Peak resident memory (VmHWM) of every worker process and of the raw process.
+0. Engine against raw, no stack (`--engine-only` stops there): each file through
+   `shared.speech.transcriber.Transcriber` in this process (the stack's decoder and settings: batched,
+   WHISPER_BATCH_SIZE=8, and sequential, 0) alternating with the raw process, median of `--repeat`,
+   so the engine's share of a single job's ratio is seen apart from queueing and upload.
 5. Language identification accuracy by clip length — the whole-file vote (`identify`: VAD, windows
    over all the speech) against Whisper's usual first-30-s detection (`identify_first_window`) — on
    clips of 0.5, 1, 2 and 5 s cut from the middle of the fixtures, bare and after 35 s of near-silence.
@@ -462,6 +466,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model-cache", type=Path, help="where the bundled model is joined (default: temp)")
     parser.add_argument("--skip-workload", action="store_true")
     parser.add_argument("--skip-lid", action="store_true")
+    parser.add_argument("--engine-only", action="store_true", help="only the engine-against-raw comparison")
     args = parser.parse_args(argv)
 
     with tempfile.TemporaryDirectory(prefix="speechflow-bench-") as scratch:
@@ -477,6 +482,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"database: {'PostgreSQL' if args.database_url else 'SQLite'}\n")
 
         raw = RawProcess(model_cache)
+        engine_vs_raw(raw, model_cache, repeat=args.repeat)
+        if args.engine_only:
+            raw.close()
+            print(f"\nload average at end: {load_average()}")
+            return 0
         raw_workloads: list[float] = []
         single_env = {"WHISPER_WORKERS": "1", "WHISPER_CPU_THREADS": str(RAW_THREADS)}
         database = _fresh_database(args.database_url)
@@ -521,6 +531,42 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"  {length:>5.1f}s  {variant:<22} {total:>3}  {shares}")
         print(f"\nload average at end: {load_average()}")
     return 0
+
+
+def engine_vs_raw(raw: RawProcess, model_cache: Path, *, repeat: int) -> None:
+    """Each file through the engine (batched and sequential) and through raw faster-whisper, in turn."""
+    from shared.config import WhisperSettings
+    from shared.speech.transcriber import Transcriber
+
+    batched = Transcriber(WhisperSettings(cpu_threads=RAW_THREADS), model_cache)
+    sequential = Transcriber(WhisperSettings(cpu_threads=RAW_THREADS, batch_size=0), model_cache)
+    for engine in (batched, sequential):
+        engine.transcribe(FILES[0], language="eng")
+
+    def timed(engine: Transcriber, path: Path) -> float:
+        began = time.perf_counter()
+        engine.transcribe(path, language="eng")
+        return time.perf_counter() - began
+
+    print(f"engine against raw faster-whisper, no stack (median of {repeat}; load {load_average()})")
+    print(f"  {'file':<22} {'raw s':>7} {'batched 8':>10} {'ratio':>6} {'sequential':>11} {'ratio':>6}")
+    totals = [0.0, 0.0, 0.0]
+    for path in FILES:
+        runs: list[list[float]] = [[], [], []]
+        for _ in range(repeat):
+            runs[0].append(raw.transcribe(path))
+            runs[1].append(timed(batched, path))
+            runs[2].append(timed(sequential, path))
+        raw_s, batched_s, sequential_s = (statistics.median(values) for values in runs)
+        totals = [totals[0] + raw_s, totals[1] + batched_s, totals[2] + sequential_s]
+        print(
+            f"  {path.name:<22} {raw_s:>7.2f} {batched_s:>10.2f} {batched_s / raw_s:>6.2f}"
+            f" {sequential_s:>11.2f} {sequential_s / raw_s:>6.2f}"
+        )
+    print(
+        f"  {'total':<22} {totals[0]:>7.2f} {totals[1]:>10.2f} {totals[1] / totals[0]:>6.2f}"
+        f" {totals[2]:>11.2f} {totals[2] / totals[0]:>6.2f}\n"
+    )
 
 
 def _fresh_database(url: str | None) -> str | None:
