@@ -26,6 +26,7 @@ from shared.jobs import get_job
 from shared.lifecycle import decide
 from shared.messages import JobEvent, StepMessage
 from shared.models import ProcessingStep, utcnow
+from shared.pipeline import spec_of
 from shared.runtime import Runtime, process_runtime
 from shared.webhooks import deliver_now
 from shared.workflow import Event
@@ -202,3 +203,12 @@ def whisper_dead_letters(message: func.ServiceBusMessage) -> None:
 )
 def azure_ai_dead_letters(message: func.ServiceBusMessage) -> None:
     _handle(_settings.azure_ai_queue, message)
+
+
+_FETCH_QUEUE = spec_of("FETCH").queue_name(_settings)
+
+
+@bp.function_name("deadletters_fetch")
+@bp.service_bus_queue_trigger(arg_name="message", queue_name=f"{_FETCH_QUEUE}/$DeadLetterQueue", connection=_CONNECTION)
+def fetch_dead_letters(message: func.ServiceBusMessage) -> None:
+    _handle(_FETCH_QUEUE, message)

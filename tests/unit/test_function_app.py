@@ -58,7 +58,13 @@ def test_every_dead_letter_sub_queue_has_a_consumer() -> None:
     settings = Settings()
     queues = {
         functions[name][0]["queueName"]
-        for name in ("deadletters_job_events", "deadletters_lid", "deadletters_whisper", "deadletters_azure_ai")
+        for name in (
+            "deadletters_job_events",
+            "deadletters_lid",
+            "deadletters_whisper",
+            "deadletters_azure_ai",
+            "deadletters_fetch",
+        )
     }
     assert queues == {f"{queue}/$DeadLetterQueue" for queue in settings.all_queues}
     assert all(

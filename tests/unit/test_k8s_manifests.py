@@ -44,6 +44,7 @@ COMPANIONS = {
         "deadletters_lid",
         "deadletters_whisper",
         "deadletters_azure_ai",
+        "deadletters_fetch",
     }
 }
 WORKERS = {"speechflow-worker-lid": "lid", "speechflow-worker-whisper": "whisper"}
