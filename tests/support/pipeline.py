@@ -21,6 +21,7 @@ from gpu_worker.base_worker import BaseWorker
 from shared.config import Settings
 from shared.errors import PermanentError, TransientError
 from shared.host import Pump
+from shared.pipeline import processor_for as processor_for_registry
 from shared.runtime import Runtime
 from shared.steps import StepContext
 
@@ -180,10 +181,24 @@ def build_stack(settings: Settings) -> Stack:
         StubTranscribeWorker(settings, runtime=runtime),
         StubAiWorker(settings, runtime=runtime),
     ]
-    return Stack(
+    stack = Stack(
         settings=settings,
         runtime=runtime,
         client=client,
         workers=workers,
         router=Pump(runtime, settings.job_events_queue, route_event, batch_handler=route_events),
     )
+    transcribe = workers[1]
+    original = transcribe.processor_for
+
+    def processor_for(step_type: str) -> Callable[[StepContext], dict[str, Any]] | None:
+        # Offline, the registry routes translation from audio to the Whisper workers' queue: the stub
+        # Whisper worker passes it to whatever the test put in the AI worker's place.
+        if step_type == "TRANSLATE":
+            ai = stack.workers[2]
+            process = getattr(ai, "process", None)
+            return process if process is not None else processor_for_registry(step_type)
+        return original(step_type)
+
+    transcribe.processor_for = processor_for  # type: ignore[method-assign]
+    return stack
