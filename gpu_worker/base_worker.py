@@ -41,7 +41,7 @@ class BaseWorker(ABC):
         self.consumer: Consumer = step_consumer(
             self.runtime,
             self.queue,
-            lambda step_type: self.processor_for(step_type),  # looked up per message: tests replace it
+            lambda step_type: self.processor_for(step_type),  # noqa: PLW0108 - looked up per message: tests replace it
             worker_id=self.worker_id,
             receive_wait=self.receive_wait_seconds,
             shutdown=self.shutdown,
