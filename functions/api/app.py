@@ -6,12 +6,14 @@ import logging
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
-from sqlalchemy.orm import Session
+from sqlalchemy import select
+from sqlalchemy.orm import Session, selectinload
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from functions.api.openai_audio import make_openai_audio_router
@@ -19,6 +21,7 @@ from functions.api.results import ResultUnavailable, load_results, render
 from functions.api.schemas import (
     CreateJobRequest,
     CreateJobResponse,
+    DeleteJobResponse,
     ErrorResponse,
     JobListResponse,
     JobResponse,
@@ -30,6 +33,8 @@ from functions.api.schemas import (
     StepResponse,
     SummaryPart,
     TranscriptPart,
+    UsageResponse,
+    UsageSummaryResponse,
     WebhookDeliveryResponse,
     safe_filename,
 )
@@ -47,12 +52,15 @@ from shared.health import install_state_metrics, readiness
 from shared.jobs import create_job, get_job, list_jobs, start_job, step_of
 from shared.lifecycle import decide
 from shared.metrics import exposition
-from shared.models import Job
+from shared.models import Job, utcnow
 from shared.netsafety import UnsafeCallbackUrl, check_callback_url
 from shared.options import JobOptions
+from shared.purge import purge_job, request_purge
 from shared.results import Summary, Transcript
 from shared.runtime import Runtime
+from shared.status import TERMINAL_STATUSES
 from shared.tracing import configure_tracing, current_traceparent
+from shared.usage import Rates, Usage, job_usage, total_usage
 from shared.webhooks import deliver_now
 from shared.workflow import Event, WorkflowType
 
@@ -189,7 +197,12 @@ def _job_or_404(session: Session, job_id: uuid.UUID, principal: Principal, *, fo
     return job
 
 
-def job_response(job: Job) -> JobResponse:
+def usage_of(job: Job, rates: Rates) -> UsageResponse:
+    """The job's usage from its step rows (shared/usage.py); kept when the job is purged."""
+    return UsageResponse.model_validate(_usage_of(job, rates).as_dict())
+
+
+def job_response(job: Job, settings: Settings | None = None) -> JobResponse:
     return JobResponse(
         job_id=job.id,
         status=job.status,  # type: ignore[arg-type]
@@ -231,6 +244,10 @@ def job_response(job: Job) -> JobResponse:
         created_at=job.created_at,
         updated_at=job.updated_at,
         completed_at=job.completed_at,
+        usage=usage_of(job, Rates.of(settings or get_settings())),
+        audio_deleted_at=job.audio_deleted_at,
+        purge_requested_at=job.purge_requested_at,
+        purged_at=job.purged_at,
     )
 
 
@@ -241,6 +258,13 @@ def _add_job_routes(app: FastAPI, settings: Settings) -> None:
     ) -> CreateJobResponse:
         """Create a job; upload the file to `upload_url`, then start it."""
         filename = body.audio_filename
+        if body.retention_seconds is not None and body.retention_seconds > settings.result_retention_seconds:
+            raise ApiError(
+                422,
+                "validation_error",
+                f"retention_seconds {body.retention_seconds} is above this server's retention of"
+                f" {settings.result_retention_seconds} seconds",
+            )
         if body.callback_url is not None:
             try:
                 check_callback_url(str(body.callback_url), settings)
@@ -321,7 +345,7 @@ def _add_job_routes(app: FastAPI, settings: Settings) -> None:
     @app.get("/jobs/{job_id}", response_model=JobResponse, responses=ERRORS, tags=["jobs"])
     def read_job(job_id: uuid.UUID, session: SessionDep, principal: PrincipalDep) -> JobResponse:
         """The job's status with its steps."""
-        return job_response(_job_or_404(session, job_id, principal))
+        return job_response(_job_or_404(session, job_id, principal), settings)
 
     @app.get("/jobs", response_model=JobListResponse, responses=ERRORS, tags=["jobs"])
     def read_jobs(
@@ -342,29 +366,72 @@ def _add_job_routes(app: FastAPI, settings: Settings) -> None:
             offset=offset,
             api_key_id=principal.id,
         )
-        return JobListResponse(items=[job_response(job) for job in jobs], total=total)
+        return JobListResponse(items=[job_response(job, settings) for job in jobs], total=total)
 
-    @app.delete("/jobs/{job_id}", response_model=JobStatusResponse, responses=ERRORS, tags=["jobs"])
+    @app.delete(
+        "/jobs/{job_id}",
+        response_model=DeleteJobResponse,
+        response_model_exclude_none=True,
+        responses={**ERRORS, 202: {"model": DeleteJobResponse, "description": "Purge recorded, not finished yet"}},
+        tags=["jobs"],
+    )
     def cancel(
-        job_id: uuid.UUID, session: SessionDep, runtime: RuntimeDep, principal: PrincipalDep
-    ) -> JobStatusResponse:
-        """Cancel a job that has not ended. Steps already completed keep their results; a running step
-        stops at its next segment or chunk boundary and writes no result; no further step starts."""
+        *,
+        job_id: uuid.UUID,
+        session: SessionDep,
+        runtime: RuntimeDep,
+        principal: PrincipalDep,
+        response: Response,
+        purge: bool = False,
+    ) -> DeleteJobResponse:
+        """A job that has not ended is cancelled: steps already completed keep their results, a running
+        step stops at its next segment or chunk boundary, no further step starts; with `purge=true` its
+        data is deleted too once it has stopped (202 until then). A job that has ended is purged: its
+        audio, every result and the transcript text are deleted and the job stays as a tombstone
+        (statuses, timings, usage); its results answer 410. Deleting a purged job again is harmless."""
         job = _job_or_404(session, job_id, principal, for_update=True)
-        applied = decide(session, settings=settings, job=job, event=Event(kind="cancel_requested"))
-        if applied.decision.refused:
-            raise ApiError(409, "conflict", applied.decision.reason)
-        runtime.bus.stage_many(session, applied.messages)
+        webhook_id = None
+        if job.status in TERMINAL_STATUSES:
+            purge = True
+        else:
+            applied = decide(session, settings=settings, job=job, event=Event(kind="cancel_requested"))
+            if applied.decision.refused:
+                raise ApiError(409, "conflict", applied.decision.reason)
+            runtime.bus.stage_many(session, applied.messages)
+            webhook_id = applied.webhook_id
+            log.info("job cancelled", extra={"action": "job_cancelled", "job_id": str(job.id)})
+        if purge:
+            # The intent commits first: whatever happens next, the retention pass finishes the purge.
+            request_purge(job)
+        status = job.status
         session.commit()
-        if applied.webhook_id is not None:
-            deliver_now(runtime, [applied.webhook_id])
-        log.info("job cancelled", extra={"action": "job_cancelled", "job_id": str(job.id)})
-        return JobStatusResponse(job_id=job.id, status="cancelled")
+        if webhook_id is not None:
+            deliver_now(runtime, [webhook_id])
+        if not purge:
+            return DeleteJobResponse(job_id=job.id, status=status)  # type: ignore[arg-type]
+        try:
+            purge_job(runtime, job.id)
+        except Exception:
+            log.exception("purge deferred", extra={"action": "purge_deferred", "job_id": str(job.id)})
+        session.expire_all()
+        job = _job_or_404(session, job_id, principal)
+        if job.purged_at is None:
+            response.status_code = 202
+        return DeleteJobResponse(
+            job_id=job.id,
+            status=job.status,  # type: ignore[arg-type]
+            purge_requested_at=job.purge_requested_at,
+            purged_at=job.purged_at,
+        )
 
     @app.get(
         "/jobs/{job_id}/results",
         response_model=ResultsResponse,
-        responses={**ERRORS, 200: {"content": {"text/plain": {}, "text/vtt": {}, "application/x-subrip": {}}}},
+        responses={
+            **ERRORS,
+            200: {"content": {"text/plain": {}, "text/vtt": {}, "application/x-subrip": {}}},
+            410: {"model": ErrorResponse, "description": "The job's data was deleted (DELETE, or its retention)"},
+        },
         tags=["jobs"],
     )
     def results(
@@ -378,6 +445,9 @@ def _add_job_routes(app: FastAPI, settings: Settings) -> None:
     ) -> Any:
         """Everything the job has produced so far; `format=srt|vtt|txt` gives subtitles or text."""
         job = _job_or_404(session, job_id, principal)
+        if job.purge_requested_at is not None:
+            when = f"at {job.purged_at.isoformat()}" if job.purged_at else "(purge in progress)"
+            raise ApiError(410, "purged", f"job {job.id}'s results were deleted {when}")
         found = load_results(runtime, job)
         if found.empty:
             raise ApiError(409, "not_ready", f"job is {job.status}; no results yet")
@@ -396,7 +466,52 @@ def _add_job_routes(app: FastAPI, settings: Settings) -> None:
             summary=_summary_part(found.summary),
         )
 
-    del submit_job, start, read_job, read_jobs, cancel, results
+    @app.get("/usage", response_model=UsageSummaryResponse, responses=ERRORS, tags=["jobs"])
+    def usage(
+        *,
+        session: SessionDep,
+        principal: PrincipalDep,
+        from_: Annotated[datetime | None, Query(alias="from")] = None,
+        to: datetime | None = None,
+    ) -> UsageSummaryResponse:
+        """The calling key's usage and estimated cost over the jobs it created in [from, to) (ISO 8601;
+        a time without a zone is UTC). Defaults: the 30 days up to now; at most 366 days at once."""
+        end = _utc(to) if to is not None else utcnow()
+        begin = _utc(from_) if from_ is not None else end - timedelta(days=30)
+        if begin >= end:
+            raise ApiError(422, "validation_error", "from must be before to")
+        if end - begin > MAX_USAGE_RANGE:
+            raise ApiError(422, "validation_error", f"the range is at most {MAX_USAGE_RANGE.days} days")
+        rates = Rates.of(settings)
+        jobs = list_jobs_created(session=session, api_key_id=principal.id, begin=begin, end=end)
+        total = total_usage([_usage_of(job, rates) for job in jobs], rates=rates)
+        return UsageSummaryResponse.model_validate({**total.as_dict(), "from_": begin, "to": end, "jobs": len(jobs)})
+
+    del submit_job, start, read_job, read_jobs, cancel, results, usage
+
+
+MAX_USAGE_RANGE = timedelta(days=366)
+
+
+def _utc(moment: datetime) -> datetime:
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def list_jobs_created(*, session: Session, api_key_id: str, begin: datetime, end: datetime) -> list[Job]:
+    query = (
+        select(Job)
+        .where(Job.api_key_id == api_key_id, Job.created_at >= begin, Job.created_at < end)
+        .options(selectinload(Job.steps))
+    )
+    return list(session.scalars(query))
+
+
+def _usage_of(job: Job, rates: Rates) -> Usage:
+    return job_usage(
+        audio_seconds=job.audio_duration_seconds,
+        steps=[(step.step_type, step.details) for step in job.steps],
+        rates=rates,
+    )
 
 
 def _text_part(result: Transcript | None) -> TranscriptPart | None:

@@ -99,6 +99,52 @@ class JobStatusResponse(BaseModel):
     status: JobStatus
 
 
+class DeleteJobResponse(JobStatusResponse):
+    """DELETE /jobs/{id}: the job's status, and where a purge was asked for, how far it has got."""
+
+    purge_requested_at: datetime | None = None
+    purged_at: datetime | None = None
+    """Set once the audio, results and transcript text are deleted; null while the purge waits for a
+    cancelled job's running step to stop."""
+
+
+class StepUsageResponse(BaseModel):
+    step_type: str
+    device: Literal["cpu", "gpu", "remote"]
+    """Where the step ran: `remote` is a text model endpoint, paid by the token."""
+    compute_seconds: float
+    input_tokens: int
+    output_tokens: int
+
+
+class LlmTokens(BaseModel):
+    input: int
+    output: int
+
+
+class EstimatedCost(BaseModel):
+    amount: float
+    currency: str
+
+
+class UsageResponse(BaseModel):
+    """What a job used, from its steps' records, and its cost at the server's configured rates."""
+
+    audio_seconds: float
+    compute_seconds: float
+    steps: list[StepUsageResponse]
+    llm_tokens: LlmTokens
+    estimated_cost: EstimatedCost
+
+
+class UsageSummaryResponse(UsageResponse):
+    """GET /usage: the calling key's jobs created in [from, to), summed per step type and device."""
+
+    from_: datetime = Field(serialization_alias="from")
+    to: datetime
+    jobs: int
+
+
 class StepResponse(BaseModel):
     step_type: str
     status: StepStatus
@@ -141,6 +187,13 @@ class JobResponse(BaseModel):
     created_at: datetime
     updated_at: datetime
     completed_at: datetime | None = None
+    usage: UsageResponse | None = None
+    """Audio and compute seconds, text model tokens and the estimated cost (shared/usage.py)."""
+    audio_deleted_at: datetime | None = None
+    """When the uploaded audio was deleted (AUDIO_RETENTION_SECONDS after the job ended, or a purge)."""
+    purge_requested_at: datetime | None = None
+    purged_at: datetime | None = None
+    """Set once the job's audio, results and text are deleted; the job stays as this tombstone."""
 
 
 class JobListResponse(BaseModel):

@@ -245,13 +245,14 @@ def test_delete_stops_a_running_step_at_its_next_check(stack: Stack) -> None:
     assert stack.client.get(f"/jobs/{job_id}/results").status_code == 409, "a cancelled step writes no result"
 
 
-def test_delete_of_a_finished_job_is_409(stack: Stack) -> None:
+def test_delete_of_a_finished_job_purges_it(stack: Stack) -> None:
     job_id = stack.submit("lid_only")
     stack.start(job_id)
     stack.drive(job_id)
     response = stack.client.delete(f"/jobs/{job_id}")
-    assert response.status_code == 409
-    assert response.json()["error"]["code"] == "conflict"
+    assert response.status_code == 200
+    assert response.json()["status"] == "completed" and response.json()["purged_at"]
+    assert stack.client.get(f"/jobs/{job_id}/results").status_code == 410  # tests/integration/test_purge.py
 
 
 @pytest.mark.parametrize(
