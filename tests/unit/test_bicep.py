@@ -215,6 +215,22 @@ def test_lifecycle_rules_expire_audio_and_results() -> None:
     assert all(r["enabled"] is True for r in rules.values())
 
 
+def test_lifecycle_backstops_never_delete_before_the_app_retention() -> None:
+    # The retention timer (shared/purge.py) honours AUDIO_RETENTION_SECONDS and RESULT_RETENTION_SECONDS
+    # first; Blob Storage's lifecycle rule only catches what it missed, so it may not expire earlier.
+    settings = Settings()
+    parameters = module("storage")["parameters"]
+
+    def minimum(name: str) -> int:
+        (decorator,) = [d for d in parameters[name]["decorators"] if d["type"] == "min_value"]
+        return int(decorator["argument"])
+
+    assert minimum("audioRetentionDays") * 86400 > settings.audio_retention_seconds
+    assert minimum("resultsRetentionDays") * 86400 > settings.result_retention_seconds
+    assert int(resolve(main(), "audioRetentionDays")) >= minimum("audioRetentionDays")
+    assert int(resolve(main(), "resultsRetentionDays")) >= minimum("resultsRetentionDays")
+
+
 def test_cors_lets_browsers_put_with_an_upload_url() -> None:
     service = body(only(module("storage"), "Microsoft.Storage/storageAccounts/blobServices"))
     (rule,) = service["properties"]["cors"]["corsRules"]
