@@ -161,10 +161,40 @@ def chunked_run(path: Path, *, processes: int, threads: int, chunk_seconds: floa
     }
 
 
+def memory_run(path: Path, *, chunk_seconds: float, batch_size: int) -> dict[str, Any]:
+    """Peak memory of a long file's chunk workers, each decoding its own window: the plan in this
+    process, then the first, a middle and the last chunk in a worker process of their own."""
+    from shared.speech.chunks import plan_chunks
+
+    chunks = plan_chunks(path, chunk_seconds)
+    parent = peak_rss_mib()
+    picked = sorted({0, len(chunks) // 2, len(chunks) - 1})
+    peaks = []
+    for index in picked:
+        with concurrent.futures.ProcessPoolExecutor(1) as pool:
+            pool.submit(_engine_start, 1, batch_size).result()
+            start, end = chunks[index]
+            peaks.append(pool.submit(_engine_chunk, str(path), start, end).result()[1])
+    return {"chunks": len(chunks), "planner_mib": parent, "worker_mib": peaks, "picked": picked}
+
+
+def whole_decode_run(path: Path) -> dict[str, Any]:
+    """What holding the whole file costs before any model work: faster-whisper's own decode."""
+    from faster_whisper.audio import decode_audio
+
+    baseline = peak_rss_mib()
+    decode_audio(str(path))
+    return {"baseline_mib": baseline, "peak_mib": peak_rss_mib()}
+
+
 def child_main(argv: list[str]) -> int:
     request = json.loads(argv[0])
     path = Path(request["path"])
-    if request["mode"].startswith("raw"):
+    if request["mode"] == "memory":
+        answer = memory_run(path, chunk_seconds=request["chunk_seconds"], batch_size=request["batch_size"])
+    elif request["mode"] == "whole-decode":
+        answer = whole_decode_run(path)
+    elif request["mode"].startswith("raw"):
         answer = raw_run(path, request["batch_size"])
     else:
         answer = chunked_run(
@@ -205,6 +235,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--engine-batch-size", type=int, default=8)
     parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
     parser.add_argument("--repeat", type=int, default=1, help="rounds over every configuration; the fastest counts")
+    parser.add_argument(
+        "--memory-only",
+        action="store_true",
+        help="only peak memory: chunk workers on the first, a middle and the last chunk, against a whole decode",
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
@@ -225,6 +260,24 @@ def main(argv: list[str] | None = None) -> int:
         duration = len(decode_window(path, 0, minutes * 60 + 120)) / SAMPLE_RATE
         print(f"recording: {duration / 60:.1f} min of LibriVox readings, {len(reference.split())} reference words\n")
         base = {"path": str(path)}
+        if args.memory_only:
+            for chunk_seconds in args.chunk_seconds:
+                request = {**base, "mode": "memory", "chunk_seconds": chunk_seconds}
+                found = run_child({**request, "batch_size": args.engine_batch_size})
+                print(
+                    f"{chunk_seconds:g} s chunks ({found['chunks']} in all):"
+                    f" planner peak {found['planner_mib']:.0f} MiB;"
+                    f" 1-thread chunk worker peak on chunks {found['picked']}: "
+                    + ", ".join(f"{peak:.0f}" for peak in found["worker_mib"])
+                    + " MiB"
+                )
+            whole = run_child({**base, "mode": "whole-decode"})
+            print(
+                f"whole file decoded at once (faster-whisper decode_audio, as a whole-file worker does):"
+                f" {whole['peak_mib']:.0f} MiB peak, from {whole['baseline_mib']:.0f} MiB before"
+            )
+            print(f"load average at end: {load_average()}")
+            return 0
         plan: list[tuple[str, dict[str, Any]]] = []
         if "raw-seq" in args.modes:
             plan.append(("raw sequential, 2 threads", {**base, "mode": "raw", "batch_size": 0}))

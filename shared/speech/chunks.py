@@ -11,6 +11,11 @@ time is moved by its chunk's offset, and each word is kept by the chunk that own
 being the middle of the overlap. A word dropped on one side of a seam is kept after all when the other
 side has no word at that moment, so no word is lost or doubled at a seam. The file gets one
 language: the one most of its audio was transcribed in.
+
+How a workflow runs a long file with these: one step calls `plan_chunks(path, settings.whisper.chunk_seconds)`;
+each chunk step decodes only its window (`shared.audio.decode_window(path, start, end - start)`) and
+passes the samples to `Transcriber.transcribe` with the file's one language; the join step calls
+`stitch(results, [start for start, _ in chunks])`.
 """
 
 from __future__ import annotations
