@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
 from fastapi import Depends, FastAPI, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
@@ -53,8 +55,9 @@ from shared.jobs import create_job, get_job, list_jobs, start_job, step_of
 from shared.lifecycle import decide
 from shared.metrics import exposition
 from shared.models import Job, utcnow
-from shared.netsafety import UnsafeCallbackUrl, check_callback_url
+from shared.netsafety import UnsafeCallbackUrl, UnsafeFetchUrl, check_callback_url, check_fetch_url
 from shared.options import JobOptions
+from shared.pipeline.fetch import filename_from_url, url_host
 from shared.purge import purge_job, request_purge
 from shared.results import Summary, Transcript
 from shared.runtime import Runtime
@@ -197,6 +200,16 @@ def _job_or_404(session: Session, job_id: uuid.UUID, principal: Principal, *, fo
     return job
 
 
+def shown_options(stored: dict[str, Any] | None) -> dict[str, Any]:
+    """A job's options as answers show them: audio_url without its query, which may be a secret (a SAS)."""
+    shown = dict(stored or {})
+    url = shown.get("audio_url")
+    if isinstance(url, str):
+        with contextlib.suppress(ValueError):
+            shown["audio_url"] = urlsplit(url)._replace(query="", fragment="").geturl()
+    return shown
+
+
 def usage_of(job: Job, rates: Rates) -> UsageResponse:
     """The job's usage from its step rows (shared/usage.py); kept when the job is purged."""
     return UsageResponse.model_validate(_usage_of(job, rates).as_dict())
@@ -214,7 +227,7 @@ def job_response(job: Job, settings: Settings | None = None) -> JobResponse:
         target_language=job.target_language,
         source_job_id=job.source_job_id,
         error_message=job.error_message,
-        options=dict(job.options or {}),
+        options=shown_options(job.options),
         steps=[
             StepResponse(
                 step_type=step.step_type,
@@ -256,8 +269,9 @@ def _add_job_routes(app: FastAPI, settings: Settings) -> None:
     def submit_job(
         body: CreateJobRequest, session: SessionDep, runtime: RuntimeDep, principal: PrincipalDep
     ) -> CreateJobResponse:
-        """Create a job; upload the file to `upload_url`, then start it."""
-        filename = body.audio_filename
+        """Create a job; upload the file to `upload_url`, then start it. With `audio_url` there is nothing
+        to upload: the job is queued at once and its FETCH step brings the audio."""
+        upload_name = body.audio_filename
         if body.retention_seconds is not None and body.retention_seconds > settings.result_retention_seconds:
             raise ApiError(
                 422,
@@ -270,13 +284,20 @@ def _add_job_routes(app: FastAPI, settings: Settings) -> None:
                 check_callback_url(str(body.callback_url), settings)
             except UnsafeCallbackUrl as refused:
                 raise ApiError(422, "validation_error", str(refused)) from None
+        if body.audio_url is not None:
+            try:
+                check_fetch_url(body.audio_url, settings)
+            except UnsafeFetchUrl as refused:
+                raise ApiError(422, "validation_error", str(refused)) from None
+            upload_name = upload_name or filename_from_url(body.audio_url)
+        filename = upload_name
         if body.source_job_id is not None:
             source = get_job(session=session, job_id=body.source_job_id)
             if source is None or not principal.owns(source):
                 raise ApiError(422, "validation_error", f"source_job_id {body.source_job_id} not found")
             filename = filename or source.audio_filename
         job_id = uuid.uuid4()
-        blob_path = f"{job_id}/{safe_filename(body.audio_filename)}" if body.audio_filename else None
+        blob_path = f"{job_id}/{safe_filename(upload_name)}" if upload_name else None
         job = create_job(
             session=session,
             job_id=job_id,
@@ -290,6 +311,22 @@ def _add_job_routes(app: FastAPI, settings: Settings) -> None:
             api_key_id=principal.id,
             options=body.options().stored(),
         )
+        if body.audio_url is not None:
+            # Nothing to wait for: queued in the transaction that creates the job (the FETCH step runs first).
+            queued = start_job(
+                session=session,
+                bus=runtime.bus,
+                queue=settings.job_events_queue,
+                job_id=job.id,
+                traceparent=current_traceparent(),
+            )
+            if not queued:
+                raise ApiError(409, "conflict", "the job could not be queued")
+            session.commit()
+            publish_committed(runtime.bus)
+            host = url_host(body.audio_url)  # never the query: a SAS is a secret
+            log.info("job queued to fetch from %s", host, extra={"action": "job_started", "job_id": str(job.id)})
+            return CreateJobResponse(job_id=job.id, status="queued", upload_url=None, upload_expires_at=None)
         upload_url, expires_at = None, None
         if blob_path is not None:
             upload_url, expires_at = runtime.blobs.upload_url(settings.audio_container, blob_path)

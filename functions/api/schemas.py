@@ -6,6 +6,7 @@ import re
 import uuid
 from datetime import datetime
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
@@ -34,6 +35,10 @@ class CreateJobRequest(BaseModel):
     audio_filename: str | None = Field(default=None, min_length=1, max_length=255)
     """The file the client will upload: audio, or for translate_only / summarize_only a transcript
     (plain text or this service's transcript JSON). Optional when source_job_id is given."""
+    audio_url: str | None = Field(default=None, min_length=1, max_length=8192)
+    """Audio workflows: fetch the audio from this URL instead of an upload (https, a public host; an Azure
+    Blob URL with a read SAS works). The job is queued at once; its FETCH step downloads and checks the
+    file. audio_filename is then optional (the name is taken from the URL's path)."""
     workflow_type: WorkflowType
     source_language: str | None = Field(default=None, pattern=_LANGUAGE)
     target_language: str = Field(default="en", pattern=_LANGUAGE)
@@ -58,6 +63,20 @@ class CreateJobRequest(BaseModel):
     retention_seconds: int | None = Field(default=None, ge=60)
     """Delete this job's audio and results this long after it ends (at most the server's retention)."""
 
+    @field_validator("audio_url")
+    @classmethod
+    def _absolute_http_url(cls, value: str | None) -> str | None:
+        # The address policy (https, public hosts) needs the settings: the route applies it.
+        if value is None:
+            return value
+        try:
+            parts = urlsplit(value)
+        except ValueError:
+            raise ValueError("audio_url is not a valid URL") from None
+        if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+            raise ValueError("audio_url must be an absolute http(s) URL")
+        return value
+
     @field_validator("source_language", "target_language")
     @classmethod
     def _lowercase(cls, value: str | None) -> str | None:
@@ -70,8 +89,8 @@ class CreateJobRequest(BaseModel):
         if self.workflow_type in AUDIO_WORKFLOWS:
             if self.source_job_id is not None:
                 raise ValueError(f"{self.workflow_type} takes audio; source_job_id is only for translate/summarize")
-            if not self.audio_filename:
-                raise ValueError(f"{self.workflow_type} requires audio_filename")
+            if not self.audio_filename and not self.audio_url:
+                raise ValueError(f"{self.workflow_type} requires audio_filename (to upload) or audio_url")
         elif not self.audio_filename and self.source_job_id is None:
             raise ValueError(f"{self.workflow_type} requires an uploaded transcript (audio_filename) or source_job_id")
         elif self.audio_filename and self.source_job_id is not None:
@@ -180,7 +199,8 @@ class JobResponse(BaseModel):
     source_job_id: uuid.UUID | None = None
     error_message: str | None = None
     options: dict[str, Any] = {}
-    """The options the job was created with (speaker_labels, prompt, hotwords, …), defaults left out."""
+    """The options the job was created with (speaker_labels, prompt, hotwords, …), defaults left out;
+    audio_url without its query (a SAS is a secret)."""
     steps: list[StepResponse]
     webhooks: list[WebhookDeliveryResponse] = []
     """Callback deliveries to callback_url and their attempts."""
