@@ -18,7 +18,7 @@ from shared.config import Settings
 from shared.consumer import Consumer, Shutdown
 from shared.messages import StepMessage
 from shared.runtime import Runtime
-from shared.step_consumer import Processor, serve_steps, step_consumer
+from shared.step_consumer import Processor, queue_processors, serve_steps, step_consumer
 from shared.steps import Outcome, StepContext
 
 
@@ -37,6 +37,7 @@ class BaseWorker(ABC):
             raise ValueError(f"{type(self).__name__} handles step types of several queues: {sorted(queues)}")
         self.queue = queues.pop()
         self.shutdown = Shutdown(settings.shutdown_grace_seconds)
+        self._routed_here = queue_processors(settings, self.queue)
         self.processed = 0
         self.consumer: Consumer = step_consumer(
             self.runtime,
@@ -57,8 +58,11 @@ class BaseWorker(ABC):
         """Load models before taking messages, so a broken setup fails at start, not mid-job."""
 
     def processor_for(self, step_type: str) -> Processor | None:
-        """`process` for this worker's step types (looked up per message, so it can be replaced)."""
-        return self.process if step_type in self.step_types else None
+        """`process` for this worker's step types and for those the step registry routes to its queue
+        (looked up per message, so it can be replaced)."""
+        if step_type in self.step_types or self._routed_here(step_type) is not None:
+            return self.process
+        return None
 
     def finished(self, message: StepMessage, outcome: Outcome) -> None:
         """Called after each step message this worker ran; counts the steps it finished."""

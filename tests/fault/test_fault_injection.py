@@ -22,7 +22,7 @@ pytestmark = [pytest.mark.postgres, pytest.mark.model, pytest.mark.slow]
 RESULT_FILES = {
     "LID": {"lid.json"},
     "TRANSCRIBE": {"transcribe.json", "transcribe.srt", "transcribe.vtt", "transcribe.txt"},
-    "TRANSLATE": {"translate.json", "translate.srt", "translate.vtt"},
+    "TRANSLATE": {"translate.json", "translate.srt", "translate.vtt", "translate.txt"},
     "SUMMARIZE": {"summarize.json"},
 }
 
