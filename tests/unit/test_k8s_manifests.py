@@ -47,7 +47,7 @@ COMPANIONS = {
         "deadletters_fetch",
     }
 }
-WORKERS = {"speechflow-worker-lid": "lid", "speechflow-worker-whisper": "whisper"}
+WORKERS = {"speechflow-worker-lid": "lid", "speechflow-worker-whisper": "whisper", "speechflow-worker-fetch": "fetch"}
 
 
 # --- helpers (also used by test_deploy_consistency.py) ------------------------------------------
@@ -188,11 +188,11 @@ def test_every_object_lives_in_the_speechflow_namespace() -> None:
 
 
 def declared_function_names() -> set[str]:
-    """Function names in the code: the AsgiFunctionApp's HTTP function plus every @function_name."""
-    names = {"http_app_func"}
-    for path in [REPO / "function_app.py", *sorted((REPO / "functions").rglob("*.py"))]:
-        names.update(re.findall(r"function_name\(\s*(?:name=)?[\"'](\w+)[\"']", path.read_text()))
-    return names
+    """Function names of the app as the Functions host indexes it: the HTTP function, the triggers, and
+    one dead-letter trigger per queue of the step registry."""
+    from tests.unit.test_function_app import bindings_by_function
+
+    return set(bindings_by_function())
 
 
 @pytest.mark.parametrize("deployment", sorted(FUNCTION_OF_DEPLOYMENT))
@@ -384,9 +384,11 @@ def test_the_fetch_worker_runs_the_registered_fetch_component_on_cpu() -> None:
     from shared.pipeline import spec_of
 
     worker = container("speechflow-worker-fetch")
-    assert worker["command"] == ["python", "-m", "shared.host", "run", spec_of("FETCH").component]
-    assert worker["image"] == container("speechflow-api")["image"]
+    assert worker["args"] == [spec_of("FETCH").component]
+    assert worker["image"] == container("speechflow-worker-lid")["image"]  # the CPU worker image
     assert "nvidia.com/gpu" not in worker["resources"]["limits"]
-    assert worker["livenessProbe"]["httpGet"] == {"path": "/health", "port": "health"}
+    assert deployments()["speechflow-worker-fetch"]["spec"]["template"]["spec"]["nodeSelector"] == {
+        "speechflow.io/pool": "default"
+    }
     trigger = scaled_objects()["speechflow-worker-fetch"]["spec"]["triggers"][0]
     assert trigger["metadata"]["queueName"] == spec_of("FETCH").queue_name(Settings())
