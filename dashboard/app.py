@@ -80,6 +80,42 @@ def overview_view(window: timedelta) -> None:
     ).set_index("status")
     st.bar_chart(frame, y="jobs", horizontal=True)
     st.dataframe(frame, width="stretch")
+    usage_section(window)
+    retention_section()
+
+
+def usage_section(window: timedelta) -> None:
+    """Usage and estimated cost of the jobs created in the window (shared/usage.py)."""
+    rt = runtime()
+    with rt.sessions() as session:
+        usage = ops.usage_since(session=session, settings=rt.settings, since=datetime.now(UTC) - window)
+    shown = usage.as_dict()
+    st.subheader("Usage (jobs created in window)")
+    audio, compute, tokens, cost = st.columns(4)
+    audio.metric("Audio", _seconds(usage.audio_seconds))
+    compute.metric("Compute", _seconds(usage.compute_seconds))
+    tokens.metric("LLM tokens in / out", f"{usage.input_tokens} / {usage.output_tokens}")
+    cost.metric("Estimated cost", f"{shown['estimated_cost']['amount']:.4f} {shown['estimated_cost']['currency']}")
+    if shown["steps"]:
+        st.dataframe(pd.DataFrame(shown["steps"]), width="stretch", hide_index=True)
+
+
+def retention_section() -> None:
+    """What the retention pass has to do (shared/purge.py): audio and purges due, and done."""
+    rt = runtime()
+    with rt.sessions() as session:
+        status = ops.retention_status(session=session, settings=rt.settings)
+    st.subheader("Data retention")
+    audio_due, purge_due, audio_deleted, purged = st.columns(4)
+    audio_due.metric("Audio due for deletion", status.audio_due)
+    purge_due.metric("Jobs due for purge", status.purge_due)
+    audio_deleted.metric("Audio deleted", status.audio_deleted)
+    purged.metric("Jobs purged", status.purged)
+    st.caption(
+        f"Audio kept {_seconds(rt.settings.audio_retention_seconds)}, results"
+        f" {_seconds(rt.settings.result_retention_seconds)} after a job ends; checked every"
+        f" {_seconds(rt.settings.purge_interval_seconds)}."
+    )
 
 
 def queues_view() -> None:

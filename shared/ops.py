@@ -17,6 +17,7 @@ from pydantic import ValidationError
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session, selectinload
 
+from shared.config import Settings
 from shared.errors import BlobNotFound
 from shared.messages import result_blob_path
 from shared.models import Job, ProcessingStep, utcnow
@@ -24,6 +25,7 @@ from shared.pipeline import step_types
 from shared.results import Transcript
 from shared.runtime import Runtime
 from shared.status import JOB_STATUSES
+from shared.usage import Rates, Usage, job_usage, total_usage
 
 log = logging.getLogger(__name__)
 
@@ -318,3 +320,51 @@ def uploaded_audio(*, runtime: Runtime, detail: JobDetail) -> bytes | None:
         return runtime.blobs.get(container, detail.audio_blob_path)
     except BlobNotFound:
         return None
+
+
+@dataclass(frozen=True)
+class RetentionStatus:
+    """What the retention pass (shared/purge.py) has to do, and has done."""
+
+    audio_due: int
+    """Uploads past AUDIO_RETENTION_SECONDS (or their job's shorter retention), not deleted yet."""
+    purge_due: int
+    """Jobs past their result retention, or whose purge was asked for, not purged yet."""
+    purged: int
+    audio_deleted: int
+    """Jobs whose upload was deleted (purged ones included)."""
+
+
+def retention_status(*, session: Session, settings: Settings, now: datetime | None = None) -> RetentionStatus:
+    from shared.purge import jobs_due_for_audio_deletion, jobs_due_for_purge, pending_purges
+
+    limit = 100_000
+    due = jobs_due_for_purge(session, settings=settings, now=now, limit=limit)
+    return RetentionStatus(
+        audio_due=len(jobs_due_for_audio_deletion(session, settings=settings, now=now, limit=limit)),
+        purge_due=len(due) + len(pending_purges(session, limit=limit)),
+        purged=session.scalar(select(func.count()).select_from(Job).where(Job.purged_at.is_not(None))) or 0,
+        audio_deleted=session.scalar(select(func.count()).select_from(Job).where(Job.audio_deleted_at.is_not(None)))
+        or 0,
+    )
+
+
+def usage_since(*, session: Session, settings: Settings, since: datetime) -> Usage:
+    """Every job's usage (shared/usage.py) over the jobs created since then, summed per step type and
+    device, at the configured rates."""
+    rates = Rates.of(settings)
+    rows = session.execute(
+        select(Job.id, Job.audio_duration_seconds, ProcessingStep.step_type, ProcessingStep.details)
+        .outerjoin(ProcessingStep, ProcessingStep.job_id == Job.id)
+        .where(Job.created_at >= since)
+    ).all()
+    audio: dict[uuid.UUID, float | None] = {}
+    steps: dict[uuid.UUID, list[tuple[str, dict[str, Any] | None]]] = {}
+    for row in rows:
+        audio[row.id] = row.audio_duration_seconds
+        if row.step_type is not None:
+            steps.setdefault(row.id, []).append((row.step_type, row.details))
+    jobs = [
+        job_usage(audio_seconds=seconds, steps=steps.get(job_id, []), rates=rates) for job_id, seconds in audio.items()
+    ]
+    return total_usage(jobs, rates=rates)
