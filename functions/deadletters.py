@@ -26,7 +26,7 @@ from shared.jobs import get_job
 from shared.lifecycle import decide
 from shared.messages import JobEvent, StepMessage
 from shared.models import ProcessingStep, utcnow
-from shared.pipeline import spec_of
+from shared.pipeline import registry
 from shared.runtime import Runtime, process_runtime
 from shared.webhooks import deliver_now
 from shared.workflow import Event
@@ -173,42 +173,28 @@ _settings = get_settings()
 _CONNECTION = "SERVICE_BUS_CONNECTION_STRING"
 
 
-@bp.function_name("deadletters_job_events")
-@bp.service_bus_queue_trigger(
-    arg_name="message", queue_name=f"{_settings.job_events_queue}/$DeadLetterQueue", connection=_CONNECTION
-)
-def job_events_dead_letters(message: func.ServiceBusMessage) -> None:
-    _handle(_settings.job_events_queue, message)
+def _trigger_name(queue: str) -> str:
+    """`deadletters_<name>`: the events queue, or the default queue name of the step registry's queue."""
+    if queue == _settings.job_events_queue:
+        return "deadletters_job_events"
+    spec = next(spec for spec in registry().values() if spec.queue_name(_settings) == queue)
+    return "deadletters_" + spec.queue.removesuffix("-jobs").replace("-", "_")
 
 
-@bp.function_name("deadletters_lid")
-@bp.service_bus_queue_trigger(
-    arg_name="message", queue_name=f"{_settings.lid_queue}/$DeadLetterQueue", connection=_CONNECTION
-)
-def lid_dead_letters(message: func.ServiceBusMessage) -> None:
-    _handle(_settings.lid_queue, message)
+def _register(queue: str) -> None:
+    """A Service Bus trigger on this queue's dead-letter sub-queue."""
+
+    def dead_letters(message: func.ServiceBusMessage) -> None:
+        _handle(queue, message)
+
+    name = _trigger_name(queue)
+    dead_letters.__name__ = dead_letters.__qualname__ = name
+    trigger = bp.service_bus_queue_trigger(
+        arg_name="message", queue_name=f"{queue}/$DeadLetterQueue", connection=_CONNECTION
+    )
+    bp.function_name(name)(trigger(dead_letters))
 
 
-@bp.function_name("deadletters_whisper")
-@bp.service_bus_queue_trigger(
-    arg_name="message", queue_name=f"{_settings.whisper_queue}/$DeadLetterQueue", connection=_CONNECTION
-)
-def whisper_dead_letters(message: func.ServiceBusMessage) -> None:
-    _handle(_settings.whisper_queue, message)
-
-
-@bp.function_name("deadletters_azure_ai")
-@bp.service_bus_queue_trigger(
-    arg_name="message", queue_name=f"{_settings.azure_ai_queue}/$DeadLetterQueue", connection=_CONNECTION
-)
-def azure_ai_dead_letters(message: func.ServiceBusMessage) -> None:
-    _handle(_settings.azure_ai_queue, message)
-
-
-_FETCH_QUEUE = spec_of("FETCH").queue_name(_settings)
-
-
-@bp.function_name("deadletters_fetch")
-@bp.service_bus_queue_trigger(arg_name="message", queue_name=f"{_FETCH_QUEUE}/$DeadLetterQueue", connection=_CONNECTION)
-def fetch_dead_letters(message: func.ServiceBusMessage) -> None:
-    _handle(_FETCH_QUEUE, message)
+# One per queue of the configuration: job-events and every step queue of the registry.
+for _queue in _settings.all_queues:
+    _register(_queue)

@@ -1,4 +1,5 @@
-"""`python -m gpu_worker lid|whisper`: run one long-lived worker until SIGTERM."""
+"""`python -m gpu_worker <component>`: run one long-lived worker (a component of the step registry:
+lid, whisper, diarize, fetch, …) until SIGTERM."""
 
 from __future__ import annotations
 
@@ -10,18 +11,15 @@ from shared.logs import configure_logging
 
 
 def main(argv: list[str] | None = None, *, settings: Settings | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m gpu_worker")
-    parser.add_argument("kind", choices=["lid", "whisper"], help="which worker to run")
-    args = parser.parse_args(argv)
+    from gpu_worker.registry_worker import worker_for
+    from shared.pipeline import worker_components
+
     settings = settings or get_settings()
+    parser = argparse.ArgumentParser(prog="python -m gpu_worker")
+    parser.add_argument("kind", choices=worker_components(settings), help="which worker to run")
+    args = parser.parse_args(argv)
     configure_logging(settings)
-    if args.kind == "lid":
-        from gpu_worker.lid import LidWorker
-
-        return LidWorker(settings).run()
-    from gpu_worker.whisper import WhisperWorker
-
-    return WhisperWorker(settings).run()
+    return worker_for(settings, args.kind).run()
 
 
 if __name__ == "__main__":

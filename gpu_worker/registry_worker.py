@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from gpu_worker.base_worker import BaseWorker
+from shared.config import Settings
 from shared.step_consumer import Processor, queue_processors, queue_warm_up
 from shared.steps import StepContext
 
@@ -26,3 +27,20 @@ class RegistryWorker(BaseWorker):
         processor = self.processor_for(step.step_type)
         assert processor is not None, f"{self.queue} does not run {step.step_type}"
         return processor(step)
+
+
+def worker_for(settings: Settings, component: str) -> BaseWorker:
+    """The worker of a registered component: the named classes where there is one, else a RegistryWorker
+    over the component's steps."""
+    from gpu_worker.lid import LidWorker
+    from gpu_worker.whisper import WhisperWorker
+    from shared.pipeline import registry
+
+    named: dict[str, type[BaseWorker]] = {"lid": LidWorker, "whisper": WhisperWorker}
+    if component in named:
+        return named[component](settings)
+    steps = tuple(spec.name for spec in registry().values() if spec.component == component)
+    if not steps:
+        raise ValueError(f"no step of the registry runs on a {component!r} worker")
+    worker_class = type(f"{component.title().replace('-', '')}Worker", (RegistryWorker,), {"step_types": steps})
+    return worker_class(settings)

@@ -222,18 +222,28 @@ def run_worker(settings: Settings, kind: str) -> int:
 
 
 def components(settings: Settings) -> list[str]:
-    """Every consumer this code base has, for the configured bus."""
+    """Every consumer this code base has, for the configured bus: the fixed ones, and one per component of
+    the step registry (shared/pipeline) — a worker, or the azure-ai consumer."""
+    from shared.pipeline import components as step_components
+
     names = ["api", "router", "webhooks", "deadletters", "retention"]
-    if importlib.util.find_spec("functions.azure_ai") is not None:
-        names.append("azure-ai")
-    for kind in ("lid", "whisper"):
-        if importlib.util.find_spec(f"gpu_worker.{kind}") is not None:
-            names.append(kind)
+    names += [name for name in step_components(settings) if name in RUNNERS or _has_worker(name)]
     if settings.uses_service_bus:
         names.append("relay")
     if importlib.util.find_spec("streamlit") is not None:
         names.append("dashboard")
     return names
+
+
+def _has_worker(component: str) -> bool:
+    return importlib.util.find_spec("gpu_worker") is not None and component != "azure-ai"
+
+
+def runner(name: str) -> Runner:
+    """The runner of a component: a fixed one, or a registered step component's worker."""
+    if name in RUNNERS:
+        return RUNNERS[name]
+    return lambda settings: run_worker(settings, name)
 
 
 RUNNERS: dict[str, Runner] = {
@@ -245,23 +255,24 @@ RUNNERS: dict[str, Runner] = {
     "webhooks": run_webhooks,
     "deadletters": run_deadletters,
     "retention": run_retention,
-    "lid": lambda settings: run_worker(settings, "lid"),
-    "whisper": lambda settings: run_worker(settings, "whisper"),
 }
 
 
 def main(argv: list[str] | None = None) -> int:
+    from shared.pipeline import worker_components
+
+    settings = get_settings()
+    known = sorted({*RUNNERS, *worker_components(settings)})
     parser = argparse.ArgumentParser(prog="python -m shared.host", description=__doc__)
     sub = parser.add_subparsers(dest="command")
     up_parser = sub.add_parser("up", help="run the whole stack (the default)")
-    up_parser.add_argument("--only", nargs="*", choices=sorted(RUNNERS), help="run just these components")
+    up_parser.add_argument("--only", nargs="*", choices=known, help="run just these components")
     run_parser = sub.add_parser("run", help="run one component in this process")
-    run_parser.add_argument("component", choices=sorted(RUNNERS))
+    run_parser.add_argument("component", choices=known)
     args = parser.parse_args(argv)
-    settings = get_settings()
     configure_logging(settings)
     if args.command == "run":
-        return RUNNERS[args.component](settings)
+        return runner(args.component)(settings)
     return up(settings, getattr(args, "only", None) or components(settings))
 
 

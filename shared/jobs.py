@@ -52,8 +52,9 @@ class JobSnapshot:
         return self.detected_language or self.source_language
 
 
-def job_state(job: Job) -> JobState:
+def job_state(job: Job, *, chunk_seconds: float | None = None) -> JobState:
     return JobState(
+        chunk_seconds=chunk_seconds,
         workflow_type=job.workflow_type,
         status=job.status,
         source_language=job.source_language,

@@ -32,7 +32,7 @@ class Applied:
 def decide(session: Session, *, settings: Settings, job: Job, event: Event, traceparent: str | None = None) -> Applied:
     """Ask the workflow what this event means for the job, and apply it."""
     decision = next_decision(
-        job=job_state(job),
+        job=job_state(job, chunk_seconds=settings.whisper.chunk_seconds),
         steps=step_states(job),
         event=event,
         max_retries=settings.max_retries,
@@ -64,7 +64,7 @@ def apply_decision(
                 details={"skipped": True, "reason": skip.reason},
             )
         )
-    state = job_state(job)
+    state = job_state(job, chunk_seconds=settings.whisper.chunk_seconds)
     messages: list[Outgoing] = []
     for dispatch in decision.dispatches:
         step = step_of(job, dispatch.step_type)

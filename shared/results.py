@@ -50,6 +50,22 @@ class SpeakerTalk(ResultModel):
     channel: int | None = None
 
 
+class SpeakerTurn(ResultModel):
+    start: float
+    end: float
+    speaker: str
+
+
+class Diarization(ResultModel):
+    """DIARIZE: who speaks when. Labels are the diarizer's; the join with the transcript
+    (shared/pipeline/speakers.py) names them "A", "B", … in order of first appearance."""
+
+    turns: list[SpeakerTurn] = Field(default_factory=list)
+    speakers: list[str] = Field(default_factory=list)
+    duration: float | None = None
+    speakers_expected: int | None = None
+
+
 class LanguageResult(ResultModel):
     """LID: the spoken language (ISO 639-3) and how sure the identifier is."""
 

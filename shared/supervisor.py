@@ -46,8 +46,16 @@ class Child:
     backoff: float = field(default=0.5)
 
 
+def worker_components(settings: Settings) -> frozenset[str]:
+    """Components that serve worker probes (/health, /ready, /metrics) on HEALTH_PORT: the step
+    registry's long-lived workers."""
+    from shared.pipeline import worker_components as registered
+
+    return frozenset(registered(settings))
+
+
 WORKER_COMPONENTS = frozenset({"lid", "whisper"})
-"""Components that serve worker probes (/health, /ready, /metrics) on HEALTH_PORT."""
+"""The workers every stack has (the registry may add more: `worker_components`)."""
 
 
 def replica_names(name: str, settings: Settings) -> list[str]:
@@ -65,7 +73,7 @@ class Supervisor:
             for name in names
             for label in replica_names(name, settings)
         ]
-        workers = [child for child in self.children if child.argv[-1] in WORKER_COMPONENTS]
+        workers = [child for child in self.children if child.argv[-1] in worker_components(settings)]
         for offset, child in enumerate(workers):
             child.health_port = settings.health_port + offset if settings.health_port else 0
         self.stopping = threading.Event()

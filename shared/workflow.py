@@ -38,6 +38,8 @@ class JobState:
     audio_duration_seconds: float | None = None
     options: Mapping[str, object] = field(default_factory=dict)
     """The job's options (speaker_labels, channels, …) as the client gave them."""
+    chunk_seconds: float | None = None
+    """Target length of a transcription chunk (TRANSCRIBE_CHUNK_SECONDS); None: never cut."""
 
 
 @dataclass(frozen=True)
@@ -134,15 +136,57 @@ FETCH = Node("FETCH", include_when=lambda job: bool(job.options.get("audio_url")
 """The audio of a job created with audio_url instead of an upload; a job with an upload has no FETCH step,
 and the step after it starts at once (a step left out counts as settled)."""
 
+MAX_PARTS = 64
+"""No step fans out wider than this (a four-hour file at the default chunk length is 48 chunks)."""
+
+
+def split_channels(job: JobState) -> bool:
+    return job.options.get("channels") == "split"
+
+
+def wants_diarization(job: JobState) -> bool:
+    """Speakers asked for, and not already given by the channels (split: each channel is a speaker)."""
+    asked = bool(job.options.get("speaker_labels")) or job.options.get("speakers_expected") is not None
+    return asked and not split_channels(job)
+
+
+def chunk_count(duration: float | None, chunk_seconds: float | None) -> int:
+    """How many chunks a recording is transcribed in: one unless it is longer than twice the target,
+    else about one per target length (shared/pipeline/transcribe.py places the cuts in pauses)."""
+    if not duration or not chunk_seconds or duration <= 2 * chunk_seconds:
+        return 1
+    return min(MAX_PARTS, max(2, round(duration / chunk_seconds)))
+
+
+def transcription_parts(job: JobState) -> int:
+    """One part per channel when the channels are split, else one per chunk of a long recording."""
+    if split_channels(job):
+        channels = job.options.get("channel_count")
+        return min(MAX_PARTS, channels) if isinstance(channels, int) and channels > 1 else 1
+    return chunk_count(job.audio_duration_seconds, job.chunk_seconds)
+
+
+def _speech(first: tuple[str, ...]) -> tuple[Node, ...]:
+    """TRANSCRIBE (fanned out over the chunks of a long recording, or over split channels) and, when
+    speakers are asked for, DIARIZE beside it."""
+    return (
+        Node("TRANSCRIBE", after=first, parts=transcription_parts),
+        Node("DIARIZE", after=first, optional=True, include_when=wants_diarization),
+    )
+
+
 WORKFLOWS: Mapping[str, Workflow] = {
-    "full_pipeline": chain(
-        FETCH,
-        Node("LID", after=("FETCH",)),
-        Node("TRANSCRIBE"),
-        Node("TRANSLATE", optional=True, skip_when=translation_skip_reason),
-        Node("SUMMARIZE", optional=True),
+    "full_pipeline": Workflow(
+        (
+            FETCH,
+            Node("LID", after=("FETCH",)),
+            *_speech(("LID",)),
+            # After DIARIZE too: the translation keeps the speaker of each segment it translates.
+            Node("TRANSLATE", after=("TRANSCRIBE", "DIARIZE"), optional=True, skip_when=translation_skip_reason),
+            Node("SUMMARIZE", after=("TRANSLATE",), optional=True),
+        )
     ),
-    "transcribe_only": chain(FETCH, Node("TRANSCRIBE", after=("FETCH",))),
+    "transcribe_only": Workflow((FETCH, *_speech(("FETCH",)))),
     "lid_only": chain(FETCH, Node("LID", after=("FETCH",))),
     "translate_only": chain(Node("TRANSLATE")),
     "summarize_only": chain(Node("SUMMARIZE")),

@@ -16,7 +16,8 @@ from shared.errors import BlobNotFound
 from shared.messages import result_blob_path
 from shared.models import Job
 from shared.pipeline import known, spec_of
-from shared.results import LanguageResult, ResultModel, Summary, Transcript, Translation
+from shared.pipeline.speakers import with_speakers
+from shared.results import Diarization, LanguageResult, ResultModel, Summary, Transcript, Translation
 from shared.runtime import Runtime
 from shared.workflow import split_part
 
@@ -55,8 +56,11 @@ class JobResults:
 
     @property
     def transcript(self) -> Transcript | None:
+        """The transcript, with its speakers where the job was diarized."""
         found = self.found.get("TRANSCRIBE")
-        return found if isinstance(found, Transcript) else None
+        if not isinstance(found, Transcript):
+            return None
+        return with_speakers(found, self.get("DIARIZE", Diarization))
 
     @property
     def translation(self) -> Translation | None:

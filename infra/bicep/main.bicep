@@ -68,6 +68,7 @@ var queueNames = [
   'fetch-jobs'
   'lid-jobs'
   'whisper-jobs'
+  'diarize-jobs'
   'azure-ai-jobs'
 ]
 var audioContainerName = 'audio-files'

@@ -130,6 +130,16 @@ def components(settings: Settings) -> dict[str, tuple[str, ...]]:
     return {name: tuple(queue_names) for name, queue_names in found.items()}
 
 
+FUNCTION_COMPONENTS = frozenset({"azure-ai"})
+"""Components that are Service Bus-triggered functions of the Functions app on Azure (functions/); every
+other component is a long-lived worker with probes (gpu_worker/)."""
+
+
+def worker_components(settings: Settings) -> tuple[str, ...]:
+    """The long-lived workers, in the registry's order."""
+    return tuple(name for name in components(settings) if name not in FUNCTION_COMPONENTS)
+
+
 def processor_for(step_type: str) -> Callable[[StepContext], dict[str, object]] | None:
     """The processor of a step type (or of its part) as the step runner calls it — its typed result as
     JSON-ready data — or None when no step of that name is registered."""

@@ -13,7 +13,8 @@ from pydantic import ValidationError
 from shared.errors import BlobNotFound, PermanentError
 from shared.llm.chunks import split_sentences
 from shared.messages import result_blob_path
-from shared.results import ResultModel, Segment, Transcript
+from shared.pipeline.speakers import with_speakers
+from shared.results import Diarization, ResultModel, Segment, Transcript
 
 if TYPE_CHECKING:
     from shared.steps import StepContext
@@ -48,6 +49,7 @@ def load_transcript(step: StepContext) -> TranscriptInput:
             transcript = read_result(step, "TRANSCRIBE", Transcript, job_id=job.source_job_id)
         except BlobNotFound as error:
             raise PermanentError(f"source job {job.source_job_id} has no transcript") from error
+        transcript = with_speakers(transcript, _diarization(step, job.source_job_id))
         return TranscriptInput(_with_language(transcript, job.language), audio_job_id=job.source_job_id)
     if job.workflow_type in ("translate_only", "summarize_only"):
         with step.input_file() as path:
@@ -56,7 +58,16 @@ def load_transcript(step: StepContext) -> TranscriptInput:
         transcript = read_result(step, "TRANSCRIBE", Transcript)
     except BlobNotFound as error:
         raise PermanentError("the job has no transcript") from error
+    transcript = with_speakers(transcript, _diarization(step, job.id))
     return TranscriptInput(_with_language(transcript, job.language), audio_job_id=job.id)
+
+
+def _diarization(step: StepContext, job_id: uuid.UUID) -> Diarization | None:
+    """The job's DIARIZE result, if it has one (none asked for, or it failed: no speakers)."""
+    try:
+        return read_result(step, "DIARIZE", Diarization, job_id=job_id)
+    except (BlobNotFound, PermanentError):
+        return None
 
 
 def parse_uploaded_transcript(content: bytes, *, language: str | None) -> Transcript:

@@ -59,6 +59,7 @@ def process(step: StepContext) -> Translation:
         segments=segments,
         source_language=source,
         target_language=target,
+        speakers=transcript.speakers,
         engine=step.details["engine"],
         model=step.details["model"],
     )

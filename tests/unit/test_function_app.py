@@ -56,17 +56,10 @@ def test_webhook_dispatcher_runs_on_a_timer() -> None:
 def test_every_dead_letter_sub_queue_has_a_consumer() -> None:
     functions = bindings_by_function()
     settings = Settings()
-    queues = {
-        functions[name][0]["queueName"]
-        for name in (
-            "deadletters_job_events",
-            "deadletters_lid",
-            "deadletters_whisper",
-            "deadletters_azure_ai",
-            "deadletters_fetch",
-        )
-    }
-    assert queues == {f"{queue}/$DeadLetterQueue" for queue in settings.all_queues}
+    names = {"deadletters_job_events", "deadletters_lid", "deadletters_whisper", "deadletters_azure_ai"}
+    assert names <= set(functions), "the seed's queues keep their dead-letter functions' names"
+    queues = [functions[name][0]["queueName"] for name in functions if name.startswith("deadletters_")]
+    assert sorted(queues) == sorted(f"{queue}/$DeadLetterQueue" for queue in settings.all_queues)
     assert all(
         functions[name][0]["connection"] == "SERVICE_BUS_CONNECTION_STRING" for name in functions if "dead" in name
     )

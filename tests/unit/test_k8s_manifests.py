@@ -45,9 +45,16 @@ COMPANIONS = {
         "deadletters_whisper",
         "deadletters_azure_ai",
         "deadletters_fetch",
+        "deadletters_diarize",
+        "retention",
     }
 }
-WORKERS = {"speechflow-worker-lid": "lid", "speechflow-worker-whisper": "whisper", "speechflow-worker-fetch": "fetch"}
+WORKERS = {
+    "speechflow-worker-lid": "lid",
+    "speechflow-worker-whisper": "whisper",
+    "speechflow-worker-fetch": "fetch",
+    "speechflow-worker-diarize": "diarize",
+}
 
 
 # --- helpers (also used by test_deploy_consistency.py) ------------------------------------------

@@ -453,27 +453,28 @@ def test_other_sdk_errors_are_not_disguised(bus: ServiceBusBus, client: FakeClie
 
 
 def test_queue_depths_read_runtime_properties_of_every_queue(settings: Settings) -> None:
-    admin = FakeAdmin(
-        {
-            "job-events": (3, 0, 0),
-            "lid-jobs": (7, 2, 1),
-            "whisper-jobs": (0, 0, 4),
-            "azure-ai-jobs": (1, 1, 0),
-        }
-    )
+    known = {
+        "job-events": (3, 0, 0),
+        "lid-jobs": (7, 2, 1),
+        "whisper-jobs": (0, 0, 4),
+        "azure-ai-jobs": (1, 1, 0),
+    }
+    # Every other queue of the step registry is there too, empty.
+    admin = FakeAdmin({queue: known.get(queue, (0, 0, 0)) for queue in settings.all_queues})
     bus = ServiceBusBus(settings, create_engine("sqlite://"), client_factory=FakeClient, admin_factory=lambda: admin)
     depths = bus.queue_depths()
     assert admin.asked == settings.all_queues
-    assert depths == {
+    assert {queue: depths[queue] for queue in known} == {
         "job-events": QueueDepth(active=3, scheduled=0, dead_letter=0),
         "lid-jobs": QueueDepth(active=7, scheduled=2, dead_letter=1),
         "whisper-jobs": QueueDepth(active=0, scheduled=0, dead_letter=4),
         "azure-ai-jobs": QueueDepth(active=1, scheduled=1, dead_letter=0),
     }
+    assert set(depths) == set(settings.all_queues)
 
 
 def test_a_missing_queue_is_a_configuration_error(settings: Settings) -> None:
-    admin = FakeAdmin({"job-events": (0, 0, 0)})
+    admin = FakeAdmin({queue: (0, 0, 0) for queue in settings.all_queues if queue != "lid-jobs"})
     bus = ServiceBusBus(settings, create_engine("sqlite://"), admin_factory=lambda: admin)
     with pytest.raises(ConfigurationError, match="lid-jobs"):
         bus.queue_depths()

