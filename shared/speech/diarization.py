@@ -26,11 +26,12 @@ apart, dropping turns under 0.78 s) loses the short turns of a lively conversati
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol, TypedDict
@@ -173,12 +174,7 @@ class SenkoDiarizer:
         torch.set_num_threads(self._threads)
         import senko
 
-        with warnings.catch_warnings():
-            # Notices about senko's dependencies, nothing for this code to act on (and the tests turn
-            # warnings into errors): silero-vad loads its model with torch.jit.load, which torch 2.13
-            # deprecates; umap mentions its optional TensorFlow variant on import.
-            warnings.filterwarnings("ignore", message=r"`torch\.jit\.load` is deprecated", category=DeprecationWarning)
-            warnings.filterwarnings("ignore", message=r"Tensorflow not installed", category=ImportWarning)
+        with _quiet_dependencies():
             engine = senko.Diarizer(device="cpu", vad="silero", warmup=self._warmup, quiet=True)
         # senko resets torch's thread count to this after each (single-threaded) VAD pass; it would
         # otherwise be every core of the node, not the worker's share.
@@ -295,11 +291,23 @@ def cluster_to_count(
 
         model = AgglomerativeClustering(n_clusters=count, metric="cosine", linkage="average")
         return np.asarray(model.fit_predict(embeddings), dtype=int)
-    from senko.cluster.cluster_cpu import SpectralCluster
+    with _quiet_dependencies():
+        from senko.cluster.cluster_cpu import SpectralCluster
 
     # senko's own settings (senko/cluster/conf/spectral.yaml in its wheel).
     spectral = SpectralCluster(min_num_spks=1, max_num_spks=MAX_SPEAKERS, pval=0.012, min_pnum=6)
     return np.asarray(spectral(embeddings.copy(), oracle_num=count), dtype=int)
+
+
+@contextlib.contextmanager
+def _quiet_dependencies() -> Iterator[None]:
+    """Notices from senko's dependencies that nothing here can act on (the tests turn warnings into
+    errors): silero-vad loads its model with torch.jit.load, which torch 2.13 deprecates; umap
+    mentions its optional TensorFlow variant when imported."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"`torch\.jit\.load` is deprecated", category=DeprecationWarning)
+        warnings.filterwarnings("ignore", message=r"Tensorflow not installed", category=ImportWarning)
+        yield
 
 
 def turns_from_windows(windows: Sequence[tuple[float, float]], speakers: Sequence[str]) -> list[Turn]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+import numpy as np
 import pytest
 
 from shared.speakers import (
@@ -18,7 +19,13 @@ from shared.speakers import (
     split_at_speaker_changes,
     talk_time,
 )
-from shared.speech.diarization import BadSpeakerCount, check_speaker_count, turns_from_windows
+from shared.speech.diarization import (
+    BadSpeakerCount,
+    CountMethod,
+    check_speaker_count,
+    cluster_to_count,
+    turns_from_windows,
+)
 
 
 def word(start: float, end: float, text: str) -> dict[str, Any]:
@@ -222,3 +229,32 @@ def test_speaker_count_out_of_range_is_refused(count: int) -> None:
 def test_speaker_count_in_range_or_absent_is_accepted() -> None:
     for count in (None, 1, 20):
         check_speaker_count(count)
+
+
+# --- clustering window embeddings to a given count -------------------------------------------------
+
+
+def _voices(counts: list[int], seed: int = 3) -> tuple[np.ndarray, np.ndarray]:
+    """Embeddings of windows from len(counts) voices: each a random direction plus a little noise."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(len(counts), 192))
+    truth = np.repeat(np.arange(len(counts)), counts)
+    return (centres[truth] + 0.25 * rng.normal(size=(len(truth), 192))).astype(np.float32), truth
+
+
+@pytest.mark.parametrize("method", ["spectral", "agglomerative"])
+def test_windows_are_clustered_to_exactly_the_count_asked(method: CountMethod) -> None:
+    embeddings, truth = _voices([30, 20, 25])
+
+    labels = cluster_to_count(embeddings, 3, method=method)
+
+    assert len(set(labels.tolist())) == 3
+    # Same partition as the truth, whatever the numbering.
+    assert len({(int(a), int(b)) for a, b in zip(labels, truth, strict=True)}) == 3
+
+
+def test_a_count_above_the_windows_gives_one_cluster_per_window_at_most() -> None:
+    embeddings, _ = _voices([2, 2])
+
+    assert len(set(cluster_to_count(embeddings, 6).tolist())) == 4
+    assert set(cluster_to_count(embeddings, 1).tolist()) == {0}
