@@ -260,6 +260,18 @@ def job_detail_view(job_id_text: str) -> None:
         if step.details:
             with st.expander(f"{step.step_type} details"):
                 st.json(step.details)
+    speakers = ops.job_speakers(runtime=rt, job_id=detail.job_id)
+    if speakers:
+        st.markdown("**Speakers**")
+        st.dataframe(
+            pd.DataFrame(
+                [
+                    {"speaker": s.speaker, "talk time (s)": round(s.talk_seconds, 1), "channel": s.channel}
+                    for s in speakers
+                ]
+            ),
+            hide_index=True,
+        )
     transcript = ops.transcript_preview(runtime=rt, job_id=detail.job_id)
     st.markdown("**Transcript preview**")
     if transcript:

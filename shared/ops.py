@@ -22,7 +22,8 @@ from shared.errors import BlobNotFound
 from shared.messages import result_blob_path
 from shared.models import Job, ProcessingStep, utcnow
 from shared.pipeline import step_types
-from shared.results import Transcript
+from shared.pipeline.speakers import with_speakers
+from shared.results import Diarization, SpeakerTalk, Transcript
 from shared.runtime import Runtime
 from shared.status import JOB_STATUSES
 from shared.usage import Rates, Usage, job_usage, total_usage
@@ -307,6 +308,20 @@ def transcript_preview(*, runtime: Runtime, job_id: uuid.UUID, max_chars: int = 
         log.warning("transcript result is not valid", extra={"action": "result_invalid", "job_id": str(job_id)})
         return None
     return text if len(text) <= max_chars else text[:max_chars].rstrip() + " …"
+
+
+def job_speakers(*, runtime: Runtime, job_id: uuid.UUID) -> list[SpeakerTalk]:
+    """Who spoke and for how long, where the job was diarized or its channels split; [] otherwise."""
+    container = runtime.settings.results_container
+    try:
+        stored = runtime.blobs.get(container, result_blob_path(job_id, "TRANSCRIBE"))
+        transcript = Transcript.model_validate_json(stored)
+    except (BlobNotFound, ValidationError):
+        return []
+    diarization = None
+    with contextlib.suppress(BlobNotFound, ValidationError):
+        diarization = Diarization.model_validate_json(runtime.blobs.get(container, result_blob_path(job_id, "DIARIZE")))
+    return list(with_speakers(transcript, diarization).speakers or [])
 
 
 def uploaded_audio(*, runtime: Runtime, detail: JobDetail) -> bytes | None:

@@ -232,6 +232,7 @@ def job_response(job: Job, settings: Settings | None = None) -> JobResponse:
             StepResponse(
                 step_type=step.step_type,
                 status=step.status,  # type: ignore[arg-type]
+                worker_id=step.worker_id,
                 retry_count=step.retry_count,
                 started_at=step.started_at,
                 completed_at=step.completed_at,

@@ -166,7 +166,10 @@ class UsageSummaryResponse(UsageResponse):
 
 class StepResponse(BaseModel):
     step_type: str
+    """`TRANSCRIBE`, or a part of a step fanned out over chunks or channels (`TRANSCRIBE.3`)."""
     status: StepStatus
+    worker_id: str | None = None
+    """The worker that holds (or last held) the step."""
     retry_count: int
     started_at: datetime | None
     completed_at: datetime | None

@@ -242,3 +242,33 @@ def test_job_detail_shows_steps_transcript_and_audio(seeded: Seeded) -> None:
 
     app.sidebar.text_input(key="job_id").set_value(str(uuid.uuid4())).run()
     assert "not found" in texts(app)
+
+
+def test_job_detail_shows_who_spoke_and_for_how_long(seeded: Seeded, make_settings: Callable[..., Settings]) -> None:
+    settings = make_settings()
+    runtime = Runtime(settings)
+    try:
+        words = [
+            {"start": 0.0, "end": 0.5, "word": "hello"},
+            {"start": 0.6, "end": 1.0, "word": "there"},
+            {"start": 2.0, "end": 2.5, "word": "hi"},
+            {"start": 2.6, "end": 3.5, "word": "back"},
+        ]
+        transcript = {"language": "eng", "text": "hello there hi back"}
+        transcript["segments"] = [{"start": 0.0, "end": 3.5, "text": "hello there hi back", "words": words}]
+        turns = [{"start": 0.0, "end": 1.2, "speaker": "S0"}, {"start": 1.8, "end": 3.6, "speaker": "S1"}]
+        for step_type, result in (("TRANSCRIBE", transcript), ("DIARIZE", {"turns": turns, "speakers": ["S0", "S1"]})):
+            runtime.blobs.put(
+                settings.results_container, result_blob_path(seeded.completed, step_type), json.dumps(result).encode()
+            )
+    finally:
+        runtime.close()
+    app = AppTest.from_file(APP, default_timeout=30)
+    app.query_params["view"] = "Job detail"
+    app.query_params["job"] = str(seeded.completed)
+    app.run()
+    assert not app.exception, [e.message for e in app.exception]
+    assert "Speakers" in texts(app)
+    speakers = next(frame.value for frame in app.dataframe if "speaker" in frame.value.columns)
+    assert list(speakers["speaker"]) == ["A", "B"]
+    assert list(speakers["talk time (s)"]) == [1.0, 1.5]

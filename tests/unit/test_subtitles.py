@@ -84,3 +84,38 @@ def test_srt_timestamps_are_well_formed_for_split_cues() -> None:
 def test_txt_is_one_segment_per_line_or_the_text() -> None:
     assert to_txt({"text": "Hello world. An hour later.", "segments": SEGMENTS}) == "Hello world.\nAn hour later.\n"
     assert to_txt({"text": " Just text. "}) == "Just text.\n"
+
+
+SPOKEN = [
+    {"start": 0.0, "end": 1.0, "text": "Hello there.", "speaker": "A"},
+    {"start": 1.2, "end": 2.0, "text": "Hi.", "speaker": "B"},
+    {"start": 2.1, "end": 3.0, "text": "How are you?", "speaker": "B"},
+    {"start": 3.2, "end": 4.0, "text": "Fine.", "speaker": "A"},
+]
+
+
+def test_srt_prefixes_each_cue_with_its_speaker() -> None:
+    srt = to_srt(SPOKEN)
+    assert "00:00:00,000 --> 00:00:01,000\n[A] Hello there.\n" in srt
+    assert "[B] Hi.\n" in srt and "[B] How are you?\n" in srt
+
+
+def test_vtt_uses_voice_tags() -> None:
+    vtt = to_vtt([*SPOKEN, {"start": 5.0, "end": 6.0, "text": "x", "speaker": "<odd>"}])
+    assert "00:00:00.000 --> 00:00:01.000\n<v A>Hello there.\n" in vtt
+    assert "<v B>How are you?\n" in vtt
+    assert "<v &lt;odd&gt;>x" in vtt
+
+
+def test_txt_starts_a_paragraph_at_each_change_of_speaker() -> None:
+    assert to_txt({"text": "", "segments": SPOKEN}) == "A: Hello there.\n\nB: Hi.\nHow are you?\n\nA: Fine.\n"
+
+
+def test_subtitles_of_an_untimed_transcript_are_refused() -> None:
+    import pytest
+
+    from shared.subtitles import UntimedTranscript
+
+    with pytest.raises(UntimedTranscript):
+        to_srt([{"start": None, "end": None, "text": "no times"}])
+    assert to_txt({"text": "", "segments": [{"text": "no times"}]}) == "no times\n"
