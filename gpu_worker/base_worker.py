@@ -19,7 +19,8 @@ from shared.consumer import Consumer, Shutdown
 from shared.messages import StepMessage
 from shared.runtime import Runtime
 from shared.step_consumer import Processor, queue_processors, serve_steps, step_consumer
-from shared.steps import Outcome, StepContext
+from shared.step_context import StepContext
+from shared.steps import Outcome
 
 
 class BaseWorker(ABC):

@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 from gpu_worker.base_worker import BaseWorker
 from shared.config import Settings
 from shared.step_consumer import Processor, queue_processors, queue_warm_up
-from shared.steps import StepContext
+from shared.step_context import StepContext
 
 
 class RegistryWorker(BaseWorker):

@@ -25,7 +25,8 @@ from shared.consumer import Consumer, DeadLetter, Delivery, Settlement, Shutdown
 from shared.health import start_health_server
 from shared.messages import StepMessage
 from shared.runtime import Runtime
-from shared.steps import Outcome, StepContext, run_step
+from shared.step_context import StepContext
+from shared.steps import Outcome, run_step
 from shared.tracing import configure_tracing, traceparent_of
 
 log = logging.getLogger(__name__)

@@ -1,299 +1,45 @@
-"""Running one step: the atomic claim (DESIGN.md rule 2), the lease kept alive while working, the
-result written to its deterministic blob path before the step is marked completed (rule 3), and the
-completion or failure committed together with the job event it causes (rule 1).
+"""Running one step: claim it (shared/step_store.py), work on it with its lease and message lock kept
+alive, write the typed result to its deterministic blob path before the step is marked completed, and
+record the completion or failure with the job event it causes (docs/ARCHITECTURE.md, rules 1–3).
 
-Used by the long-lived workers (gpu_worker.base_worker) and by the azure-ai-jobs function alike.
+Used by every step consumer (shared/step_consumer.py) and by the azure-ai-jobs function alike.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import tempfile
 import threading
 import time
-import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any, Literal
 
 from opentelemetry.trace import SpanKind
-from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session
 
 from shared import metrics
-from shared.bus import publish_committed
 from shared.errors import Cancelled, LeaseLost, MessageLockLost, PermanentError, ShutdownRequested
-from shared.jobs import JobSnapshot
 from shared.logs import log_context
-from shared.messages import JobEvent, StepMessage, result_blob_path
-from shared.models import Job, ProcessingStep, utcnow
+from shared.messages import StepMessage, result_blob_path
 from shared.runtime import Runtime
-from shared.tracing import current_traceparent, mark_error, span, trace_properties
+from shared.step_context import StepContext
+from shared.step_store import Claim, Refusal, claim_step, finish_step, release_step, renew_lease
+from shared.tracing import mark_error, span
 
 log = logging.getLogger(__name__)
 
-ACTIVE_JOB_STATUSES = ("queued", "processing")
-
-
-@dataclass(frozen=True)
-class Claim:
-    """A step this worker holds. `attempt` is the fencing token: only the holder of the newest
-    claim can complete or fail the step."""
-
-    step_id: uuid.UUID
-    step_type: str
-    attempt: int
-    retry_count: int
-    worker_id: str
-    job: JobSnapshot
-
-
-@dataclass(frozen=True)
-class Refusal:
-    """Why a step could not be claimed. `settle` means the message is obsolete: acknowledge it."""
-
-    reason: Literal["gone", "stale", "finished", "job_inactive", "busy"]
-    retry_at: datetime | None = None
-
-    @property
-    def settle(self) -> bool:
-        return self.reason != "busy"
-
-
-def claim_step(runtime: Runtime, message: StepMessage, *, worker_id: str) -> Claim | Refusal:
-    """One conditional UPDATE: pending (or processing with an expired lease) → processing by us."""
-    now = utcnow()
-    lease = timedelta(seconds=runtime.settings.lock_duration_seconds)
-    with runtime.sessions() as session, session.begin():
-        claimed = session.execute(
-            update(ProcessingStep)
-            .where(
-                ProcessingStep.id == message.step_id,
-                ProcessingStep.retry_count == message.attempt,
-                or_(
-                    ProcessingStep.status == "pending",
-                    and_(ProcessingStep.status == "processing", ProcessingStep.lease_expires_at < now),
-                ),
-                ProcessingStep.job_id.in_(select(Job.id).where(Job.status.in_(ACTIVE_JOB_STATUSES))),
-            )
-            .values(
-                status="processing",
-                worker_id=worker_id,
-                attempt=ProcessingStep.attempt + 1,
-                started_at=now,
-                lease_expires_at=now + lease,
-                progress=0.0,
-                updated_at=now,
-            )
-            .returning(ProcessingStep.attempt)
-            .execution_options(synchronize_session=False)
-        ).scalar_one_or_none()
-        if claimed is not None:
-            job = session.get_one(Job, message.job_id)
-            return Claim(
-                step_id=message.step_id,
-                step_type=message.step_type,
-                attempt=claimed,
-                retry_count=message.attempt,
-                worker_id=worker_id,
-                job=JobSnapshot.of(job),
-            )
-        step = session.get(ProcessingStep, message.step_id)
-        if step is None:
-            return Refusal("gone")
-        if step.retry_count != message.attempt:
-            return Refusal("stale")
-        if step.status in ("completed", "failed"):
-            return Refusal("finished")
-        job_status = session.scalar(select(Job.status).where(Job.id == step.job_id))
-        if job_status not in ACTIVE_JOB_STATUSES:
-            return Refusal("job_inactive")
-        return Refusal("busy", retry_at=step.lease_expires_at)
-
-
-def _still_ours(claim: Claim) -> tuple[Any, ...]:
-    """The step is still processing under our claim (the fencing token is the attempt)."""
-    return (
-        ProcessingStep.id == claim.step_id,
-        ProcessingStep.attempt == claim.attempt,
-        ProcessingStep.status == "processing",
-    )
-
-
-def renew_lease(runtime: Runtime, claim: Claim, *, progress: float | None = None) -> bool:
-    """Extend our lease (and record progress). False when the claim is no longer ours."""
-    now = utcnow()
-    values: dict[str, Any] = {
-        "lease_expires_at": now + timedelta(seconds=runtime.settings.lock_duration_seconds),
-        "updated_at": now,
-    }
-    if progress is not None:
-        values["progress"] = max(0.0, min(1.0, progress))
-    with runtime.sessions() as session, session.begin():
-        result = session.execute(update(ProcessingStep).where(*_still_ours(claim)).values(**values))
-        return result.rowcount == 1  # type: ignore[attr-defined]
-
-
-def release_step(runtime: Runtime, claim: Claim) -> bool:
-    """Hand our claimed step back unfinished: pending again, so the next delivery claims it at once."""
-    with runtime.sessions() as session, session.begin():
-        result = session.execute(
-            update(ProcessingStep)
-            .where(*_still_ours(claim))
-            .values(status="pending", lease_expires_at=None, worker_id=None, progress=None, updated_at=utcnow())
-        )
-        return result.rowcount == 1  # type: ignore[attr-defined]
-
-
-def job_is_cancelled(runtime: Runtime, job_id: uuid.UUID) -> bool:
-    with runtime.sessions() as session:
-        return session.scalar(select(Job.status).where(Job.id == job_id)) == "cancelled"
-
-
-def finish_step(
-    runtime: Runtime,
-    claim: Claim,
-    *,
-    status: Literal["completed", "failed"],
-    result_path: str | None = None,
-    details: dict[str, Any] | None = None,
-    job_updates: dict[str, Any] | None = None,
-    error: str | None = None,
-    retryable: bool = True,
-    settle_in: Callable[[Session], object] | None = None,
-) -> bool:
-    """Mark our claimed step completed or failed and stage the job event, in one transaction —
-    with `settle_in`, which settles the step's message in that same transaction where the bus can.
-    False (and nothing changed) when another worker holds a newer claim."""
-    now = utcnow()
-    values: dict[str, Any] = {
-        "status": status,
-        "completed_at": now if status == "completed" else None,
-        "lease_expires_at": None,
-        "updated_at": now,
-        "details": details or None,
-    }
-    if status == "completed":
-        values.update(result_blob_path=result_path, error_message=None, progress=1.0, retryable=True)
-    else:
-        values.update(error_message=error, retryable=retryable)
-    with runtime.sessions() as session, session.begin():
-        result = session.execute(update(ProcessingStep).where(*_still_ours(claim)).values(**values))
-        if result.rowcount != 1:  # type: ignore[attr-defined]
-            return False
-        if job_updates:
-            session.execute(update(Job).where(Job.id == claim.job.id).values(updated_at=now, **job_updates))
-        # The event continues the step's trace, so that the router's span joins the job's one trace.
-        traceparent = current_traceparent()
-        event = JobEvent(
-            job_id=claim.job.id,
-            kind="step_completed" if status == "completed" else "step_failed",
-            step_type=claim.step_type,  # type: ignore[arg-type]
-            attempt=claim.retry_count,
-            traceparent=traceparent,
-        )
-        runtime.bus.stage(
-            session,
-            runtime.settings.job_events_queue,
-            message_id=event.message_id,
-            body=event.model_dump_json(),
-            properties=trace_properties(traceparent),
-        )
-        if settle_in is not None:
-            settle_in(session)
-    publish_committed(runtime.bus)
-    return True
-
-
-@dataclass
-class StepContext:
-    """What a step's processor gets: the job, its inputs and a place for its outputs."""
-
-    runtime: Runtime
-    claim: Claim
-    details: dict[str, Any] = field(default_factory=dict)
-    """Recorded on the step: model, device, durations, usage, …"""
-    job_updates: dict[str, Any] = field(default_factory=dict)
-    """Columns of the job to set when the step completes (detected_language, …)."""
-    shutdown_requested: Callable[[], bool] = field(default=lambda: False, repr=False)
-    """True once the worker's shutdown grace period is over: stop at the next boundary and raise
-    ShutdownRequested, and the step is handed back for another worker."""
-    settle_in: Callable[[Session], object] | None = field(default=None, repr=False)
-    """Settles the step's message in the transaction that finishes the step (see MessageBus.complete_in)."""
-    lease_lost: threading.Event = field(default_factory=threading.Event, repr=False)
-    """Set once a renewal finds the claim no longer ours: another worker has taken the step over."""
-    _last_progress_write: float = field(default=0.0, repr=False)
-    _last_cancel_check: float = field(default=0.0, repr=False)
-    _cancelled: bool = field(default=False, repr=False)
-
-    @property
-    def job(self) -> JobSnapshot:
-        return self.claim.job
-
-    @property
-    def step_type(self) -> str:
-        return self.claim.step_type
-
-    @property
-    def settings(self) -> Any:
-        return self.runtime.settings
-
-    @contextmanager
-    def input_file(self) -> Iterator[Path]:
-        """The job's uploaded input (audio, or a transcript), streamed to a temporary file."""
-        blob = self.job.audio_blob_path
-        if not blob:
-            raise PermanentError("the job has no uploaded input")
-        suffix = Path(self.job.audio_filename).suffix[:16]
-        with tempfile.TemporaryDirectory(prefix="speechflow-") as folder:
-            path = Path(folder) / f"input{suffix}"
-            self.runtime.blobs.download_to(self.settings.audio_container, blob, path)
-            yield path
-
-    def put_result_file(self, extension: str, data: bytes | str, *, content_type: str) -> str:
-        """Write results/{job_id}/{step}.{extension}; returns the blob path. Refused once the step
-        has been taken over: its new holder writes these paths now."""
-        if self.lease_lost.is_set():
-            raise LeaseLost(f"{self.step_type} of job {self.job.id} was taken over by another worker")
-        path = result_blob_path(self.job.id, self.step_type, extension)
-        payload = data.encode("utf-8") if isinstance(data, str) else data
-        self.runtime.blobs.put(self.settings.results_container, path, payload, content_type=content_type)
-        return path
-
-    def read_result(self, step_type: str, *, job_id: uuid.UUID | None = None) -> dict[str, Any]:
-        """The JSON result of an earlier step of this job (or of another job)."""
-        path = result_blob_path(job_id or self.job.id, step_type)
-        data: dict[str, Any] = json.loads(self.runtime.blobs.get(self.settings.results_container, path))
-        return data
-
-    def report_progress(self, fraction: float) -> None:
-        """Record progress (0..1); written at most once a second."""
-        now = time.monotonic()
-        if now - self._last_progress_write < 1.0 and fraction < 1.0:
-            return
-        self._last_progress_write = now
-        if not renew_lease(self.runtime, self.claim, progress=fraction):
-            self.lease_lost.set()
-
-    @property
-    def shutting_down(self) -> bool:
-        return self.shutdown_requested()
-
-    def should_stop(self) -> bool:
-        """True once the job has been cancelled (checked at most every 2 s), the worker's shutdown
-        grace period is over, or another worker has taken the step over; processors ask it between
-        segments or chunks."""
-        if self.shutdown_requested() or self.lease_lost.is_set():
-            return True
-        now = time.monotonic()
-        if not self._cancelled and now - self._last_cancel_check >= 2.0:
-            self._last_cancel_check = now
-            self._cancelled = job_is_cancelled(self.runtime, self.job.id)
-        return self._cancelled
+__all__ = [
+    "Claim",
+    "LeaseKeeper",
+    "Outcome",
+    "Refusal",
+    "StepContext",
+    "claim_step",
+    "finish_step",
+    "release_step",
+    "renew_lease",
+    "run_step",
+]
 
 
 class LeaseKeeper:

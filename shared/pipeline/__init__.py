@@ -23,7 +23,7 @@ from shared.workflow import JobState, split_part
 
 if TYPE_CHECKING:
     from shared.config import Settings
-    from shared.steps import StepContext
+    from shared.step_context import StepContext
 
 
 Processor = Callable[["StepContext"], ResultModel]

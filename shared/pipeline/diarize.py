@@ -14,7 +14,7 @@ from shared.results import Diarization
 if TYPE_CHECKING:
     from shared.config import Settings
     from shared.speech.diarization import Diarizer
-    from shared.steps import StepContext
+    from shared.step_context import StepContext
 
 _diarizers: dict[int, Diarizer] = {}
 _lock = threading.Lock()

@@ -40,7 +40,7 @@ from shared.results import FetchedAudio
 
 if TYPE_CHECKING:
     from shared.config import Settings
-    from shared.steps import StepContext
+    from shared.step_context import StepContext
 
 log = logging.getLogger(__name__)
 

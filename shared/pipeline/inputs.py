@@ -17,7 +17,7 @@ from shared.pipeline.speakers import with_speakers
 from shared.results import Diarization, ResultModel, Segment, Transcript
 
 if TYPE_CHECKING:
-    from shared.steps import StepContext
+    from shared.step_context import StepContext
 
 R = TypeVar("R", bound=ResultModel)
 

@@ -10,7 +10,7 @@ from shared.results import LanguageResult
 
 if TYPE_CHECKING:
     from shared.config import Settings
-    from shared.steps import StepContext
+    from shared.step_context import StepContext
 
 _identifiers: dict[int, Any] = {}
 _lock = threading.Lock()

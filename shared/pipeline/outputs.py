@@ -12,7 +12,7 @@ from shared.results import ResultModel, Segment, Summary, Transcript, Translatio
 from shared.workflow import split_part
 
 if TYPE_CHECKING:
-    from shared.steps import StepContext
+    from shared.step_context import StepContext
 
 
 def finish_result(step: StepContext, result: ResultModel) -> ResultModel:

@@ -13,7 +13,7 @@ from shared.results import Summary, Translation
 from shared.speech.languages import is_english
 
 if TYPE_CHECKING:
-    from shared.steps import StepContext
+    from shared.step_context import StepContext
 
 
 def process(step: StepContext) -> Summary:

@@ -26,7 +26,7 @@ from shared.workflow import part_name, split_part
 if TYPE_CHECKING:
     from shared.config import Settings
     from shared.speech.transcriber import Transcriber
-    from shared.steps import StepContext
+    from shared.step_context import StepContext
 
 _transcribers: dict[int, Transcriber] = {}
 _lock = threading.Lock()

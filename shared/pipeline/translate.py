@@ -22,7 +22,7 @@ from shared.workflow import AUDIO_WORKFLOWS, JobState
 
 if TYPE_CHECKING:
     from shared.config import Settings
-    from shared.steps import StepContext
+    from shared.step_context import StepContext
 
 
 def speaks_from_audio(settings: Settings, *, target_language: str | None, has_audio: bool) -> bool:
