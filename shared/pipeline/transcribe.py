@@ -169,15 +169,20 @@ def _cut(path: Path, duration: float, *, index: int, parts: int) -> float:
 def _join(step: StepContext, parts: int, options: JobOptions) -> Transcript:
     """One transcript of the file from its parts' results."""
     from shared.speakers import merge_channels, talk_time
+    from shared.speech.channels import channel_levels, drop_crosstalk
     from shared.speech.chunks import stitch
 
     found = [read_result(step, part_name("TRANSCRIBE", n), Transcript) for n in range(1, parts + 1)]
     if step.should_stop():
         raise Cancelled("job cancelled before the transcript was joined")
     if options.split_channels:
-        segments = merge_channels(
-            {n: [s.model_dump(mode="json", exclude_none=True) for s in part.segments] for n, part in enumerate(found)}
-        )
+        by_channel = {
+            n: [s.model_dump(mode="json", exclude_none=True) for s in part.segments] for n, part in enumerate(found)
+        }
+        with step.input_file() as path:
+            # Each microphone hears the other party faintly: those words belong to the other channel.
+            by_channel = drop_crosstalk(by_channel, channel_levels(path, parts))
+        segments = merge_channels(by_channel)
         joined = Transcript.model_validate(
             {
                 "language": _most_common([part.language for part in found]),

@@ -61,7 +61,11 @@ def conversation(tmp: Path) -> tuple[Path, Path, list[tuple[str, float, float]]]
         mono += [samples, gap]
         at += (len(samples) + len(gap)) / SAMPLE_RATE
     write_wav(tmp / "conversation.wav", [np.concatenate(mono)])
-    write_wav(tmp / "call.wav", [np.concatenate(sides["reader"]), np.concatenate(sides["kokoro"])])
+    reader, kokoro = np.concatenate(sides["reader"]), np.concatenate(sides["kokoro"])
+    write_wav(tmp / "call.wav", [reader, kokoro])
+    # A real line: each microphone also hears the other party, 30 dB down (crosstalk).
+    leak = 10 ** (-30 / 20)
+    write_wav(tmp / "leaky-call.wav", [reader + leak * kokoro, kokoro + leak * reader])
     return tmp / "conversation.wav", tmp / "call.wav", truth
 
 
@@ -131,6 +135,17 @@ def test_split_channels_make_each_channel_its_speaker(stack: RunningStack, tmp_p
     starts = [segment["start"] for segment in transcript["segments"]]
     assert starts == sorted(starts)
     assert word_error_rate_of_speakers(transcript["segments"], truth) <= 0.02
+
+
+def test_split_channels_ignore_the_other_party_leaking_into_a_microphone(stack: RunningStack, tmp_path: Path) -> None:
+    _mono, _call, truth = conversation(tmp_path)
+    job_id = stack.submit(tmp_path / "leaky-call.wav", "transcribe_only", source_language="eng", channels="split")
+    job = stack.wait([job_id], timeout=400)[job_id]
+    assert job["status"] == "completed", job
+    transcript = stack.results(job_id).json()["transcript"]
+    assert word_error_rate_of_speakers(transcript["segments"], truth) <= 0.02
+    spoken = " ".join((AUDIO / f"{clip}.txt").read_text(encoding="utf-8") for _who, clip in TURNS)
+    assert len(normalise(transcript["text"]).split()) <= len(normalise(spoken).split()) + 3, "leaked words kept"
 
 
 def test_split_on_a_one_channel_file_is_refused_at_start(stack: RunningStack) -> None:
