@@ -3,11 +3,9 @@ progress, and whether to stop (cancelled, shutting down, or taken over)."""
 
 from __future__ import annotations
 
-import json
 import tempfile
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -77,12 +75,6 @@ class StepContext:
         payload = data.encode("utf-8") if isinstance(data, str) else data
         self.runtime.blobs.put(self.settings.results_container, path, payload, content_type=content_type)
         return path
-
-    def read_result(self, step_type: str, *, job_id: uuid.UUID | None = None) -> dict[str, Any]:
-        """The JSON result of an earlier step of this job (or of another job)."""
-        path = result_blob_path(job_id or self.job.id, step_type)
-        data: dict[str, Any] = json.loads(self.runtime.blobs.get(self.settings.results_container, path))
-        return data
 
     def report_progress(self, fraction: float) -> None:
         """Record progress (0..1); written at most once a second."""

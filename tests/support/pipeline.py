@@ -22,6 +22,8 @@ from shared.config import Settings
 from shared.errors import PermanentError, TransientError
 from shared.host import Pump
 from shared.pipeline import processor_for as processor_for_registry
+from shared.pipeline.inputs import read_result
+from shared.results import Transcript
 from shared.runtime import Runtime
 from shared.steps import StepContext
 
@@ -86,10 +88,11 @@ class StubAiWorker(BaseWorker):
 
     def process(self, step: StepContext) -> dict[str, Any]:
         source_job = step.job.source_job_id or step.job.id
-        transcript = step.read_result("TRANSCRIBE", job_id=source_job)
+        transcript = read_result(step, "TRANSCRIBE", Transcript, job_id=source_job)
         if step.step_type == "TRANSLATE":
-            return {"text": "hello the world", "segments": [{**transcript["segments"][0], "text": "hello the world"}]}
-        return {"summary": f"A greeting: {transcript['text']}", "key_points": ["greeting"]}
+            first = transcript.segments[0].model_dump(mode="json", exclude_none=True)
+            return {"text": "hello the world", "segments": [{**first, "text": "hello the world"}]}
+        return {"summary": f"A greeting: {transcript.text}", "key_points": ["greeting"]}
 
 
 @dataclass
