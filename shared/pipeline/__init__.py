@@ -67,11 +67,20 @@ def registry() -> Mapping[str, StepSpec]:
             if spec.name in specs:
                 raise ValueError(f"step type {spec.name} is declared twice")
             specs[spec.name] = spec
-    return dict(sorted(specs.items(), key=lambda item: ORDER.get(item[0], len(ORDER))))
+    order = _reading_order()
+    return dict(sorted(specs.items(), key=lambda item: (order.get(item[0], len(order)), item[0])))
 
 
-ORDER = {"FETCH": 0, "LID": 1, "TRANSCRIBE": 2, "DIARIZE": 3, "TRANSLATE": 4, "SUMMARIZE": 5}
-"""How people read the steps (the dashboard's order); steps not named here come last."""
+def _reading_order() -> dict[str, int]:
+    """How people read the steps (the dashboard's order): as the workflows list them, the longest first;
+    a step no workflow names comes last."""
+    from shared.workflow import WORKFLOWS
+
+    order: dict[str, int] = {}
+    for workflow in sorted(WORKFLOWS.values(), key=lambda workflow: -len(workflow.steps)):
+        for step in workflow.steps:
+            order.setdefault(step, len(order))
+    return order
 
 
 def step_types() -> tuple[str, ...]:

