@@ -247,7 +247,9 @@ class Stack:
         """How many transcription workers have loaded their model and begun consuming."""
         count = 0
         for line in self.log_path.read_text(errors="replace").splitlines():
-            if '"worker_started"' in line and '"whisper-jobs"' in line:
+            # The host's step consumers log consumer_started; older hosts logged worker_started.
+            started = '"worker_started"' in line or '"consumer_started"' in line
+            if started and '"whisper-jobs"' in line:
                 count += 1
         return count
 
