@@ -8,6 +8,8 @@ import pytest
 
 from functions.deadletters import drain_dead_letters, handle_dead_letter
 from shared.messages import JobEvent
+from shared.pipeline import queue_for
+from shared.workflow import JobState
 from tests.support.pipeline import Stack, build_stack
 
 
@@ -54,11 +56,16 @@ def test_a_poison_step_message_fails_the_job_with_the_reason(stack: Stack) -> No
 def test_a_dead_lettered_translation_leaves_the_job_partial_complete(stack: Stack) -> None:
     job_id = stack.submit("full_pipeline")
     stack.start(job_id)
-    while "TRANSLATE" not in steps_of(stack, job_id):
+    while True:
         stack.router.poll_once(max_wait=0.0)
+        if "TRANSLATE" in steps_of(stack, job_id):
+            break  # dispatched: poison its message before any worker takes it
         for worker in stack.workers[:2]:
             worker.poll_once()
-    poison(stack, "azure-ai-jobs")
+    # Offline, translation from the audio is routed to the Whisper workers' queue (shared/pipeline/translate.py).
+    queue = queue_for(stack.settings, "TRANSLATE", JobState(workflow_type="full_pipeline", status="processing"))
+    assert queue == stack.settings.whisper_queue
+    poison(stack, queue)
     drain_dead_letters(stack.runtime)
     job = stack.drive(job_id)
     assert job is not None and job["status"] == "partial_complete"

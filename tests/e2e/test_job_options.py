@@ -1,6 +1,7 @@
-"""PII redaction through the real local stack: spoken phone, card and e-mail (eSpeak NG fixtures) come out
-masked in the transcript, its words and its subtitles, with the timings of the words kept; and a job
-without `redact_pii` keeps them (the mask is the option's doing)."""
+"""Job options through the real local stack. PII: spoken phone, card and e-mail (eSpeak NG fixtures) come
+out masked in the transcript, its words and its subtitles, timings kept; a job without `redact_pii` keeps
+them. Vocabulary: `hotwords` and `prompt` steer the spelling of a made-up name; a prompt longer than
+Whisper reads fails the step with the reason."""
 
 from __future__ import annotations
 
@@ -54,3 +55,24 @@ def test_redact_pii_masks_spoken_numbers_and_addresses_everywhere(stack: Running
     unmasked = stack.results(plain).json()["transcript"]["text"]
     assert "[PHONE]" not in unmasked
     assert re.search(r"\d", unmasked), unmasked
+
+
+def test_vocabulary_steers_the_spelling_and_an_overlong_prompt_is_refused(stack: RunningStack) -> None:
+    clip = AUDIO / "en" / "espeak-vocabulary.wav"
+    plain = stack.submit(clip, "transcribe_only", source_language="eng")
+    hotwords = stack.submit(clip, "transcribe_only", source_language="eng", hotwords=["Zylqor"])
+    prompt = stack.submit(clip, "transcribe_only", source_language="eng", prompt="Release notes for Zylqor.")
+    overlong = stack.submit(clip, "transcribe_only", source_language="eng", prompt="word " * 300)
+    jobs = stack.wait([plain, hotwords, prompt, overlong], timeout=300)
+
+    assert "zylqor" not in stack.results(plain).json()["transcript"]["text"].lower()
+    for job_id in (hotwords, prompt):
+        assert jobs[job_id]["status"] == "completed", jobs[job_id]
+        assert "Zylqor" in stack.results(job_id).json()["transcript"]["text"]
+    assert jobs[hotwords]["options"] == {"hotwords": ["Zylqor"]}
+    assert jobs[prompt]["options"] == {"prompt": "Release notes for Zylqor."}
+
+    assert jobs[overlong]["status"] == "failed"
+    (step,) = jobs[overlong]["steps"]
+    assert step["retry_count"] == 0, "a prompt too long is not retried"
+    assert "224" in step["error_message"], step["error_message"]
