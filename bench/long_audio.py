@@ -16,7 +16,11 @@ base model, int8, beam 5, VAD, word timestamps, warmed up on one clip before the
   pauses, each chunk's window is decoded alone and transcribed by one `Transcriber` with 2 threads,
   `stitch` joins the results;
 - `chunked-2x1`: the same with two worker processes of 1 thread each taking chunks as they free up
-  (the fan-out of chunk steps over two transcription workers).
+  (the fan-out of chunk steps over two transcription workers);
+- `stack-1x2`, `stack-2x1`: the real local stack (`python -m shared.host up`, SQLite) with one
+  transcription worker of 2 threads, or two of 1 thread, and TRANSCRIBE_CHUNK_SECONDS from
+  `--chunk-seconds`: one `transcribe_only` job, from the upload to `completed`, so the time includes the
+  fan-out into chunk steps, the queue hops and the join.
 
 Printed: wall time, ratio to raw sequential, WER, peak RSS (per worker process for chunked-2x1), and
 the load average at the start and the end (other processes may share the cores).
@@ -48,7 +52,7 @@ from tests.support.wer import wer  # noqa: E402
 CLIPS = sorted((REPO / "tests" / "fixtures" / "audio" / "en").glob("librivox-*.wav"))
 WARM_UP = CLIPS[0]
 BEAM = 5
-MODES = ("raw-seq", "raw-batched", "chunked-1x2", "chunked-2x1")
+MODES = ("raw-seq", "raw-batched", "chunked-1x2", "chunked-2x1", "stack-1x2", "stack-2x1")
 
 
 def build_recording(folder: Path, minutes: float) -> tuple[Path, str]:
@@ -222,6 +226,33 @@ def run_child(request: dict[str, Any]) -> dict[str, Any]:
     return answer
 
 
+def stack_run(path: Path, *, workers: int, threads: int, chunk_seconds: float, batch_size: int) -> dict[str, Any]:
+    """One job through the real local stack; its wall time from upload to completion, its text, and the
+    transcription workers' peak memory."""
+    sys.path.insert(0, str(REPO / "bench"))
+    from transcribe import local_stack, peak_memory  # bench/transcribe.py: the same stack harness
+
+    cache = Path(os.environ.get("BENCH_MODEL_CACHE", tempfile.gettempdir())) / "models"
+    env = {
+        "WHISPER_WORKERS": str(workers),
+        "WHISPER_CPU_THREADS": str(threads),
+        "WHISPER_BATCH_SIZE": str(batch_size),
+        "TRANSCRIBE_CHUNK_SECONDS": str(chunk_seconds),
+    }
+    with (
+        tempfile.TemporaryDirectory() as home,
+        local_stack(Path(home), model_cache=cache, env=env, database_url=None, workers=workers) as stack,
+    ):
+        started = time.perf_counter()
+        job_id = stack.submit(path)
+        job = stack.wait(job_id, timeout=3600)
+        seconds = time.perf_counter() - started
+        text = stack.client.get(f"/jobs/{job_id}/results").json()["transcript"]["text"]
+        parts = sum(1 for step in job["steps"] if "." in step["step_type"])
+        peaks = [peak for name, peak in peak_memory(stack).items() if name.startswith("whisper")]
+    return {"seconds": seconds, "text": text, "peak_rss_mib": peaks, "parts": parts}
+
+
 def load_average() -> str:
     return " ".join(f"{value:.2f}" for value in os.getloadavg())
 
@@ -297,12 +328,32 @@ def main(argv: list[str] | None = None) -> int:
                     }
                     label = f"engine {processes}×{threads} thr, {chunk_seconds:g} s chunks"
                     plan.append((label, request))
+            for mode, workers, threads in (("stack-1x2", 1, 2), ("stack-2x1", 2, 1)):
+                if mode in args.modes:
+                    request = {
+                        **base,
+                        "mode": mode,
+                        "workers": workers,
+                        "threads": threads,
+                        "chunk_seconds": chunk_seconds,
+                        "batch_size": args.engine_batch_size,
+                    }
+                    plan.append((f"stack {workers}×{threads} thr, {chunk_seconds:g} s chunks", request))
         # Rounds run every configuration once, in turn, so that a burst of load from other processes
         # falls on all of them; each configuration's fastest round is reported.
         best: dict[str, dict[str, Any]] = {}
         for round_number in range(1, args.repeat + 1):
             for label, request in plan:
-                answer = run_child(request)
+                if request["mode"].startswith("stack"):
+                    answer = stack_run(
+                        Path(request["path"]),
+                        workers=request["workers"],
+                        threads=request["threads"],
+                        chunk_seconds=request["chunk_seconds"],
+                        batch_size=request["batch_size"],
+                    )
+                else:
+                    answer = run_child(request)
                 print(f"round {round_number}: {label}: {answer['seconds']:.1f} s (load {load_average()})", flush=True)
                 if label not in best or answer["seconds"] < best[label]["seconds"]:
                     best[label] = answer
