@@ -200,6 +200,22 @@ def _job_or_404(session: Session, job_id: uuid.UUID, principal: Principal, *, fo
     return job
 
 
+def _queue(session: Session, runtime: Runtime, job: Job, *, refused: str) -> None:
+    """pending_upload → queued with its job_started event, committed and published; 409 if the job was
+    not pending_upload any more."""
+    queued = start_job(
+        session=session,
+        bus=runtime.bus,
+        queue=runtime.settings.job_events_queue,
+        job_id=job.id,
+        traceparent=current_traceparent(),
+    )
+    if not queued:
+        raise ApiError(409, "conflict", refused)
+    session.commit()
+    publish_committed(runtime.bus)
+
+
 def shown_options(stored: dict[str, Any] | None) -> dict[str, Any]:
     """A job's options as answers show them: audio_url without its query, which may be a secret (a SAS)."""
     shown = dict(stored or {})
@@ -314,17 +330,7 @@ def _add_job_routes(app: FastAPI, settings: Settings) -> None:
         )
         if body.audio_url is not None:
             # Nothing to wait for: queued in the transaction that creates the job (the FETCH step runs first).
-            queued = start_job(
-                session=session,
-                bus=runtime.bus,
-                queue=settings.job_events_queue,
-                job_id=job.id,
-                traceparent=current_traceparent(),
-            )
-            if not queued:
-                raise ApiError(409, "conflict", "the job could not be queued")
-            session.commit()
-            publish_committed(runtime.bus)
+            _queue(session, runtime, job, refused="the job could not be queued")
             host = url_host(body.audio_url)  # never the query: a SAS is a secret
             log.info("job queued to fetch from %s", host, extra={"action": "job_started", "job_id": str(job.id)})
             return CreateJobResponse(job_id=job.id, status="queued", upload_url=None, upload_expires_at=None)
@@ -366,17 +372,7 @@ def _add_job_routes(app: FastAPI, settings: Settings) -> None:
                 )
             if options.split_channels:
                 job.options = {**(job.options or {}), "channel_count": info.channels}
-        started = start_job(
-            session=session,
-            bus=runtime.bus,
-            queue=settings.job_events_queue,
-            job_id=job.id,
-            traceparent=current_traceparent(),
-        )
-        if not started:
-            raise ApiError(409, "conflict", "job was started or cancelled meanwhile")
-        session.commit()
-        publish_committed(runtime.bus)
+        _queue(session, runtime, job, refused="job was started or cancelled meanwhile")
         log.info("job started", extra={"action": "job_started", "job_id": str(job.id)})
         return JobStatusResponse(job_id=job.id, status="queued")
 

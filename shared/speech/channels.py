@@ -48,6 +48,22 @@ def channel_levels(path: Path | str, channels: int, *, frame_seconds: float = FR
     return np.vstack([np.concatenate(row) if row else np.zeros(0) for row in rows])
 
 
+def levels_from_samples(
+    channels: Sequence[npt.NDArray[np.floating[Any]]], *, frame_seconds: float = FRAME_SECONDS
+) -> Levels:
+    """`channel_levels` of channels already decoded (16 kHz float samples, one array per channel)."""
+    from shared.audio import SAMPLE_RATE
+
+    frame = max(1, round(frame_seconds * SAMPLE_RATE))
+    length = max(len(channel) for channel in channels)
+    rows = []
+    for channel in channels:
+        padded = np.zeros(length, dtype=np.float64)
+        padded[: len(channel)] = channel
+        rows.append(_frame_db(padded, frame))
+    return np.vstack(rows)
+
+
 def _frame_db(samples: npt.NDArray[np.float64], frame: int) -> npt.NDArray[np.float64]:
     count = -(-len(samples) // frame)
     padded = np.zeros(count * frame, dtype=np.float64)
