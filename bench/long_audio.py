@@ -368,7 +368,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"{label:<52} {answer['seconds']:>7.1f} {ratio:>6} {100 * wer(reference, answer['text']):>6.2f}"
                 f" {peaks:>14}"
             )
-    print("peak RSS: the process; engine 2×1: the busiest worker / the planning parent; stack: each transcription worker")
+    print("peak RSS: the process; engine 2×1: busiest worker / planning parent; stack: each transcription worker")
     print(f"load average at end: {load_average()}")
     return 0
 
