@@ -312,3 +312,15 @@ def test_security_refusals_in_openais_terms(status: int, expected_status: int, e
     assert error.message == "refused"
     if status in (401, 429):
         assert error.response().headers["Retry-After"] == "3"
+
+
+def test_a_prompt_longer_than_whisper_reads_is_refused_before_any_job() -> None:
+    prompt = "Zylqor Qxv Wrblt " * 40  # under the form's character limit, far over 224 tokens
+    parsed = parse_request(form(("model", "m"), ("prompt", prompt)), "transcribe")
+
+    with pytest.raises(OpenAIError) as refused:
+        parsed.job_options()
+
+    assert (refused.value.status, refused.value.param, refused.value.code) == (400, "prompt", "prompt_too_long")
+    fits = parse_request(form(("model", "m"), ("prompt", "Release notes for Zylqor.")), "transcribe")
+    assert fits.job_options()["prompt"] == "Release notes for Zylqor."
