@@ -3,7 +3,7 @@
     .venv/bin/python bench/transcribe.py [--repeat 3] [--workload-repeat 4] [--database-url URL]
                                          [--skip-workload] [--skip-lid] [--model-cache DIR]
 
-What it prints (ANCHORS.md has the targets):
+What it prints (targets: single-job ratio ≤ 1.05, workload W ≤ 0.85 of raw):
 
 1. Raw: faster-whisper in a process of its own (only faster-whisper imported), the bundled model,
    int8, beam 5, VAD, word timestamps, 2 CPU threads, warmed up with one file; each file's median

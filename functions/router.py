@@ -1,6 +1,6 @@
 """The router: consumes job-events, asks the workflow what comes next, and applies the decision.
 
-The state change and the messages it causes are committed in one transaction (DESIGN.md rule 1); the
+The state change and the messages it causes are committed in one transaction (docs/ARCHITECTURE.md, rule 1); the
 job row is locked for the decision, so two events of one job are routed one after the other.
 """
 

@@ -58,5 +58,5 @@ class JobEvent(BaseModel):
 
 
 def result_blob_path(job_id: uuid.UUID | str, step_type: str, extension: str = "json") -> str:
-    """Deterministic path of a step's result in the results container (DESIGN.md rule 3)."""
+    """Deterministic path of a step's result in the results container (docs/ARCHITECTURE.md, rule 3)."""
     return f"{job_id}/{step_type.lower()}.{extension}"

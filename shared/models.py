@@ -189,7 +189,7 @@ class QueueMessage(Base):
 
 class OutboxMessage(Base):
     """Messages committed with the state change that caused them, published to Service Bus by the
-    relay (DESIGN.md rule 1). Unused on the SQL queue, where the queue table is the outbox."""
+    relay (docs/ARCHITECTURE.md, rule 1). Unused on the SQL queue, where the queue table is the outbox."""
 
     __tablename__ = "outbox"
 

@@ -1,4 +1,4 @@
-"""Request and response models of the public HTTP contract (DESIGN.md)."""
+"""Request and response models of the public HTTP contract (the README and /openapi.json describe it)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """MessageBus on Azure Service Bus, with a transactional outbox.
 
 `stage()` writes an `outbox` row in the caller's transaction, so a state change and the message it
-causes commit together (DESIGN.md rule 1); `flush()` is the relay that publishes committed rows. The
+causes commit together (docs/ARCHITECTURE.md, rule 1); `flush()` is the relay that publishes committed rows. The
 relay marks a row sent only after Service Bus acknowledged it, so a crash in between publishes the row
 again, with the same `message_id`: the queue's duplicate detection (enabled in the Bicep, window
 `QUEUE_DUPLICATE_DETECTION_SECONDS`) drops the second copy. On PostgreSQL the relay locks the rows it
