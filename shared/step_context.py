@@ -51,6 +51,11 @@ class StepContext:
         return self.claim.step_type
 
     @property
+    def parts(self) -> int:
+        """How many parts this step's fan-out has (1: not fanned out), as the router dispatched it."""
+        return self.claim.parts or 1
+
+    @property
     def settings(self) -> Any:
         return self.runtime.settings
 

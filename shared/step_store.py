@@ -36,6 +36,8 @@ class Claim:
     retry_count: int
     worker_id: str
     job: JobSnapshot
+    parts: int | None = None
+    """For a part of a fanned-out step, or its join: how many parts the router dispatched."""
 
 
 @dataclass(frozen=True)
@@ -87,6 +89,7 @@ def claim_step(runtime: Runtime, message: StepMessage, *, worker_id: str) -> Cla
                 retry_count=message.attempt,
                 worker_id=worker_id,
                 job=JobSnapshot.of(job),
+                parts=message.parts,
             )
         step = session.get(ProcessingStep, message.step_id)
         if step is None:

@@ -73,7 +73,8 @@ class Supervisor:
             for name in names
             for label in replica_names(name, settings)
         ]
-        workers = [child for child in self.children if child.argv[-1] in worker_components(settings)]
+        probed = worker_components(settings)
+        workers = [child for child in self.children if child.argv[-1] in probed]
         for offset, child in enumerate(workers):
             child.health_port = settings.health_port + offset if settings.health_port else 0
         self.stopping = threading.Event()

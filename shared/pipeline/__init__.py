@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import cache
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from shared.results import ResultModel
 from shared.workflow import JobState, split_part
@@ -27,6 +28,23 @@ if TYPE_CHECKING:
 
 
 Processor = Callable[["StepContext"], ResultModel]
+
+E = TypeVar("E")
+
+
+def per_process(build: Callable[[Settings], E]) -> Callable[[Settings], E]:
+    """A step's engine, built by `build` once per process (and Settings object) on first use — never at
+    import — and shared by every thread of the consumer."""
+    built: dict[int, E] = {}
+    lock = threading.Lock()
+
+    def engine(settings: Settings) -> E:
+        with lock:
+            if id(settings) not in built:
+                built[id(settings)] = build(settings)
+            return built[id(settings)]
+
+    return engine
 
 
 @dataclass(frozen=True)

@@ -4,11 +4,10 @@ beside TRANSCRIBE on its own workers; its turns are joined with the transcript b
 
 from __future__ import annotations
 
-import threading
 from typing import TYPE_CHECKING
 
 from shared.options import JobOptions
-from shared.pipeline import StepSpec
+from shared.pipeline import StepSpec, per_process
 from shared.results import Diarization
 
 if TYPE_CHECKING:
@@ -16,19 +15,15 @@ if TYPE_CHECKING:
     from shared.speech.diarization import Diarizer
     from shared.step_context import StepContext
 
-_diarizers: dict[int, Diarizer] = {}
-_lock = threading.Lock()
 
-
-def diarizer(settings: Settings) -> Diarizer:
-    """One per process (per Settings object), loaded on first use or by warm_up."""
+def _build_diarizer(settings: Settings) -> Diarizer:
     from shared.speech.diarization import SenkoDiarizer
 
-    with _lock:
-        found = _diarizers.get(id(settings))
-        if found is None:
-            found = _diarizers[id(settings)] = SenkoDiarizer(threads=settings.diarize_threads)
-        return found
+    return SenkoDiarizer(threads=settings.diarize_threads)
+
+
+diarizer = per_process(_build_diarizer)
+"""The process's diarizer, loaded on first use or by warm_up."""
 
 
 def warm_up(settings: Settings) -> None:

@@ -2,32 +2,26 @@
 
 from __future__ import annotations
 
-import threading
 from typing import TYPE_CHECKING, Any
 
-from shared.pipeline import StepSpec
+from shared.pipeline import StepSpec, per_process
 from shared.results import LanguageResult
 
 if TYPE_CHECKING:
     from shared.config import Settings
     from shared.step_context import StepContext
 
-_identifiers: dict[int, Any] = {}
-_lock = threading.Lock()
 
-
-def identifier(settings: Settings) -> Any:
-    """One identifier per process (per Settings object), configured now and loaded on first use; it
-    shares the process's Whisper model where it uses Whisper."""
+def _build_identifier(settings: Settings) -> Any:
     from shared.speech.lid import make_language_identifier
     from shared.speech.models import whisper_model_for_lid
 
-    with _lock:
-        found = _identifiers.get(id(settings))
-        if found is None:
-            model = whisper_model_for_lid(settings) if settings.lid.backend != "mms" else None
-            found = _identifiers[id(settings)] = make_language_identifier(settings, model=model)
-        return found
+    model = whisper_model_for_lid(settings) if settings.lid.backend != "mms" else None
+    return make_language_identifier(settings, model=model)
+
+
+identifier = per_process(_build_identifier)
+"""The process's language identifier; where it uses Whisper, the process's Whisper model."""
 
 
 def warm_up(settings: Settings) -> None:

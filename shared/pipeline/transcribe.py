@@ -10,15 +10,12 @@ channels in time order with each channel as its speaker.
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select
-
 from shared.errors import Cancelled, ShutdownRequested
 from shared.options import JobOptions
-from shared.pipeline import StepSpec
+from shared.pipeline import StepSpec, per_process
 from shared.pipeline.inputs import read_result
 from shared.results import SpeakerTalk, Transcript
 from shared.workflow import part_name, split_part
@@ -28,22 +25,16 @@ if TYPE_CHECKING:
     from shared.speech.transcriber import Transcriber
     from shared.step_context import StepContext
 
-_transcribers: dict[int, Transcriber] = {}
-_lock = threading.Lock()
 
-
-def transcriber(settings: Settings) -> Transcriber:
-    """One per process (per Settings object), over the process's one Whisper model."""
+def _build_transcriber(settings: Settings) -> Transcriber:
     from shared.speech.models import transcription_model
     from shared.speech.transcriber import Transcriber
 
-    with _lock:
-        found = _transcribers.get(id(settings))
-        if found is None:
-            found = _transcribers[id(settings)] = Transcriber(
-                settings.whisper, settings.model_cache_dir, model=transcription_model(settings)
-            )
-        return found
+    return Transcriber(settings.whisper, settings.model_cache_dir, model=transcription_model(settings))
+
+
+transcriber = per_process(_build_transcriber)
+"""The process's Transcriber, over the process's one Whisper model."""
 
 
 def warm_up(settings: Settings) -> None:
@@ -55,7 +46,7 @@ def warm_up(settings: Settings) -> None:
 
 def process(step: StepContext) -> Transcript:
     _, part = split_part(step.step_type)
-    parts = part_count(step)
+    parts = step.parts
     options = JobOptions.of(step.job.options)
     if part is None and parts > 1:
         return _join(step, parts, options)
@@ -119,21 +110,6 @@ def _transcribe(
             raise ShutdownRequested("the worker is shutting down") from error
         raise Cancelled("job cancelled during transcription") from error
     return result
-
-
-def part_count(step: StepContext) -> int:
-    """How many parts this job's TRANSCRIBE was fanned out into (1: not at all), from its step rows —
-    what the router dispatched, whatever the job's facts say now."""
-    from shared.models import ProcessingStep
-
-    base, _ = split_part(step.step_type)
-    with step.runtime.sessions() as session:
-        names = session.scalars(
-            select(ProcessingStep.step_type).where(
-                ProcessingStep.job_id == step.job.id, ProcessingStep.step_type.like(f"{base}.%")
-            )
-        ).all()
-    return max(1, sum(1 for name in names if split_part(name)[1] is not None))
 
 
 def chunk_window(step: StepContext, path: Path, *, part: int, parts: int) -> tuple[float, float]:
