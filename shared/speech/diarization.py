@@ -141,9 +141,21 @@ class SenkoDiarizer:
     the UMAP/HDBSCAN code (25–60 s) so that the first long recording does not pay for it.
     """
 
-    def __init__(self, *, threads: int = 2, warmup: bool = True, count_method: CountMethod = "agglomerative") -> None:
+    def __init__(
+        self,
+        *,
+        threads: int = 2,
+        warmup: bool = True,
+        count_method: CountMethod = "agglomerative",
+        senko_features: bool | None = None,
+    ) -> None:
+        """`senko_features`: compute the embedding windows' features with senko's own extractor (True)
+        or kaldi-native-fbank (False); None chooses senko's where the CPU can run it (shared/speech/fbank.py)."""
         if threads < 1:
             raise ValueError("threads must be at least 1")
+        from shared.speech.fbank import senko_extractor_runs_here
+
+        self._senko_features = senko_extractor_runs_here() if senko_features is None else senko_features
         self._threads = threads
         self._warmup = warmup
         self._count_method = count_method
@@ -188,6 +200,7 @@ class SenkoDiarizer:
                 "model": "senko",
                 "threads": self._threads,
                 "warmup": self._warmup,
+                "features": "senko" if self._senko_features else "kaldi-native-fbank",
                 "seconds": round(time.perf_counter() - started, 3),
             },
         )
@@ -236,7 +249,12 @@ class SenkoDiarizer:
         if not speech:
             return [], {}, 0.0
         windows = [(float(start), float(end)) for start, end in engine._generate_subsegments(speech, None)]
-        features, frames, offsets, dim = engine._extract_fbank_features(audio, windows)
+        if self._senko_features:
+            features, frames, offsets, dim = engine._extract_fbank_features(audio, windows)
+        else:
+            from shared.speech.fbank import window_features
+
+            features, frames, offsets, dim = window_features(np.asarray(audio, dtype=np.float32), windows)
         embeddings = np.asarray(
             engine._generate_embeddings(features, frames, [int(offset) for offset in offsets], dim),
             dtype=np.float32,

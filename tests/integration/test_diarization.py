@@ -20,6 +20,7 @@ import pytest
 from shared.audio import SAMPLE_RATE, AudioArray, decode
 from shared.speakers import attribute_speakers
 from shared.speech.diarization import BadSpeakerCount, Diarization, SenkoDiarizer, Turn
+from shared.speech.fbank import senko_extractor_runs_here, window_features
 
 pytestmark = pytest.mark.slow
 
@@ -106,6 +107,42 @@ def test_three_speakers_are_found_where_they_speak(
     assert 0 < found.speech_seconds < found.duration
     assert set(found.centroids) == set(found.speakers)
     assert all(len(centroid) == 192 for centroid in found.centroids.values())
+
+
+def test_with_kaldi_native_fbank_features_the_same_speakers_are_found(
+    diarizer: SenkoDiarizer, conversation: tuple[AudioArray, list[tuple[float, float, str]]]
+) -> None:
+    """The features of CPUs without AVX-512 (where senko's own extractor dies with SIGILL) are forced
+    here, so that they are checked on every CPU."""
+    audio, reference = conversation
+    portable = SenkoDiarizer(threads=2, warmup=False, senko_features=False)
+    portable._engine = diarizer.engine  # the same loaded models; only the features differ
+
+    found = portable.diarize(audio)
+    expected = portable.diarize(audio, speakers_expected=3)
+
+    for result in (found, expected):
+        mapping, right = _agreement(result.turns, reference)
+        assert len(set(mapping.values())) == 3 and right >= 0.8, (right, result.turns)
+    assert len(found.speakers) == 3
+
+
+@pytest.mark.skipif(not senko_extractor_runs_here(), reason="this CPU lacks AVX-512: senko's extractor cannot run")
+def test_kaldi_native_fbank_features_are_senkos(
+    diarizer: SenkoDiarizer, conversation: tuple[AudioArray, list[tuple[float, float, str]]]
+) -> None:
+    audio = conversation[0]
+    windows = [(1.0, 2.5), (2.0, 3.5), (9.3, 10.1), (12.0, 13.5)]
+    engine = diarizer.engine
+    ours, our_frames, our_offsets, dim = window_features(audio, windows)
+    theirs, their_frames, their_offsets, their_dim = engine._extract_fbank_features(audio, windows)
+
+    assert dim == their_dim == 80
+    assert list(our_frames) == [int(count) for count in their_frames]
+    assert list(our_offsets) == [int(offset) for offset in their_offsets]
+    ours, theirs = np.asarray(ours), np.asarray(theirs, dtype=np.float32)
+    assert np.corrcoef(ours, theirs)[0, 1] > 0.999
+    assert float(np.median(np.abs(ours - theirs))) < 0.01
 
 
 def test_turns_are_in_time_order_and_do_not_overlap(found: Diarization) -> None:
