@@ -8,10 +8,12 @@ translation — or until OPENAI_WAIT_SECONDS have passed (then 504, with the job
 `GET /jobs/{id}`). The job shows in `GET /jobs` and on the dashboard like any other.
 
 Workflows: a transcription with `language` is `transcribe_only`; without it the spoken language is
-found first (LID), which `full_pipeline` does. A translation is `full_pipeline` into English, whose
-TRANSLATE step is skipped (and the transcript is the English text) when the audio is English. The
-answer comes as soon as that part is ready; the job's later steps go on and their results stay
-readable through `GET /jobs/{id}/results`.
+found first (LID), which `full_pipeline` does. `response_format=diarized_json` (OpenAI's format for
+speaker-labelled transcripts) adds the DIARIZE step beside TRANSCRIBE, and the answer waits for both:
+segments cut where the speaker changes, each with its speaker "A", "B", … . A translation is
+`full_pipeline` into English, whose TRANSLATE step is skipped (and the transcript is the English
+text) when the audio is English. The answer comes as soon as those parts are ready; the job's later
+steps go on and their results stay readable through `GET /jobs/{id}/results`.
 
 Errors on these routes take OpenAI's shape, `{"error": {"message", "type", "param", "code"}}`, so
 that the SDKs raise their usual exceptions; every other route keeps SpeechFlow's own shape.
@@ -60,8 +62,10 @@ from shared.tracing import current_traceparent
 log = logging.getLogger(__name__)
 
 Task = Literal["transcribe", "translate"]
-ResponseFormat = Literal["json", "text", "srt", "verbose_json", "vtt"]
+ResponseFormat = Literal["json", "text", "srt", "verbose_json", "vtt", "diarized_json"]
 RESPONSE_FORMATS: tuple[str, ...] = get_args(ResponseFormat)
+TRANSLATION_FORMATS: tuple[str, ...] = ("json", "text", "srt", "verbose_json", "vtt")
+"""OpenAI translates with Whisper only, which labels no speakers."""
 Granularity = Literal["word", "segment"]
 
 MAX_FILE_BYTES = 25 * 1024 * 1024
@@ -193,10 +197,15 @@ class AudioRequest:
     temperature: float
     granularities: frozenset[str]
 
+    @property
+    def diarize(self) -> bool:
+        """Speakers asked for: the job diarizes and the answer waits for it."""
+        return self.response_format == "diarized_json"
+
     def job_options(self) -> dict[str, Any]:
-        """What the job records: its vocabulary options, and how it was asked for."""
+        """What the job records: its vocabulary options, speaker labels, and how it was asked for."""
         try:
-            options = JobOptions(prompt=self.prompt, hotwords=self.hotwords)
+            options = JobOptions(prompt=self.prompt, hotwords=self.hotwords, speaker_labels=self.diarize)
         except ValidationError as error:
             first = error.errors()[0]
             param = "keywords" if first["loc"] and first["loc"][0] == "hotwords" else str(first["loc"][0])
@@ -253,12 +262,20 @@ def parse_request(form: FormData, task: Task) -> AudioRequest:
                 400, f"language {code!r} is not supported: give an ISO 639-1 code such as en or fr", param="language"
             ) from None
     response_format = _text_field(form, "response_format", max_length=20) or "json"
-    if response_format not in RESPONSE_FORMATS:
+    formats = RESPONSE_FORMATS if task == "transcribe" else TRANSLATION_FORMATS
+    if response_format not in formats:
         raise OpenAIError(
             400,
-            f"response_format {response_format!r} is not supported: one of {', '.join(RESPONSE_FORMATS)}",
+            f"response_format {response_format!r} is not supported here: one of {', '.join(formats)}",
             param="response_format",
         )
+    for name in ("known_speaker_names", "known_speaker_references"):
+        if _list_field(form, name):
+            raise OpenAIError(
+                400,
+                f"{name} is not supported: speakers are labelled A, B, … in order of first appearance",
+                param=name,
+            )
     temperature = 0.0
     if (raw := _text_field(form, "temperature", max_length=40)) is not None:
         try:
@@ -304,28 +321,47 @@ class StepView:
     error_message: str | None = None
 
 
-def needed_step(task: Task) -> str:
-    return "TRANSCRIBE" if task == "transcribe" else "TRANSLATE"
+_WHAT = {"TRANSCRIBE": "transcription", "TRANSLATE": "translation", "DIARIZE": "speaker diarization"}
+
+
+def needed_steps(task: Task, *, diarize: bool = False) -> tuple[str, ...]:
+    """The steps whose results make the answer."""
+    if task == "translate":
+        return ("TRANSLATE",)
+    return ("TRANSCRIBE", "DIARIZE") if diarize else ("TRANSCRIBE",)
 
 
 def wait_outcome(
-    *, task: Task, job_status: str, steps: Mapping[str, StepView], max_retries: int, job_error: str | None = None
+    *,
+    task: Task,
+    job_status: str,
+    steps: Mapping[str, StepView],
+    max_retries: int,
+    job_error: str | None = None,
+    diarize: bool = False,
 ) -> Literal["ready", "waiting"] | OpenAIError:
-    """Whether the part `task` needs is ready, still to come, or never coming (and why, as the answer).
+    """Whether the parts the answer needs are ready, still to come, or never coming (and why, as the
+    answer).
 
     Pure: the wait loop reads the job and asks again. A step failed for good is one that will not be
     retried (a permanent cause, or its retries spent) — the job may still be running its other steps.
     """
-    step = steps.get(needed_step(task))
-    if step is not None and step.status == "completed":
+    needed = [(name, steps.get(name)) for name in needed_steps(task, diarize=diarize)]
+    if all(step is not None and step.status == "completed" for _, step in needed):
         return "ready"
-    given_up = step is not None and step.status == "failed" and (not step.retryable or step.retry_count >= max_retries)
+    given_up = [
+        (name, step)
+        for name, step in needed
+        if step is not None and step.status == "failed" and (not step.retryable or step.retry_count >= max_retries)
+    ]
     if job_status not in TERMINAL_STATUSES and not given_up:
         return "waiting"
     if job_status == "cancelled":
         return OpenAIError(409, "the job was cancelled before it finished", code="job_cancelled")
+    missing = [(name, step) for name, step in needed if step is None or step.status != "completed"]
+    name, step = (given_up or missing)[0]
     reason = (step.error_message if step else None) or job_error or f"the job ended {job_status}"
-    what = "transcription" if task == "transcribe" else "translation"
+    what = _WHAT[name]
     if step is not None and not step.retryable:
         # A permanent cause is the input's (not audio after all, a prompt too long, …): the client's to fix.
         return OpenAIError(400, f"the {what} failed: {reason}", param="file", code="unprocessable_audio")
@@ -347,10 +383,18 @@ def _step_views(job: Job) -> dict[str, StepView]:
 # --- answers in OpenAI's shapes --------------------------------------------------------------------------
 
 
+class OpenAIUsage(BaseModel):
+    """What the request used: for Whisper, OpenAI counts the audio's seconds."""
+
+    type: Literal["duration"] = "duration"
+    seconds: float
+
+
 class OpenAIText(BaseModel):
-    """`json`: the text only."""
+    """`json`: the text (and, for a transcription, the usage)."""
 
     text: str
+    usage: OpenAIUsage | None = None
 
 
 class OpenAIWord(BaseModel):
@@ -381,6 +425,30 @@ class OpenAIVerbose(BaseModel):
     text: str
     segments: list[OpenAISegment] | None = None
     words: list[OpenAIWord] | None = None
+    usage: OpenAIUsage | None = None
+
+
+class OpenAIDiarizedSegment(BaseModel):
+    type: Literal["transcript.text.segment"] = "transcript.text.segment"
+    id: str
+    start: float
+    end: float
+    text: str
+    speaker: str
+
+
+class OpenAIDiarized(BaseModel):
+    """`diarized_json`: the text, and its segments cut where the speaker changes, each with its speaker."""
+
+    task: Literal["transcribe"] = "transcribe"
+    duration: float
+    text: str
+    segments: list[OpenAIDiarizedSegment]
+    usage: OpenAIUsage | None = None
+
+
+UNKNOWN_SPEAKER = "unknown"
+"""The label of a segment the diarization found no speaker for (no turn overlaps or is near it)."""
 
 
 class OpenAIErrorBody(BaseModel):
@@ -455,7 +523,7 @@ def verbose_json(
         for segment in timed
         for word in segment.words or []
     ]
-    duration = source.duration if source.duration is not None else max((s.end or 0.0 for s in timed), default=0.0)
+    duration = _duration(source)
     return OpenAIVerbose(
         task=task,
         language="english" if task == "translate" else language_name(language or source.language),
@@ -463,7 +531,39 @@ def verbose_json(
         text=source.full_text(),
         segments=segments if "segment" in granularities or not granularities else None,
         words=words if "word" in granularities else None,
+        usage=_usage(source) if task == "transcribe" else None,
     )
+
+
+def diarized_json(source: Transcript) -> OpenAIDiarized:
+    """OpenAI's diarized_json from a transcript with speakers (shared/pipeline/speakers.py)."""
+    timed = [segment for segment in source.segments if segment.timed and segment.text.strip()]
+    return OpenAIDiarized(
+        duration=_duration(source),
+        text=source.full_text(),
+        segments=[
+            OpenAIDiarizedSegment(
+                id=f"seg_{index}",
+                start=segment.start or 0.0,
+                end=segment.end or 0.0,
+                text=segment.text.strip(),
+                speaker=segment.speaker or UNKNOWN_SPEAKER,
+            )
+            for index, segment in enumerate(timed)
+        ],
+        usage=_usage(source),
+    )
+
+
+def _duration(source: Transcript) -> float:
+    found = source.duration
+    if found is None:
+        found = max((segment.end or 0.0 for segment in source.segments), default=0.0)
+    return round(found, 3)
+
+
+def _usage(source: Transcript) -> OpenAIUsage:
+    return OpenAIUsage(seconds=_duration(source))
 
 
 def answer_source(results: JobResults, task: Task) -> Transcript | None:
@@ -486,7 +586,11 @@ def render_answer(
     headers = {JOB_ID_HEADER: str(job_id)}
     fmt = request.response_format
     if fmt == "json":
-        return JSONResponse(OpenAIText(text=source.full_text()).model_dump(), headers=headers)
+        usage = _usage(source) if request.task == "transcribe" else None
+        answer = OpenAIText(text=source.full_text(), usage=usage)
+        return JSONResponse(answer.model_dump(exclude_none=True), headers=headers)
+    if fmt == "diarized_json":
+        return JSONResponse(diarized_json(source).model_dump(), headers=headers)
     if fmt == "verbose_json":
         verbose = verbose_json(
             source,
@@ -514,7 +618,12 @@ def _form_schema(task: Task) -> dict[str, Any]:
         "file": {"type": "string", "format": "binary", "description": "The audio (any format ffmpeg reads)."},
         "model": {"type": "string", "minLength": 1, "description": "Recorded with the job; any name."},
         "prompt": {"type": "string", "description": "Whisper's initial prompt (at most 224 tokens)."},
-        "response_format": {"type": "string", "enum": list(RESPONSE_FORMATS), "default": "json"},
+        "response_format": {
+            "type": "string",
+            "enum": list(RESPONSE_FORMATS if task == "transcribe" else TRANSLATION_FORMATS),
+            "default": "json",
+            "description": "diarized_json (transcriptions): segments with their speaker, A, B, …",
+        },
         "temperature": {"type": "number", "minimum": 0, "maximum": 1, "default": 0},
     }
     if task == "transcribe":
@@ -546,7 +655,7 @@ _ERROR = {"model": OpenAIErrorResponse}
 RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {
         "description": "The text in the response_format asked for (json and verbose_json as JSON)",
-        "model": OpenAIText | OpenAIVerbose,
+        "model": OpenAIText | OpenAIVerbose | OpenAIDiarized,
         "content": {"text/plain": {}, "text/vtt": {}, "application/x-subrip": {}},
     },
     400: {**_ERROR, "description": "A field or the file cannot be used"},
@@ -605,7 +714,7 @@ async def _serve(request: Request, principal: Principal, settings: Settings, tas
         task,
         extra={"action": "openai_audio_started", "job_id": str(job_id), "model": parsed.model},
     )
-    job = await _wait(request, runtime, settings, job_id, task)
+    job = await _wait(request, runtime, settings, job_id, task, diarize=parsed.diarize)
     results = await run_in_threadpool(load_results, runtime, job)
     source = answer_source(results, task)
     if source is None:
@@ -681,8 +790,10 @@ def _write_upload(runtime: Runtime, container: str, blob: str, upload: UploadFil
         blobs.put(container, blob, source.read())
 
 
-async def _wait(request: Request, runtime: Runtime, settings: Settings, job_id: uuid.UUID, task: Task) -> Job:
-    """Poll the job with growing pauses until its part is ready, it cannot come, or the wait limit."""
+async def _wait(
+    request: Request, runtime: Runtime, settings: Settings, job_id: uuid.UUID, task: Task, *, diarize: bool
+) -> Job:
+    """Poll the job with growing pauses until its parts are ready, they cannot come, or the wait limit."""
     deadline = time.monotonic() + settings.openai_wait_seconds
     pause = _FIRST_POLL_S
     while True:
@@ -693,6 +804,7 @@ async def _wait(request: Request, runtime: Runtime, settings: Settings, job_id: 
             steps=_step_views(job),
             max_retries=settings.max_retries,
             job_error=job.error_message,
+            diarize=diarize,
         )
         if outcome == "ready":
             return job

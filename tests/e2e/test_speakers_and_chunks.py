@@ -123,6 +123,37 @@ def test_speaker_labels_name_who_said_each_word(stack: RunningStack, tmp_path: P
     assert "<v A>" in stack.results(job_id, "vtt").text
 
 
+def test_openais_diarized_json_through_the_sdk_gives_each_segment_its_speaker(
+    stack: RunningStack, tmp_path: Path
+) -> None:
+    """What a client of OpenAI's gpt-4o-transcribe-diarize sends (diarized_json, chunking_strategy auto)
+    gets the conversation's segments with speakers A and B, through the official SDK."""
+    import openai
+
+    mono, _call, truth = conversation(tmp_path)
+    client = openai.OpenAI(
+        api_key=stack.env["SPEECHFLOW_API_KEY"], base_url=f"{stack.base_url}/v1", max_retries=0, timeout=400
+    )
+    with mono.open("rb") as audio:
+        answer = client.audio.transcriptions.create(
+            model="gpt-4o-transcribe-diarize",
+            file=audio,
+            response_format="diarized_json",
+            chunking_strategy="auto",
+            language="en",
+        )
+
+    assert answer.task == "transcribe" and answer.duration == pytest.approx(truth[-1][2] + GAP_SECONDS, abs=0.1)
+    assert answer.usage is not None and answer.usage.seconds == answer.duration
+    assert answer.segments[0].speaker == "A" and answer.segments[0].type == "transcript.text.segment"
+    # Every segment's speaker is the one talking in it: A is the reader throughout, B the other voice.
+    found = [(segment.speaker, true_speaker(truth, segment.start, segment.end)) for segment in answer.segments]
+    assert {label: who for label, who in found} == {"A": "reader", "B": "kokoro"}, found
+    assert len(set(found)) == 2, found
+    reference = " ".join((AUDIO / f"{clip}.txt").read_text() for _who, clip in TURNS)
+    assert wer(reference, answer.text) <= 0.15
+
+
 def test_split_channels_make_each_channel_its_speaker(stack: RunningStack, tmp_path: Path) -> None:
     _mono, call, truth = conversation(tmp_path)
     job_id = stack.submit(call, "transcribe_only", source_language="eng", channels="split")

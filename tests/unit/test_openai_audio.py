@@ -121,7 +121,13 @@ def test_defaults_are_openais() -> None:
         ((), True, "model"),
         ((("model", "  "),), True, "model"),
         ((("model", "whisper-1"), ("language", "xx")), True, "language"),
-        ((("model", "whisper-1"), ("response_format", "diarized_json")), True, "response_format"),
+        ((("model", "whisper-1"), ("response_format", "json_lines")), True, "response_format"),
+        ((("model", "m"), ("known_speaker_names[]", "agent")), True, "known_speaker_names"),
+        (
+            (("model", "m"), ("known_speaker_references[]", "data:audio/wav;base64,UklGRg==")),
+            True,
+            "known_speaker_references",
+        ),
         ((("model", "whisper-1"), ("temperature", "hot")), True, "temperature"),
         ((("model", "whisper-1"), ("temperature", "1.5")), True, "temperature"),
         ((("model", "whisper-1"), ("temperature", "nan")), True, "temperature"),
@@ -270,7 +276,7 @@ def test_json_formats() -> None:
     plain = json.loads(bytes(render_answer(transcript(), request("json"), language="eng", job_id=JOB).body))
     verbose = json.loads(bytes(render_answer(transcript(), request("verbose_json"), language="eng", job_id=JOB).body))
 
-    assert plain == {"text": "Hello world. How are you?"}
+    assert plain == {"text": "Hello world. How are you?", "usage": {"type": "duration", "seconds": 3.25}}
     assert verbose["language"] == "english" and len(verbose["segments"]) == 2 and "words" not in verbose
 
 
@@ -324,3 +330,72 @@ def test_a_prompt_longer_than_whisper_reads_is_refused_before_any_job() -> None:
     assert (refused.value.status, refused.value.param, refused.value.code) == (400, "prompt", "prompt_too_long")
     fits = parse_request(form(("model", "m"), ("prompt", "Release notes for Zylqor.")), "transcribe")
     assert fits.job_options()["prompt"] == "Release notes for Zylqor."
+
+
+# --- speakers: diarized_json -------------------------------------------------------------------------
+
+
+def test_diarized_json_asks_the_job_for_speakers_and_translations_refuse_it() -> None:
+    parsed = request("diarized_json")
+    translation = form(("model", "whisper-1"), ("response_format", "diarized_json"))
+
+    assert parsed.diarize and not request("json").diarize
+    assert parsed.job_options()["speaker_labels"] is True
+    assert "speaker_labels" not in request("verbose_json").job_options()
+    with pytest.raises(OpenAIError) as refused:
+        parse_request(translation, "translate")
+    assert (refused.value.status, refused.value.param) == (400, "response_format")
+
+
+def test_speakers_asked_for_wait_for_the_diarization_too() -> None:
+    transcribed = {"TRANSCRIBE": StepView("completed"), "DIARIZE": StepView("processing")}
+    both = {"TRANSCRIBE": StepView("completed"), "DIARIZE": StepView("completed")}
+    diarize_failed = {"TRANSCRIBE": StepView("completed"), "DIARIZE": StepView("failed", 3, True, "senko crashed")}
+
+    assert wait_outcome(task="transcribe", job_status="processing", steps=transcribed, max_retries=3) == "ready"
+    waiting = wait_outcome(task="transcribe", job_status="processing", steps=transcribed, max_retries=3, diarize=True)
+    ready = wait_outcome(task="transcribe", job_status="processing", steps=both, max_retries=3, diarize=True)
+    failed = wait_outcome(
+        task="transcribe", job_status="partial_complete", steps=diarize_failed, max_retries=3, diarize=True
+    )
+    assert (waiting, ready) == ("waiting", "ready")
+    assert isinstance(failed, OpenAIError) and failed.status == 503
+    assert "speaker diarization" in failed.message and "senko crashed" in failed.message
+
+
+def test_diarized_json_is_openais_shape_with_a_speaker_per_segment() -> None:
+    labelled = transcript().model_copy(deep=True)
+    labelled.segments[0].speaker = "A"
+    labelled.segments[1].speaker = "B"
+    labelled.segments.append(labelled.segments[1].model_copy(update={"start": 3.1, "end": 3.2, "speaker": None}))
+
+    body = json.loads(bytes(render_answer(labelled, request("diarized_json"), language="eng", job_id=JOB).body))
+
+    assert body["task"] == "transcribe" and body["duration"] == 3.25
+    assert body["usage"] == {"type": "duration", "seconds": 3.25}
+    assert [(s["id"], s["speaker"], s["start"], s["end"]) for s in body["segments"]] == [
+        ("seg_0", "A", 0.0, 1.2),
+        ("seg_1", "B", 1.5, 3.0),
+        ("seg_2", "unknown", 3.1, 3.2),
+    ]
+    assert all(segment["type"] == "transcript.text.segment" for segment in body["segments"])
+    assert body["segments"][0]["text"] == "Hello world."
+
+
+def test_the_sdks_own_types_read_every_json_answer() -> None:
+    from openai.types.audio import Transcription, TranscriptionDiarized, TranscriptionVerbose
+
+    labelled = transcript().model_copy(deep=True)
+    for segment, speaker in zip(labelled.segments, "AB", strict=True):
+        segment.speaker = speaker
+    shapes = {"json": Transcription, "verbose_json": TranscriptionVerbose, "diarized_json": TranscriptionDiarized}
+    for fmt, model in shapes.items():
+        body = json.loads(bytes(render_answer(labelled, request(fmt), language="eng", job_id=JOB).body))
+        read = model.model_validate(body, strict=False)
+        # Nothing the SDK does not know, but verbose_json's `task`, which OpenAI's own answers carry.
+        assert set(read.model_extra or {}) <= {"task"}, (fmt, read.model_extra)
+        assert read.usage is not None and read.usage.seconds == 3.25
+    diarized = TranscriptionDiarized.model_validate(
+        json.loads(bytes(render_answer(labelled, request("diarized_json"), language="eng", job_id=JOB).body))
+    )
+    assert [segment.speaker for segment in diarized.segments] == ["A", "B"]
