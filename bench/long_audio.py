@@ -1,6 +1,6 @@
 """Long audio: raw faster-whisper (sequential and batched) against the engine on chunked input.
 
-    .venv/bin/python bench/long_audio.py [--hour] [--minutes 10] [--batch-sizes 8] [--chunk-seconds 300]
+    .venv/bin/python bench/long_audio.py [--hour] [--minutes 10] [--batch-sizes 8] [--chunk-seconds 150]
                                          [--modes raw-seq raw-batched chunked-1x2 chunked-2x1] [--repeat 1]
 
 The recording is built from the LibriVox fixtures of tests/fixtures/audio/en (their readings, one
@@ -262,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--hour", action="store_true", help="the 60-minute recording instead of 10 minutes")
     parser.add_argument("--minutes", type=float, default=10.0)
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[8])
-    parser.add_argument("--chunk-seconds", type=float, nargs="+", default=[300.0])
+    parser.add_argument("--chunk-seconds", type=float, nargs="+", default=[150.0])
     parser.add_argument("--engine-batch-size", type=int, default=8)
     parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
     parser.add_argument("--repeat", type=int, default=1, help="rounds over every configuration; the fastest counts")

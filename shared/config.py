@@ -42,12 +42,13 @@ class WhisperSettings(BaseSettings):
     vad_filter: bool = True
     word_timestamps: bool = True
     chunk_seconds: float = Field(
-        default=300.0,
+        default=150.0,
         gt=0,
         validation_alias=AliasChoices("TRANSCRIBE_CHUNK_SECONDS", "WHISPER_CHUNK_SECONDS", "chunk_seconds"),
     )
     """Target chunk length: a recording longer than twice this is cut at pauses into chunks of about this
-    length, transcribed side by side (shared/speech/chunks.py; the default is measured in bench/long_audio.py)."""
+    length, transcribed side by side (shared/speech/chunks.py). 150 s was as fast as 300 s or faster in
+    bench/long_audio.py on both CPUs measured, and a 10-minute file then keeps four workers busy, not two."""
     model_cache_dir: Path | None = None
     """Where the bundled model's two parts are joined; defaults to SPEECHFLOW_HOME/models."""
 
