@@ -136,6 +136,7 @@ def stitch(chunk_transcripts: Sequence[Mapping[str, Any]], offsets: Sequence[flo
     for index in range(len(seams)):
         _restore_unheard(timed[index], kept[index], kept[index + 1], side="before", seam=seams[index])
         _restore_unheard(timed[index + 1], kept[index + 1], kept[index], side="after", seam=seams[index])
+        _drop_doubled(kept[index], kept[index + 1], before_end=ends[index], after_start=starts[index + 1])
 
     segments = [segment for part in kept for segment in part]
     segments.sort(key=lambda segment: (segment["start"], segment["end"]))
@@ -240,6 +241,50 @@ def _restore_unheard(
             home["end"] = max(float(home["end"]), float(word["end"]))
             home["_rebuilt"] = True
             heard.append(word)
+
+
+def _drop_doubled(
+    before: list[dict[str, Any]], after: list[dict[str, Any]], *, before_end: float, after_start: float
+) -> None:
+    """Keep one copy of a word both neighbours kept. Each chunk times the same word a little
+    differently, so when the seam falls between the two copies' middles (by milliseconds, even)
+    each chunk owns its own copy. The copy heard further from its chunk's edge, with more audio
+    around it, stays."""
+    earlier = [(segment, word) for segment in before for word in segment["words"] if float(word["end"]) > after_start]
+    for segment in after:
+        for word in list(segment["words"]):
+            if float(word["start"]) >= before_end:
+                break
+            twin = next(
+                ((home, other) for home, other in earlier if _overlaps(other, word) and _same_word(other, word)),
+                None,
+            )
+            if twin is None:
+                continue
+            home, other = twin
+            earlier.remove(twin)
+            if before_end - _middle(other) >= _middle(word) - after_start:
+                _remove_word(segment, word)
+            else:
+                _remove_word(home, other)
+    for pieces in (before, after):
+        pieces[:] = [piece for piece in pieces if piece["words"] or not piece.get("_emptied")]
+
+
+def _same_word(first: Mapping[str, Any], second: Mapping[str, Any]) -> bool:
+    def letters(word: Mapping[str, Any]) -> str:
+        return "".join(char for char in str(word["word"]).lower() if char.isalnum())
+
+    return letters(first) == letters(second) != ""
+
+
+def _remove_word(segment: dict[str, Any], word: Mapping[str, Any]) -> None:
+    segment["words"] = [kept for kept in segment["words"] if kept is not word]
+    segment["_rebuilt"] = True
+    if segment["words"]:
+        segment["start"], segment["end"] = segment["words"][0]["start"], segment["words"][-1]["end"]
+    else:
+        segment["_emptied"] = True
 
 
 def _segment_for(kept: list[dict[str, Any]], segment: Mapping[str, Any]) -> dict[str, Any] | None:

@@ -75,6 +75,26 @@ def test_a_word_cut_by_the_boundary_appears_once() -> None:
     assert joined["duration"] == 20.0
 
 
+def test_a_word_whose_two_copies_fall_either_side_of_the_seam_appears_once() -> None:
+    # Seen on a CPU whose numbers differ slightly: the seam is 10.0, A timed "boundary" 9.75–10.24
+    # (middle 9.995, A's side) and B 10.0–10.03 later (middle 10.015, B's side): each owned its copy.
+    first = chunk(word("across", 9.3, 9.7), word("boundary", 9.75, 10.24), word("and", 10.3, 10.6),
+                  duration=11.0)  # fmt: skip
+    second = chunk(word("across", 0.31, 0.69), word("Boundary,", 0.77, 1.26), word("and", 1.31, 1.6),
+                   word("on", 1.8, 2.1), duration=11.0)  # fmt: skip
+
+    joined = stitch([first, second], [0.0, 9.0])
+
+    # B's copy stays: it was heard further from its chunk's edge (1.015 s in, against 1.005 s before A's end).
+    assert [text for text, _, _ in all_words(joined)] == ["across", "Boundary,", "and", "on"]
+    assert joined["text"] == "across Boundary, and on"
+    # Two different words at the same moment are not one word said twice: both stay.
+    other = chunk(word("bound", 0.77, 1.26), word("and", 1.31, 1.6), duration=11.0)
+    assert [text for text, _, _ in all_words(stitch([first, other], [0.0, 9.0]))] == [
+        "across", "boundary", "bound", "and",
+    ]  # fmt: skip
+
+
 def test_a_word_only_one_side_heard_is_kept_even_past_the_seam() -> None:
     # A heard "late" (10.1–10.5, past the seam at 10); B, starting at 9, did not: it must not be lost.
     first = chunk(word("early", 9.0, 9.5), word("late", 10.1, 10.5), duration=11.0)
