@@ -31,6 +31,8 @@ class JobOptions(BaseModel):
     """Mask card and phone numbers, other identifying numbers, e-mail addresses and names in the results."""
     retention_seconds: int | None = Field(default=None, ge=60)
     """Keep this job's data at most this long after it ends (never longer than the server's retention)."""
+    languages: tuple[str, ...] | None = Field(default=None, min_length=1, max_length=20)
+    """The languages the audio may be in (ISO 639-3): language identification answers one of them."""
     audio_url: str | None = Field(default=None, max_length=8192)
     """Where the FETCH step gets the audio instead of an upload. Its query may hold a secret (an Azure
     SAS): logs and answers name the host only."""
@@ -52,5 +54,5 @@ class JobOptions(BaseModel):
         return self.model_dump(mode="json", exclude_defaults=True)
 
 
-AUDIO_ONLY_OPTIONS = ("speaker_labels", "speakers_expected", "channels", "prompt", "hotwords", "audio_url")
+AUDIO_ONLY_OPTIONS = ("speaker_labels", "speakers_expected", "channels", "prompt", "hotwords", "audio_url", "languages")
 """Options that only mean something for a workflow whose input is audio."""

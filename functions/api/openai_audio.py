@@ -191,6 +191,7 @@ class AudioRequest:
     model: str
     language: str | None
     """ISO 639-3, converted from what the client sent (OpenAI takes ISO 639-1)."""
+    languages: tuple[str, ...] | None
     prompt: str | None
     hotwords: tuple[str, ...] | None
     response_format: ResponseFormat
@@ -205,7 +206,9 @@ class AudioRequest:
     def job_options(self) -> dict[str, Any]:
         """What the job records: its vocabulary options, speaker labels, and how it was asked for."""
         try:
-            options = JobOptions(prompt=self.prompt, hotwords=self.hotwords, speaker_labels=self.diarize)
+            options = JobOptions(
+                prompt=self.prompt, hotwords=self.hotwords, speaker_labels=self.diarize, languages=self.languages
+            )
         except ValidationError as error:
             first = error.errors()[0]
             param = "keywords" if first["loc"] and first["loc"][0] == "hotwords" else str(first["loc"][0])
@@ -261,6 +264,17 @@ def parse_request(form: FormData, task: Task) -> AudioRequest:
             raise OpenAIError(
                 400, f"language {code!r} is not supported: give an ISO 639-1 code such as en or fr", param="language"
             ) from None
+    languages = None
+    if language is None and (possible := _list_field(form, "languages")):
+        try:
+            found = tuple(dict.fromkeys(to_iso639_3(to_whisper(code)) for code in possible))
+        except UnsupportedLanguage as error:
+            message = f"languages: {error.code!r} is not supported: give ISO 639-1 codes such as en or fr"
+            raise OpenAIError(400, message, param="languages") from None
+        if len(found) > 20:
+            raise OpenAIError(400, "languages: at most 20", param="languages")
+        # One possible language is the language; several narrow language identification to them.
+        language, languages = (found[0], None) if len(found) == 1 else (None, found)
     response_format = _text_field(form, "response_format", max_length=20) or "json"
     formats = RESPONSE_FORMATS if task == "transcribe" else TRANSLATION_FORMATS
     if response_format not in formats:
@@ -300,6 +314,7 @@ def parse_request(form: FormData, task: Task) -> AudioRequest:
         upload=upload,
         model=model,
         language=language,
+        languages=languages,
         prompt=_text_field(form, "prompt"),
         hotwords=tuple(keywords) if keywords else None,
         response_format=response_format,  # type: ignore[arg-type]  # checked against RESPONSE_FORMATS above
@@ -632,6 +647,12 @@ def _form_schema(task: Task) -> dict[str, Any]:
             "type": "array",
             "items": {"type": "string", "enum": list(get_args(Granularity))},
             "maxItems": 2,
+        }
+        properties["languages[]"] = {
+            "type": "array",
+            "items": {"type": "string"},
+            "maxItems": 20,
+            "description": "ISO 639-1: the languages the audio may be in; LID answers one of them.",
         }
         properties["keywords[]"] = {
             "type": "array",

@@ -12,8 +12,12 @@ from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, StringConstraints
 
 from shared.options import AUDIO_ONLY_OPTIONS, JobOptions
 from shared.results import Segment, SpeakerTalk
+from shared.speech.languages import UnsupportedLanguage, to_iso639_3
 from shared.status import JobStatus, StepStatus
 from shared.workflow import AUDIO_WORKFLOWS, NEEDS_SOURCE_LANGUAGE, WorkflowType
+
+LANGUAGE_IDENTIFYING = frozenset({"full_pipeline", "lid_only"})
+"""The workflows with a LID step, which `languages` narrows."""
 
 ResultFormat = Literal["json", "srt", "vtt", "txt"]
 ResultPart = Literal["transcript", "translation"]
@@ -58,6 +62,11 @@ class CreateJobRequest(BaseModel):
         Field(default=None, min_length=1, max_length=100)
     )
     """Words and names to favour in the transcript. Audio workflows."""
+    languages: list[Annotated[str, StringConstraints(pattern=_LANGUAGE)]] | None = Field(
+        default=None, min_length=1, max_length=20
+    )
+    """The languages the audio may be in (ISO 639-1 or 639-3): language identification answers one of
+    them. full_pipeline and lid_only, without source_language."""
     redact_pii: bool = False
     """Mask card and phone numbers, other identifying numbers, e-mail addresses and names in every result."""
     retention_seconds: int | None = Field(default=None, ge=60)
@@ -82,6 +91,16 @@ class CreateJobRequest(BaseModel):
     def _lowercase(cls, value: str | None) -> str | None:
         return value.lower() if value else value
 
+    @field_validator("languages")
+    @classmethod
+    def _known_languages(cls, value: list[str] | None) -> list[str] | None:
+        if value is None:
+            return value
+        try:
+            return list(dict.fromkeys(to_iso639_3(code) for code in value))
+        except UnsupportedLanguage as error:
+            raise ValueError(f"languages: {error.code!r} is not a language code SpeechFlow knows") from None
+
     @model_validator(mode="after")
     def _per_workflow(self) -> CreateJobRequest:
         if self.workflow_type in NEEDS_SOURCE_LANGUAGE and not self.source_language:
@@ -95,6 +114,11 @@ class CreateJobRequest(BaseModel):
             raise ValueError(f"{self.workflow_type} requires an uploaded transcript (audio_filename) or source_job_id")
         elif self.audio_filename and self.source_job_id is not None:
             raise ValueError("give either audio_filename (an uploaded transcript) or source_job_id, not both")
+        if self.languages and self.workflow_type in AUDIO_WORKFLOWS:
+            if self.source_language:
+                raise ValueError("give source_language (the language) or languages (the possible ones), not both")
+            if self.workflow_type not in LANGUAGE_IDENTIFYING:
+                raise ValueError(f"languages narrows language identification, which {self.workflow_type} does not run")
         if self.workflow_type not in AUDIO_WORKFLOWS:
             given = [name for name in AUDIO_ONLY_OPTIONS if name in self.model_fields_set]
             if given:

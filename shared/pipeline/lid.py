@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from shared.options import JobOptions
 from shared.pipeline import StepSpec, per_process
 from shared.results import LanguageResult
 
@@ -31,8 +32,11 @@ def warm_up(settings: Settings) -> None:
 
 
 def process(step: StepContext) -> LanguageResult:
+    languages = JobOptions.of(step.job.options).languages
     with step.input_file() as path:
-        found: dict[str, Any] = identifier(step.settings).identify(path, max_seconds=step.settings.max_audio_seconds)
+        found: dict[str, Any] = identifier(step.settings).identify(
+            path, max_seconds=step.settings.max_audio_seconds, languages=languages
+        )
     result = LanguageResult.model_validate(found)
     step.job_updates.update(
         detected_language=result.language,
@@ -44,6 +48,7 @@ def process(step: StepContext) -> LanguageResult:
         model=found.get("model"),
         windows=found.get("windows"),
         low_confidence=found.get("low_confidence"),
+        **({"languages": list(languages)} if languages else {}),
         audio_duration_seconds=result.duration,
     )
     return result

@@ -55,8 +55,15 @@ _VAD_CHUNK_SECONDS = 300.0
 class LanguageIdentifier(Protocol):
     """Which language is spoken in an audio file."""
 
-    def identify(self, audio: Path | str | AudioArray, *, max_seconds: float | None = None) -> dict[str, Any]:
-        """The language of a file or of 16 kHz mono samples already decoded:
+    def identify(
+        self,
+        audio: Path | str | AudioArray,
+        *,
+        max_seconds: float | None = None,
+        languages: Sequence[str] | None = None,
+    ) -> dict[str, Any]:
+        """The language of a file or of 16 kHz mono samples already decoded (one of `languages`, ISO
+        639-3, when given):
         `{language, confidence, candidates: [{language, probability}], low_confidence, windows,
         speech_seconds, duration, backend, model}`, languages in ISO 639-3."""
         ...
@@ -136,14 +143,26 @@ def plan_windows(speech: Sequence[tuple[float, float]], *, count: int, window_se
     return [Window(spans=_speech_to_file_spans(speech, start, end)) for start, end in bounds]
 
 
-def combine(scored: Sequence[tuple[Scores, float]], *, low_confidence: float) -> dict[str, Any]:
-    """Average the windows' probabilities, each weighted by its seconds of speech."""
+def combine(
+    scored: Sequence[tuple[Scores, float]], *, low_confidence: float, languages: Sequence[str] | None = None
+) -> dict[str, Any]:
+    """Average the windows' probabilities, each weighted by its seconds of speech. With `languages`
+    (ISO 639-3), the answer is one of them: their probabilities, renormalised to sum to 1."""
     totals: dict[str, float] = {}
     weight_sum = sum(weight for _, weight in scored)
     for scores, weight in scored:
         share = weight / weight_sum if weight_sum > 0 else 1.0 / len(scored)
         for language, probability in scores.items():
             totals[language] = totals.get(language, 0.0) + probability * share
+    unheard = False
+    if languages:
+        allowed = {language: totals.get(language, 0.0) for language in dict.fromkeys(languages)}
+        mass = sum(allowed.values())
+        unheard = mass <= 0  # none of them scored: no preference between them
+        totals = {
+            language: (probability / mass if mass > 0 else 1.0 / len(allowed))
+            for language, probability in allowed.items()
+        }
     ranked = sorted(totals.items(), key=lambda item: item[1], reverse=True)
     language, confidence = ranked[0]
     return {
@@ -152,7 +171,7 @@ def combine(scored: Sequence[tuple[Scores, float]], *, low_confidence: float) ->
         "candidates": [
             {"language": code, "probability": round(probability, 4)} for code, probability in ranked[:TOP_CANDIDATES]
         ],
-        "low_confidence": confidence < low_confidence,
+        "low_confidence": confidence < low_confidence or unheard,
         "windows": len(scored),
     }
 
@@ -180,9 +199,16 @@ class _WindowedIdentifier(ABC):
     def load(self) -> None:
         """Load the model now rather than on the first file."""
 
-    def identify(self, audio: Path | str | AudioArray, *, max_seconds: float | None = None) -> dict[str, Any]:
+    def identify(
+        self,
+        audio: Path | str | AudioArray,
+        *,
+        max_seconds: float | None = None,
+        languages: Sequence[str] | None = None,
+    ) -> dict[str, Any]:
         """The language of `audio`: a file (streamed for VAD, then only the windows decoded again) or
-        16 kHz mono samples a step has already decoded (nothing decoded here)."""
+        16 kHz mono samples a step has already decoded (nothing decoded here); with `languages` (ISO
+        639-3, the ones the client says are possible), one of those."""
         if isinstance(audio, (str, Path)) and max_seconds is not None:
             # The header's length turns an over-long upload away before any decoding.
             declared = probe(audio).duration_seconds
@@ -197,7 +223,7 @@ class _WindowedIdentifier(ABC):
         if not windows:
             raise EmptyAudioFile("the audio holds no samples")
         scored = [(self._score(_window_audio(audio, window)), window.speech_seconds) for window in windows]
-        result = combine(scored, low_confidence=self._low_confidence)
+        result = combine(scored, low_confidence=self._low_confidence, languages=languages)
         result["low_confidence"] = result["low_confidence"] or not heard_speech
         result.update(
             speech_seconds=round(sum(end - start for start, end in speech), 3),

@@ -113,6 +113,22 @@ def test_verbose_json_without_a_language_finds_it_and_gives_words(client: openai
     assert raw.headers[JOB_ID_HEADER] in {item["job_id"] for item in listed}
 
 
+def test_possible_languages_narrow_identification_to_them(client: openai.OpenAI, stack: RunningStack) -> None:
+    """`languages` (the SDK's field for the languages the audio may be in) reaches the LID step."""
+    with (AUDIO / "fr" / "kokoro-pangrama.wav").open("rb") as audio:
+        raw = client.audio.transcriptions.with_raw_response.create(
+            file=audio, model="whisper-1", response_format="verbose_json", languages=["de", "fr", "nl"]
+        )
+
+    assert raw.parse().language == "french"
+    job = stack.job(raw.headers[JOB_ID_HEADER])
+    assert job["options"]["languages"] == ["deu", "fra", "nld"] and job["detected_language"] == "fra"
+    lid = next(step for step in job["steps"] if step["step_type"] == "LID")
+    assert lid["details"]["languages"] == ["deu", "fra", "nld"]
+    candidates = stack.results(raw.headers[JOB_ID_HEADER]).json()["language"]["candidates"]
+    assert {candidate["language"] for candidate in candidates} <= {"deu", "fra", "nld"}
+
+
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # the SDK marks whisper-1's translations deprecated
 def test_translation_is_english(client: openai.OpenAI) -> None:
     with (AUDIO / "fr" / "kokoro-comptage.wav").open("rb") as audio:

@@ -27,9 +27,7 @@ def fake() -> Iterator[FakeOpenAI]:
 
 
 @pytest.fixture(scope="module")
-def stack(
-    start_stack: Callable[..., AbstractContextManager[RunningStack]], fake: FakeOpenAI
-) -> Iterator[RunningStack]:
+def stack(start_stack: Callable[..., AbstractContextManager[RunningStack]], fake: FakeOpenAI) -> Iterator[RunningStack]:
     env = {"OPENAI_BASE_URL": f"{fake.url}/v1", "OPENAI_API_KEY": "sk-local", "OPENAI_MODEL": "local-model"}
     with start_stack(components=("api", "router", "azure-ai"), env=env) as running:
         yield running

@@ -91,6 +91,20 @@ def test_combine_weights_windows_by_speech() -> None:
     assert combine([({"eng": 0.4, "deu": 0.35}, 1.0)], low_confidence=0.5)["low_confidence"] is True
 
 
+def test_possible_languages_narrow_the_answer_and_share_the_whole_probability() -> None:
+    scored = [({"eng": 0.5, "deu": 0.3, "nld": 0.15, "fra": 0.05}, 2.0)]
+
+    narrowed = combine(scored, low_confidence=0.5, languages=["nld", "fra"])
+    unheard = combine(scored, low_confidence=0.5, languages=["cmn", "jpn"])
+
+    assert narrowed["language"] == "nld"
+    assert narrowed["confidence"] == pytest.approx(0.75)
+    assert [c["language"] for c in narrowed["candidates"]] == ["nld", "fra"]
+    assert sum(c["probability"] for c in narrowed["candidates"]) == pytest.approx(1.0)
+    # None of them scored at all: no preference between them, and the answer says it is unsure.
+    assert unheard["language"] in {"cmn", "jpn"} and unheard["low_confidence"] is True
+
+
 def test_factory_picks_the_backend_without_loading(tmp_path: Path) -> None:
     lid = LidSettings.model_validate({"LID_MODEL": "mms", "mms_model": "/models/mms", "windows": 3})
     settings = Settings(speechflow_home=tmp_path, lid=lid)
@@ -181,6 +195,18 @@ def test_silence_is_flagged_low_confidence(identifier: WhisperLanguageIdentifier
     assert result["low_confidence"] is True
     assert result["speech_seconds"] == 0
     assert result["windows"] == 1
+
+
+@pytest.mark.model
+def test_the_answer_is_one_of_the_possible_languages(identifier: WhisperLanguageIdentifier) -> None:
+    french = AUDIO / "fr" / "kokoro-pangrama.wav"
+
+    among = identifier.identify(french, languages=["eng", "fra", "deu"])
+    elsewhere = identifier.identify(french, languages=["eng", "cmn"])
+
+    assert among["language"] == "fra" and among["confidence"] >= identifier.identify(french)["confidence"]
+    assert {c["language"] for c in among["candidates"]} == {"eng", "fra", "deu"}
+    assert elsewhere["language"] in {"eng", "cmn"}
 
 
 @pytest.mark.model
