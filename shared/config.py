@@ -148,10 +148,13 @@ class Settings(BaseSettings):
     """Event batches one router process handles at once. One is best measured: a batch of up to 32
     events takes one transaction, and more threads only contend (scale out with more processes)."""
     azure_ai_concurrency: int = Field(default=0, ge=0, validation_alias="AZURE_AI_CONCURRENCY")
-    diarize_threads: int = Field(default=2, ge=1, validation_alias="DIARIZE_THREADS")
-    """CPU threads the diarization worker's models use (the DIARIZE step; shared/pipeline/diarize.py)."""
     """Translate/summarize steps the local azure-ai consumer runs at once (they wait on the model
     endpoint); 0: 4 on PostgreSQL or Service Bus, 1 on SQLite, whose writers take turns anyway."""
+    diarize_threads: int = Field(default=2, ge=1, validation_alias="DIARIZE_THREADS")
+    """CPU threads the diarization worker's models use (the DIARIZE step; shared/pipeline/diarize.py)."""
+    diarize_warmup: bool = Field(default=True, validation_alias="DIARIZE_WARMUP")
+    """Compile senko's clustering for long recordings when the worker starts (25–70 s) rather than
+    during the first recording over 20 minutes."""
     shutdown_grace_seconds: float = Field(default=30.0, validation_alias="SHUTDOWN_GRACE_SECONDS")
 
     # --- API

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 def _build_diarizer(settings: Settings) -> Diarizer:
     from shared.speech.diarization import SenkoDiarizer
 
-    return SenkoDiarizer(threads=settings.diarize_threads)
+    return SenkoDiarizer(threads=settings.diarize_threads, warmup=settings.diarize_warmup)
 
 
 diarizer = per_process(_build_diarizer)
