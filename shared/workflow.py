@@ -137,8 +137,8 @@ FETCH = Node("FETCH", include_when=lambda job: bool(job.options.get("audio_url")
 and the step after it starts at once (a step left out counts as settled)."""
 
 MAX_PARTS = 64
-"""No step fans out wider than this: past 64 × TRANSCRIBE_CHUNK_SECONDS × 2 (5.3 hours at the default 150 s)
-a recording's chunks grow longer instead of more numerous."""
+"""No step fans out wider than this: past about 64 × TRANSCRIBE_CHUNK_SECONDS (2.7 hours at the default
+150 s) a recording's chunks grow longer instead of more numerous."""
 
 
 def split_channels(job: JobState) -> bool:

@@ -61,7 +61,7 @@ from shared.pipeline.fetch import filename_from_url, url_host
 from shared.purge import purge_job, request_purge
 from shared.results import Summary, Transcript
 from shared.runtime import Runtime
-from shared.speech.prompt_tokens import prompt_tokens
+from shared.speech.prompt_tokens import tokens_over_limit
 from shared.speech.transcriber import MAX_PROMPT_TOKENS
 from shared.status import TERMINAL_STATUSES
 from shared.tracing import configure_tracing, current_traceparent
@@ -291,15 +291,13 @@ def _add_job_routes(app: FastAPI, settings: Settings) -> None:
         """Create a job; upload the file to `upload_url`, then start it. With `audio_url` there is nothing
         to upload: the job is queued at once and its FETCH step brings the audio."""
         upload_name = body.audio_filename
-        if body.prompt or body.hotwords:
-            tokens = prompt_tokens(body.prompt, body.hotwords)
-            if tokens is not None and tokens > MAX_PROMPT_TOKENS:
-                raise ApiError(
-                    422,
-                    "prompt_too_long",
-                    f"prompt and hotwords are {tokens} tokens together; Whisper reads at most {MAX_PROMPT_TOKENS}"
-                    f" ({MAX_PROMPT_TOKENS + 1} with its start-of-prompt token): shorten them",
-                )
+        if (tokens := tokens_over_limit(body.prompt, body.hotwords)) is not None:
+            raise ApiError(
+                422,
+                "prompt_too_long",
+                f"prompt and hotwords are {tokens} tokens together; Whisper reads at most {MAX_PROMPT_TOKENS}"
+                f" ({MAX_PROMPT_TOKENS + 1} with its start-of-prompt token): shorten them",
+            )
         if body.retention_seconds is not None and body.retention_seconds > settings.result_retention_seconds:
             raise ApiError(
                 422,

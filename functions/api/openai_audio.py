@@ -53,7 +53,7 @@ from shared.options import JobOptions
 from shared.results import Segment, Transcript
 from shared.runtime import Runtime
 from shared.speech.languages import UnsupportedLanguage, to_iso639_3, to_whisper
-from shared.speech.prompt_tokens import prompt_tokens
+from shared.speech.prompt_tokens import tokens_over_limit
 from shared.speech.transcriber import MAX_PROMPT_TOKENS
 from shared.status import TERMINAL_STATUSES
 from shared.storage.local import LocalBlobStore
@@ -213,8 +213,7 @@ class AudioRequest:
             first = error.errors()[0]
             param = "keywords" if first["loc"] and first["loc"][0] == "hotwords" else str(first["loc"][0])
             raise OpenAIError(400, f"{param}: {first['msg']}", param=param) from None
-        tokens = prompt_tokens(self.prompt, self.hotwords) if self.prompt or self.hotwords else None
-        if tokens is not None and tokens > MAX_PROMPT_TOKENS:
+        if (tokens := tokens_over_limit(self.prompt, self.hotwords)) is not None:
             message = f"prompt is {tokens} tokens long with the keywords; at most {MAX_PROMPT_TOKENS} are read"
             raise OpenAIError(400, message, param="prompt", code="prompt_too_long")
         openai = {

@@ -41,3 +41,14 @@ def prompt_tokens(prompt: str | None, hotwords: Sequence[str] | None) -> int | N
         prompt=prompt.strip() if prompt and prompt.strip() else None,
         hotwords=hotwords_text(hotwords),
     )
+
+
+def tokens_over_limit(prompt: str | None, hotwords: Sequence[str] | None) -> int | None:
+    """The prompt tokens of `prompt` and `hotwords` when together they are more than Whisper reads
+    (MAX_PROMPT_TOKENS); None when they fit, or cannot be counted here."""
+    from shared.speech.transcriber import MAX_PROMPT_TOKENS
+
+    if not prompt and not hotwords:
+        return None
+    tokens = prompt_tokens(prompt, hotwords)
+    return tokens if tokens is not None and tokens > MAX_PROMPT_TOKENS else None
