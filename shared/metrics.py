@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
@@ -159,7 +160,9 @@ class StateCollector(Collector):
         return families
 
 
-_registered: dict[int, StateCollector] = {}
+# Keyed by the registry itself, held weakly: an id() would outlive a collected registry and be handed
+# to the next one, which would then "replace" a collector it never had.
+_registered: weakref.WeakKeyDictionary[CollectorRegistry, StateCollector] = weakref.WeakKeyDictionary()
 _registered_lock = threading.Lock()
 
 
@@ -167,11 +170,11 @@ def register_state_collector(collector: StateCollector, *, registry: CollectorRe
     """Register the process's one state collector in `registry`, replacing an earlier one (an app
     factory called twice, in tests, must not register the same metric names twice)."""
     with _registered_lock:
-        previous = _registered.pop(id(registry), None)
+        previous = _registered.pop(registry, None)
         if previous is not None:
             registry.unregister(previous)
         registry.register(collector)
-        _registered[id(registry)] = collector
+        _registered[registry] = collector
 
 
 def exposition(registry: CollectorRegistry = REGISTRY) -> tuple[bytes, str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import Callable
 
@@ -110,6 +111,23 @@ def test_registering_again_replaces_the_previous_collector() -> None:
             registry=registry,
         )
     assert read(registry)[("speechflow_jobs", (("status", "queued"),))] == 5
+
+
+def test_a_registry_collected_does_not_hand_its_collector_to_the_next_one() -> None:
+    """CPython gives a collected registry's id to the next object of its size: the bookkeeping must
+    not take the new registry for the old one (it once unregistered a collector the new one never had)."""
+    old = CollectorRegistry()
+    metrics.register_state_collector(metrics.StateCollector(job_counts=queued(1), queue_depths=dict), registry=old)
+    old_id = id(old)
+    del old
+    gc.collect()
+    fresh = [CollectorRegistry() for _ in range(200)]
+    reused = [registry for registry in fresh if id(registry) == old_id]
+    target = reused[0] if reused else fresh[0]
+
+    metrics.register_state_collector(metrics.StateCollector(job_counts=queued(3), queue_depths=dict), registry=target)
+
+    assert read(target)[("speechflow_jobs", (("status", "queued"),))] == 3
 
 
 def test_a_message_traceparent_is_continued_and_none_is_made_without_a_provider() -> None:
