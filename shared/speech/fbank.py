@@ -78,9 +78,12 @@ def _options() -> Any:
 
 
 def window_samples(audio: npt.NDArray[np.float32], start: float, end: float) -> npt.NDArray[np.float32]:
-    """The samples of one window (seconds), cut as senko cuts them, padded to MIN_SAMPLES."""
-    first = int(start * SAMPLE_RATE)
-    length = max(1, int((end - start) * SAMPLE_RATE))
+    """The samples of one window (seconds), cut as senko cuts them, padded to MIN_SAMPLES. senko hands
+    its extractor the windows as float32 and cuts them in float32 arithmetic; in double precision a
+    window such as (9.3, 10.1) would lose its last sample (12,799 samples instead of 12,800)."""
+    start32, end32, rate32 = np.float32(start), np.float32(end), np.float32(SAMPLE_RATE)
+    first = int(start32 * rate32)
+    length = max(1, int((end32 - start32) * rate32))
     piece = audio[first : first + length]
     if len(piece) < MIN_SAMPLES:
         piece = np.pad(piece, (0, MIN_SAMPLES - len(piece)))
@@ -92,7 +95,8 @@ def window_features(
 ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64], npt.NDArray[np.int64], int]:
     """Mean-normalised filterbanks of each window of `audio` (16 kHz mono float32): every window's
     frames one after another, flattened; the frame count and the offset (in floats) of each window;
-    the feature size."""
+    the feature size. Windows are laid out in the order given; senko's extractor lays them out in the
+    order its threads finish them, so a reader must go by the offsets, as senko's embedding step does."""
     import kaldi_native_fbank as knf
 
     options = _options()

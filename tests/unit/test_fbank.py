@@ -63,6 +63,18 @@ def test_a_window_past_the_end_is_cut_and_padded() -> None:
     assert len(window_samples(audio, 0.0, 0.05)) == 800
 
 
+def test_windows_are_cut_in_float32_as_senko_cuts_them() -> None:
+    """senko passes the windows to its extractor as float32; (9.3, 10.1) is 12,800 samples there and
+    12,799 in double precision."""
+    audio = np.zeros(20 * SAMPLE_RATE, dtype=np.float32)
+    audio[148800] = 1.0  # the window's first sample
+    piece = window_samples(audio, 9.3, 10.1)
+
+    assert int((10.1 - 9.3) * SAMPLE_RATE) == 12799
+    assert len(piece) == 12800
+    assert piece[0] == 1.0
+
+
 def test_the_features_tell_two_voices_apart() -> None:
     """Different spectra give different features: a low and a high tone, per bin, differ."""
     t = np.arange(SAMPLE_RATE) / SAMPLE_RATE
