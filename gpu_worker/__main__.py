@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from shared.config import Settings, get_settings
+from shared.config import Settings, settings_or_exit
 from shared.logs import configure_logging
 
 
@@ -14,7 +14,7 @@ def main(argv: list[str] | None = None, *, settings: Settings | None = None) -> 
     from gpu_worker.registry_worker import worker_for
     from shared.pipeline import worker_components
 
-    settings = settings or get_settings()
+    settings = settings or settings_or_exit()
     parser = argparse.ArgumentParser(prog="python -m gpu_worker")
     parser.add_argument("kind", choices=worker_components(settings), help="which worker to run")
     args = parser.parse_args(argv)

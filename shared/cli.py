@@ -25,7 +25,7 @@ import httpx
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
-from shared.config import Settings, get_settings, local_api_key
+from shared.config import Settings, SettingsError, get_settings, local_api_key
 from shared.status import JOB_STATUSES
 from shared.workflow import WORKFLOW_TYPES, WORKFLOWS
 
@@ -271,6 +271,9 @@ def main(
         console.print(f"[red]error:[/red] {error}", highlight=False, soft_wrap=True)
         return 1
     except Unreachable as error:
+        console.print(f"[red]error:[/red] {error}", highlight=False, soft_wrap=True)
+        return 2
+    except SettingsError as error:
         console.print(f"[red]error:[/red] {error}", highlight=False, soft_wrap=True)
         return 2
 

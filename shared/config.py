@@ -9,12 +9,15 @@ defaults give the embedded default: SQLite, a local blob folder and the SQL queu
 from __future__ import annotations
 
 import os
+import sys
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from shared.errors import ConfigurationError
 
 _PLACEHOLDERS = {"changeme", "change-me", "placeholder", "secret", "your-key-here", "<secret>"}
 
@@ -298,10 +301,48 @@ def normalise_database_url(url: str) -> str:
     return url
 
 
+class SettingsError(ConfigurationError):
+    """A setting breaks its rule; the message is one line naming each variable, its value (unless it
+    may hold a secret) and the rule."""
+
+
+_SECRET_PARTS = ("KEY", "SECRET", "PASSWORD", "TOKEN", "CONNECTION", "DATABASE_URL")
+
+
+def describe_invalid_settings(error: ValidationError) -> str:
+    """One line for a ValidationError of Settings or one of its groups: `NAME=value: rule; …`."""
+    prefix = ""
+    for group in (WhisperSettings, LidSettings, LlmSettings):
+        if error.title == group.__name__:
+            prefix = str(group.model_config.get("env_prefix") or "")
+    parts = []
+    for problem in error.errors(include_url=False):
+        location = [str(part) for part in problem["loc"]]
+        name = (prefix + "__".join(location)).upper() if location else "settings"
+        shown = "" if any(part in name for part in _SECRET_PARTS) or not location else f"={problem['input']}"
+        rule = problem["msg"].removeprefix("Value error, ")
+        parts.append(f"{name}{shown}: {rule}")
+    return "bad setting " + "; ".join(parts)
+
+
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    """The process's one Settings, read from the environment on first use."""
-    return Settings()
+    """The process's one Settings, read from the environment on first use. A setting that breaks its
+    rule raises SettingsError, whose message names it (entry points print that line and exit 2)."""
+    try:
+        return Settings()
+    except ValidationError as error:
+        raise SettingsError(describe_invalid_settings(error)) from None
+
+
+def settings_or_exit() -> Settings:
+    """get_settings() for a process's entry point: a bad setting stops it with one line on stderr
+    naming the variable and its rule, and exit status 2 — no traceback, in every component alike."""
+    try:
+        return get_settings()
+    except SettingsError as error:
+        print(f"speechflow: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 def local_api_key(settings: Settings) -> str | None:

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from shared.config import Settings, environment_snapshot, get_settings
+from shared.config import Settings, environment_snapshot, settings_or_exit
 from shared.consumer import BatchHandler, Consumer, Delivery, Settlement, Shutdown
 from shared.logs import configure_logging
 from shared.purge import run_retention
@@ -261,7 +261,7 @@ RUNNERS: dict[str, Runner] = {
 def main(argv: list[str] | None = None) -> int:
     from shared.pipeline import worker_components
 
-    settings = get_settings()
+    settings = settings_or_exit()
     known = sorted({*RUNNERS, *worker_components(settings)})
     parser = argparse.ArgumentParser(prog="python -m shared.host", description=__doc__)
     sub = parser.add_subparsers(dest="command")

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from pydantic import SecretStr
 
 from shared.config import local_api_key
 from shared.host import ensure_local_api_key
@@ -36,3 +43,37 @@ def test_azure_ai_consumer_runs_one_thread_on_sqlite_and_four_on_postgresql(make
     assert postgres.concurrency(postgres.azure_ai_concurrency) == 4
     assert sqlite.concurrency(3) == 3
     assert postgres.router_concurrency == 1
+
+
+BAD_SETTINGS = [
+    ({"RESULT_RETENTION_SECONDS": "40"}, "RESULT_RETENTION_SECONDS=40: Input should be greater than or equal to 60"),
+    ({"WHISPER_DEVICE": "tpu"}, "WHISPER_DEVICE=tpu: Input should be 'auto', 'cpu' or 'cuda'"),
+    ({"API_PORT": "http"}, "API_PORT=http: Input should be a valid integer, unable to parse string as an integer"),
+]
+
+
+@pytest.mark.parametrize(("environment", "line"), BAD_SETTINGS)
+@pytest.mark.parametrize("entry", [["shared.host", "up"], ["gpu_worker", "whisper"]])
+def test_a_bad_setting_stops_start_up_with_one_line_naming_it(
+    tmp_path: Path, environment: dict[str, str], line: str, entry: list[str]
+) -> None:
+    env = {**os.environ, "SPEECHFLOW_HOME": str(tmp_path), **environment}
+    result = subprocess.run(
+        [sys.executable, "-m", *entry], env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [f"speechflow: bad setting {line}"]
+    assert not (tmp_path / "speechflow.db").exists()  # stopped before touching anything
+
+
+def test_a_setting_that_may_hold_a_secret_is_named_without_its_value(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pydantic import ValidationError
+
+    from shared.config import Settings, describe_invalid_settings
+
+    with pytest.raises(ValidationError) as caught:
+        Settings(environment="production", signing_key=SecretStr("changeme"))
+    line = describe_invalid_settings(caught.value)
+    assert "changeme" not in line and line.startswith("bad setting ")
+    assert "\n" not in line
