@@ -18,7 +18,7 @@ from shared.config import Settings
 from shared.consumer import Consumer, Shutdown
 from shared.messages import StepMessage
 from shared.runtime import Runtime
-from shared.step_consumer import Processor, queue_processors, serve_steps, step_consumer
+from shared.step_consumer import Processor, queue_processors, queue_warm_idle, serve_steps, step_consumer
 from shared.step_context import StepContext
 from shared.steps import Outcome
 
@@ -86,6 +86,7 @@ class BaseWorker(ABC):
             self.consumer,
             service_name=f"speechflow-{type(self).__name__.lower()}",
             warm_up=self.warm_up,
+            warm_idle=queue_warm_idle(self.settings, self.queue),
             probes=True,
         )
 

@@ -33,15 +33,16 @@ class WhisperSettings(BaseSettings):
     compute_type: str = "int8"
     """CTranslate2 compute type: int8 on CPU, float16 on CUDA in production."""
     beam_size: int = 5
-    cpu_threads: int = 0
-    """0 lets CTranslate2 choose."""
+    cpu_threads: int = Field(default=0, ge=0)
+    """Threads per transcription worker; 0: under `make up`, the machine's cores shared out over the
+    workers (shared/supervisor.py `whisper_layout`), elsewhere CTranslate2's own choice."""
     batch_size: int = Field(default=8, ge=0)
     """>0 uses faster-whisper's BatchedInferencePipeline with this batch, on CPU as on GPU; 0 the sequential
     decoder. 8 was measured fastest on a 10-minute recording on 2 CPU cores (bench/long_audio.py), with a
     lower WER than sequential and no loss on short clips."""
-    workers: int = Field(default=1, ge=1)
-    """Transcription worker processes the local host runs (on 2 CPU cores, two with WHISPER_CPU_THREADS=1
-    beat one with two threads)."""
+    workers: int = Field(default=0, ge=0)
+    """Transcription worker processes the local host runs; 0 chooses from the machine (one per core, as
+    many as memory holds: shared/supervisor.py `whisper_layout`)."""
     vad_filter: bool = True
     word_timestamps: bool = True
     chunk_seconds: float = Field(
@@ -173,6 +174,9 @@ class Settings(BaseSettings):
     # --- operations: probes, metrics, traces
     health_host: str = Field(default="0.0.0.0", validation_alias="HEALTH_HOST")  # noqa: S104 - probes come from the kubelet
     health_port: int = Field(default=8080, validation_alias="HEALTH_PORT")
+    worker_probes: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict, validation_alias="WORKER_PROBES")
+    """`name=url,…`: the workers' /ready on this machine, which the API's /ready reports on (what is still
+    loading or warming). `make up` sets it; on Kubernetes each pod has its own probes and it stays empty."""
     """Workers serve /health, /ready and /metrics here (the API serves them on its own port); 0 turns it off."""
     otel_exporter_otlp_endpoint: str | None = Field(default=None, validation_alias="OTEL_EXPORTER_OTLP_ENDPOINT")
     """OTLP/HTTP collector for traces; with neither this nor Application Insights, tracing costs nothing."""
@@ -224,6 +228,16 @@ class Settings(BaseSettings):
     cost_per_1k_output_tokens: float = Field(default=0.0, ge=0, validation_alias="COST_PER_1K_OUTPUT_TOKENS")
     cost_currency: str = Field(default="USD", pattern=r"^[A-Z]{3}$", validation_alias="COST_CURRENCY")
     """ISO 4217 code the estimated cost is given in; the rates above are in it."""
+
+    @field_validator("worker_probes", mode="before")
+    @classmethod
+    def _split_probes(cls, value: object) -> object:
+        if isinstance(value, str):
+            pairs = [pair.partition("=") for pair in value.split(",") if pair.strip()]
+            if any(not name.strip() or not url.strip() for name, _, url in pairs):
+                raise ValueError("expected name=url pairs separated by commas")
+            return {name.strip(): url.strip() for name, _, url in pairs}
+        return value
 
     @field_validator("callback_allowed_hosts", "fetch_allowed_hosts", mode="before")
     @classmethod

@@ -26,7 +26,6 @@ from shared.logs import configure_logging
 from shared.purge import run_retention
 from shared.runtime import Runtime
 from shared.supervisor import (
-    WORKER_COMPONENTS,
     Child,
     Supervisor,
     ensure_local_api_key,
@@ -40,7 +39,6 @@ if TYPE_CHECKING:
 
 __all__ = [
     "RUNNERS",
-    "WORKER_COMPONENTS",
     "BatchHandler",
     "Child",
     "Pump",
@@ -111,7 +109,7 @@ def run_step_consumer(
 ) -> int:
     """Consume one step queue: each message's step runs with the processor its step type names — by
     default the step registry's processors of the steps on that queue, warmed up first."""
-    from shared.step_consumer import queue_processors, queue_warm_up, serve_steps, step_consumer
+    from shared.step_consumer import queue_processors, queue_warm_idle, queue_warm_up, serve_steps, step_consumer
 
     runtime = Runtime(settings)
     consumer = step_consumer(
@@ -125,6 +123,7 @@ def run_step_consumer(
         consumer,
         service_name=f"speechflow-{queue}",
         warm_up=warm_up or queue_warm_up(settings, queue),
+        warm_idle=queue_warm_idle(settings, queue),
         probes=probes,
     )
 

@@ -111,17 +111,33 @@ def serve_steps(
     *,
     service_name: str,
     warm_up: Callable[[], object] | None = None,
+    warm_idle: Callable[[], object] | None = None,
     probes: bool = False,
 ) -> int:
     """A step consumer's process: tracing, the probe server (answering while models load: the startup
     probe waits for /health, not for warm_up), warm_up so a broken setup fails at start rather than
-    mid-job, then consume until SIGTERM. Returns the exit code."""
+    mid-job, then consume until SIGTERM, while `warm_idle` (compiles a first job would otherwise pay
+    for) runs beside it. Both run at the lowest CPU priority, so that on a shared machine they take only
+    what the jobs leave (docs/OPERATIONS.md). /ready says which are still loading or warming. Returns
+    the exit code."""
+    from shared.health import WARM_UPS, at_lowest_priority, warm_in_background
+
     runtime = consumer.runtime
     configure_tracing(runtime.settings, service_name=service_name)
     health = start_health_server(runtime) if probes else None
+    component = service_name.removeprefix("speechflow-")
     try:
         if warm_up is not None:
-            warm_up()
+            WARM_UPS.set(component, "loading")
+            try:
+                at_lowest_priority(warm_up)
+            except Exception:
+                WARM_UPS.set(component, "failed")
+                raise
+        if warm_idle is not None:
+            warm_in_background(component, warm_idle)
+        else:
+            WARM_UPS.set(component, "ready")
         return consumer.run()
     finally:
         if health is not None:
@@ -153,3 +169,18 @@ def queue_warm_up(settings: Settings, queue: str) -> Callable[[], None]:
                 spec.warm_up(settings)
 
     return warm_up
+
+
+def queue_warm_idle(settings: Settings, queue: str) -> Callable[[], None] | None:
+    """What the processors of `queue`'s steps may warm while the consumer already takes messages."""
+    from shared.pipeline import steps_on_queue
+
+    warmers = [spec.warm_idle for spec in steps_on_queue(settings, queue) if spec.warm_idle is not None]
+    if not warmers:
+        return None
+
+    def warm_idle() -> None:
+        for warm in warmers:
+            warm(settings)
+
+    return warm_idle

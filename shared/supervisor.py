@@ -16,6 +16,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import FrameType
 
 from shared.config import Settings, environment_snapshot, local_api_key
@@ -54,13 +55,74 @@ def worker_components(settings: Settings) -> frozenset[str]:
     return frozenset(registered(settings))
 
 
-WORKER_COMPONENTS = frozenset({"lid", "whisper"})
-"""The workers every stack has (the registry may add more: `worker_components`)."""
+GIB = 1024**3
+WHISPER_WORKER_BYTES = {"bundled": int(1.25 * GIB), "large": 4 * GIB}
+"""What one transcription worker holds at its peak on a 10-minute recording (bench/long_audio.py: about
+1.0–1.2 GiB with the bundled base model, int8); large models, about 4 GiB on CPU."""
+MEMORY_SHARE = 0.5
+"""The share of the machine's memory the transcription workers may take: the rest is the database,
+the other workers and the recordings being decoded."""
 
 
-def replica_names(name: str, settings: Settings) -> list[str]:
-    """One child per process of a component: `whisper`, `whisper-2`, … for WHISPER_WORKERS > 1."""
-    count = settings.whisper.workers if name == "whisper" else 1
+@dataclass(frozen=True)
+class Layout:
+    workers: int
+    threads: int
+    reason: str
+
+
+def machine_cores() -> int:
+    """The cores this process may use: its CPU affinity, capped by a cgroup CPU quota (a container)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        if quota != "max":
+            cores = min(cores, max(1, int(int(quota) // int(period))))
+    except (OSError, ValueError):
+        pass
+    return max(1, cores)
+
+
+def machine_memory() -> int:
+    """Bytes of memory: the physical memory, capped by a cgroup memory limit (a container)."""
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    try:
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        if limit != "max":
+            memory = min(memory, int(limit))
+    except (OSError, ValueError):
+        pass
+    return memory
+
+
+def whisper_layout(settings: Settings, *, cores: int, memory: int) -> Layout:
+    """How many transcription workers `make up` runs, and threads each. Measured on 2 cores (an Intel
+    Xeon with AVX-512 and an AMD EPYC with AVX2, bundled model, int8): 2 workers × 1 thread against
+    1 × 2 took 0.52 against 0.88 of raw sequential on 24 short jobs at once (bench/transcribe.py W) and
+    0.36 against 0.47 (Xeon), 0.58 against 0.71 (EPYC) on a 10-minute file (bench/long_audio.py) — one
+    single-threaded worker per core, then, as many as MEMORY_SHARE of memory holds. On CUDA one worker
+    has the GPU. WHISPER_WORKERS and WHISPER_CPU_THREADS, when set (> 0), win."""
+    config = settings.whisper
+    if config.device == "cuda":
+        workers, reason = config.workers or 1, "one worker per GPU"
+    elif config.workers:
+        workers, reason = config.workers, "WHISPER_WORKERS"
+    else:
+        per_worker = WHISPER_WORKER_BYTES["bundled" if config.model == "bundled" else "large"]
+        fits = max(1, int(memory * MEMORY_SHARE // per_worker))
+        workers = max(1, min(cores, fits))
+        reason = f"{cores} cores, {memory / GIB:.0f} GiB: one single-threaded worker per core that memory holds"
+    threads = config.cpu_threads or max(1, cores // workers)
+    return Layout(workers=workers, threads=threads, reason=reason)
+
+
+def local_layout(settings: Settings) -> Layout:
+    return whisper_layout(settings, cores=machine_cores(), memory=machine_memory())
+
+
+def replica_names(name: str, settings: Settings, layout: Layout | None = None) -> list[str]:
+    """One child per process of a component: `whisper`, `whisper-2`, … for several transcription workers."""
+    count = (layout or local_layout(settings)).workers if name == "whisper" else 1
     return [name, *(f"{name}-{n}" for n in range(2, count + 1))]
 
 
@@ -68,27 +130,45 @@ class Supervisor:
     def __init__(self, settings: Settings, names: list[str], *, env: dict[str, str] | None = None) -> None:
         self.settings = settings
         self.env = env
+        self.layout = local_layout(settings)
         self.children = [
             Child(label, [sys.executable, "-m", "shared.host", "run", name])
             for name in names
-            for label in replica_names(name, settings)
+            for label in replica_names(name, settings, self.layout)
         ]
         probed = worker_components(settings)
         workers = [child for child in self.children if child.argv[-1] in probed]
         for offset, child in enumerate(workers):
             child.health_port = settings.health_port + offset if settings.health_port else 0
+        host = "127.0.0.1" if settings.health_host in ("0.0.0.0", "::", "") else settings.health_host  # noqa: S104
+        self.worker_probes = ",".join(
+            f"{child.name}=http://{host}:{child.health_port}/ready" for child in workers if child.health_port
+        )
         self.stopping = threading.Event()
 
     def start(self, child: Child) -> None:
         env = self.env
         if child.health_port is not None:
             env = {**(env if env is not None else environment_snapshot()), "HEALTH_PORT": str(child.health_port)}
+        if child.argv[-1] == "whisper":
+            env = {**(env if env is not None else environment_snapshot())}
+            env["WHISPER_CPU_THREADS"] = str(self.layout.threads)
+        if child.argv[-1] == "api" and self.worker_probes:
+            env = {**(env if env is not None else environment_snapshot()), "WORKER_PROBES": self.worker_probes}
         child.process = subprocess.Popen(child.argv, env=env)  # noqa: S603 - our own interpreter and module
         child.started_at = time.monotonic()
         log.info("started %s (pid %s)", child.name, child.process.pid, extra={"action": "child_started"})
 
     def run(self) -> int:
         stop_on_signals(self.stopping)
+        if any(child.argv[-1] == "whisper" for child in self.children):
+            log.info(
+                "transcription: %d worker(s) × %d thread(s) (%s)",
+                self.layout.workers,
+                self.layout.threads,
+                self.layout.reason,
+                extra={"action": "whisper_layout", "workers": self.layout.workers, "threads": self.layout.threads},
+            )
         for child in self.children:
             self.start(child)
         log.info(

@@ -50,7 +50,7 @@ from functions.api.security import (
 )
 from shared.bus import publish_committed
 from shared.config import Settings, get_settings
-from shared.health import install_state_metrics, readiness
+from shared.health import install_state_metrics, readiness, worker_states
 from shared.jobs import create_job, get_job, list_jobs, start_job, step_of
 from shared.lifecycle import decide
 from shared.metrics import exposition
@@ -577,12 +577,16 @@ def _add_health_routes(app: FastAPI) -> None:
 
     @app.get("/ready", tags=["health"], responses={503: {"model": ErrorResponse}})
     def ready(runtime: RuntimeDep) -> JSONResponse:
-        """Readiness: the database, blob storage and the bus can be reached."""
+        """Readiness: the database, blob storage and the bus can be reached. Under `make up`, also each
+        worker's warm-up state (`components`) and those still loading or warming (`warming`): jobs are
+        taken meanwhile, and run once their step's worker has loaded."""
         healthy, checks = readiness(runtime)
-        return JSONResponse(
-            status_code=200 if healthy else 503,
-            content={"status": "ok" if healthy else "unavailable", "checks": checks},
-        )
+        content: dict[str, Any] = {"status": "ok" if healthy else "unavailable", "checks": checks}
+        if runtime.settings.worker_probes:
+            components = worker_states(runtime.settings.worker_probes)
+            content["components"] = components
+            content["warming"] = sorted(name for name, state in components.items() if state != "ready")
+        return JSONResponse(status_code=200 if healthy else 503, content=content)
 
     @app.get("/metrics", tags=["health"], response_class=PlainTextResponse)
     def prometheus_metrics() -> Response:

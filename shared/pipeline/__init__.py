@@ -68,6 +68,8 @@ class StepSpec:
     """Another step's queue to run this job's step on instead (where its inputs already are), or None."""
     warm_up: Callable[[Settings], None] | None = None
     """Load what the processor needs before the consumer takes messages."""
+    warm_idle: Callable[[Settings], None] | None = None
+    """Warm what a first job would otherwise pay for (compiles), while the consumer takes messages."""
 
     def queue_name(self, settings: Settings) -> str:
         if self.queue_setting is not None:

