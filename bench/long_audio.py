@@ -20,7 +20,11 @@ base model, int8, beam 5, VAD, word timestamps, warmed up on one clip before the
 - `stack-1x2`, `stack-2x1`: the real local stack (`python -m shared.host up`, SQLite) with one
   transcription worker of 2 threads, or two of 1 thread, and TRANSCRIBE_CHUNK_SECONDS from
   `--chunk-seconds`: one `transcribe_only` job, from the upload to `completed`, so the time includes the
-  fan-out into chunk steps, the queue hops and the join.
+  fan-out into chunk steps, the queue hops and the join;
+- `stack-default`: the same with the layout `make up` chooses for this machine (every component, as
+  `make up` runs them), the job sent once the transcription workers consume (the warm stack);
+- `stack-cold`: the same stack, the job sent as soon as GET /ready answers 200 after start, while
+  the workers still load and warm up (what a user trying it first sees).
 
 Printed: wall time, ratio to raw sequential, WER, peak RSS (per worker process for chunked-2x1), and
 the load average at the start and the end (other processes may share the cores).
@@ -52,7 +56,16 @@ from tests.support.wer import wer  # noqa: E402
 CLIPS = sorted((REPO / "tests" / "fixtures" / "audio" / "en").glob("librivox-*.wav"))
 WARM_UP = CLIPS[0]
 BEAM = 5
-MODES = ("raw-seq", "raw-batched", "chunked-1x2", "chunked-2x1", "stack-1x2", "stack-2x1")
+MODES = (
+    "raw-seq",
+    "raw-batched",
+    "chunked-1x2",
+    "chunked-2x1",
+    "stack-1x2",
+    "stack-2x1",
+    "stack-default",
+    "stack-cold",
+)
 
 
 def build_recording(folder: Path, minutes: float) -> tuple[Path, str]:
@@ -226,22 +239,36 @@ def run_child(request: dict[str, Any]) -> dict[str, Any]:
     return answer
 
 
-def stack_run(path: Path, *, workers: int, threads: int, chunk_seconds: float, batch_size: int) -> dict[str, Any]:
+def stack_run(
+    path: Path, *, workers: int, threads: int, chunk_seconds: float, batch_size: int, cold: bool = False
+) -> dict[str, Any]:
     """One job through the real local stack; its wall time from upload to completion, its text, and the
-    transcription workers' peak memory."""
+    transcription workers' peak memory. `workers=0`: the layout and the components of `make up`;
+    `cold`: the job goes in as soon as /ready answers, before the workers have loaded."""
     sys.path.insert(0, str(REPO / "bench"))
     from transcribe import local_stack, peak_memory  # bench/transcribe.py: the same stack harness
 
+    from shared.config import Settings
+    from shared.supervisor import local_layout
+
     cache = Path(os.environ.get("BENCH_MODEL_CACHE", tempfile.gettempdir())) / "models"
-    env = {
-        "WHISPER_WORKERS": str(workers),
-        "WHISPER_CPU_THREADS": str(threads),
-        "WHISPER_BATCH_SIZE": str(batch_size),
-        "TRANSCRIBE_CHUNK_SECONDS": str(chunk_seconds),
-    }
+    env = {"WHISPER_BATCH_SIZE": str(batch_size), "TRANSCRIBE_CHUNK_SECONDS": str(chunk_seconds)}
+    components: tuple[str, ...] | None = ("api", "router", "lid", "whisper")
+    if workers:
+        env.update(WHISPER_WORKERS=str(workers), WHISPER_CPU_THREADS=str(threads))
+    else:
+        components = None
+        workers = local_layout(Settings()).workers
     with (
         tempfile.TemporaryDirectory() as home,
-        local_stack(Path(home), model_cache=cache, env=env, database_url=None, workers=workers) as stack,
+        local_stack(
+            Path(home),
+            model_cache=cache,
+            env=env,
+            database_url=None,
+            workers=0 if cold else workers,
+            components=components,
+        ) as stack,
     ):
         started = time.perf_counter()
         job_id = stack.submit(path)
@@ -328,7 +355,12 @@ def main(argv: list[str] | None = None) -> int:
                     }
                     label = f"engine {processes}×{threads} thr, {chunk_seconds:g} s chunks"
                     plan.append((label, request))
-            for mode, workers, threads in (("stack-1x2", 1, 2), ("stack-2x1", 2, 1)):
+            for mode, workers, threads in (
+                ("stack-1x2", 1, 2),
+                ("stack-2x1", 2, 1),
+                ("stack-default", 0, 0),
+                ("stack-cold", 0, 0),
+            ):
                 if mode in args.modes:
                     request = {
                         **base,
@@ -338,7 +370,9 @@ def main(argv: list[str] | None = None) -> int:
                         "chunk_seconds": chunk_seconds,
                         "batch_size": args.engine_batch_size,
                     }
-                    plan.append((f"stack {workers}×{threads} thr, {chunk_seconds:g} s chunks", request))
+                    names = {"stack-default": "stack, make up's layout", "stack-cold": "stack, make up's, cold"}
+                    name = names.get(mode, f"stack {workers}×{threads} thr")
+                    plan.append((f"{name}, {chunk_seconds:g} s chunks", request))
         # Rounds run every configuration once, in turn, so that a burst of load from other processes
         # falls on all of them; each configuration's fastest round is reported.
         best: dict[str, dict[str, Any]] = {}
@@ -351,6 +385,7 @@ def main(argv: list[str] | None = None) -> int:
                         threads=request["threads"],
                         chunk_seconds=request["chunk_seconds"],
                         batch_size=request["batch_size"],
+                        cold=request["mode"] == "stack-cold",
                     )
                 else:
                     answer = run_child(request)

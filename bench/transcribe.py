@@ -271,8 +271,17 @@ class Stack:
 
 @contextlib.contextmanager
 def local_stack(
-    home: Path, *, model_cache: Path, env: dict[str, str], database_url: str | None, workers: int
+    home: Path,
+    *,
+    model_cache: Path,
+    env: dict[str, str],
+    database_url: str | None,
+    workers: int,
+    components: tuple[str, ...] | None = ("api", "router", "lid", "whisper"),
 ) -> Iterator[Stack]:
+    """A local stack; yielded once `workers` transcription workers consume and /ready answers (with
+    `workers=0`, as soon as /ready answers: what a user sees right after `make up`). `components=None`
+    runs every component, as `make up` does."""
     port = _free_port()
     api_key = secrets.token_urlsafe(32)
     child_env = {key: value for key, value in os.environ.items() if key not in _DROPPED}
@@ -294,8 +303,9 @@ def local_stack(
     home.mkdir(parents=True, exist_ok=True)
     log_path = home / "host.log"
     with log_path.open("ab") as log:
+        only = ["--only", *components] if components is not None else []
         process = subprocess.Popen(
-            [sys.executable, "-m", "shared.host", "up", "--only", "api", "router", "lid", "whisper"],
+            [sys.executable, "-m", "shared.host", "up", *only],
             cwd=REPO,
             env=child_env,
             stdout=log,
@@ -310,6 +320,8 @@ def local_stack(
                 raise RuntimeError(f"the stack did not start; see {log_path}")
             time.sleep(0.2)
         while True:
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the stack did not start; see {log_path}")
             with contextlib.suppress(httpx.TransportError):
                 if client.get("/ready").status_code == 200:
                     break
