@@ -118,7 +118,7 @@ def serve_steps(
     probe waits for /health, not for warm_up), warm_up so a broken setup fails at start rather than
     mid-job, then consume until SIGTERM, while `warm_idle` (compiles a first job would otherwise pay
     for) runs beside it. Both run at the lowest CPU priority, so that on a shared machine they take only
-    what the jobs leave (docs/OPERATIONS.md). /ready says which are still loading or warming. Returns
+    what the jobs leave (README, "Two commands"). /ready says which are still loading or warming. Returns
     the exit code."""
     from shared.health import WARM_UPS, at_lowest_priority, warm_in_background
 
