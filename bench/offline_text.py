@@ -10,10 +10,10 @@ import sys
 import time
 from pathlib import Path
 
-from shared.config import Settings
-from shared.llm.offline import extractive_summary
-from shared.llm.speech_translation import translate_speech
-from shared.speech.transcriber import Transcriber
+from shared.core.config import Settings
+from shared.engines.speech.transcriber import Transcriber
+from shared.engines.speech.translation import translate_speech
+from shared.engines.text.offline import extractive_summary
 
 FIXTURES = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "audio"
 

@@ -33,12 +33,12 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from gpu_worker.base_worker import BaseWorker  # noqa: E402
-from shared.config import Settings  # noqa: E402
-from shared.db import migrate  # noqa: E402
-from shared.jobs import create_job, start_job  # noqa: E402
-from shared.models import Job, ProcessingStep  # noqa: E402
+from shared.core.config import Settings  # noqa: E402
+from shared.core.db import migrate  # noqa: E402
+from shared.domain.models import Job, ProcessingStep  # noqa: E402
+from shared.jobs.store import create_job, start_job  # noqa: E402
 from shared.runtime import Runtime  # noqa: E402
-from shared.steps import StepContext  # noqa: E402
+from shared.steps.runner import StepContext  # noqa: E402
 
 QUEUES = {"lid": ("LID",), "whisper": ("TRANSCRIBE",), "ai": ("TRANSLATE", "SUMMARIZE")}
 
@@ -85,7 +85,7 @@ def queue_jobs(runtime: Runtime, count: int) -> list[uuid.UUID]:
 def hop_latency(settings: Settings, env: dict[str, str], jobs: int) -> list[float]:
     runtime = Runtime(settings)
     context = multiprocessing.get_context("spawn")
-    router = subprocess.Popen([sys.executable, "-m", "shared.host", "run", "router"], env=env, cwd=REPO)
+    router = subprocess.Popen([sys.executable, "-m", "shared.hosting", "run", "router"], env=env, cwd=REPO)
     workers = [context.Process(target=noop_worker, args=(kind, env)) for kind in QUEUES]
     for worker in workers:
         worker.start()
@@ -126,7 +126,7 @@ def hop_latency(settings: Settings, env: dict[str, str], jobs: int) -> list[floa
 def router_throughput(settings: Settings, env: dict[str, str], events: int) -> float:
     runtime = Runtime(settings)
     queue_jobs(runtime, events)
-    router = subprocess.Popen([sys.executable, "-m", "shared.host", "run", "router"], env=env, cwd=REPO)
+    router = subprocess.Popen([sys.executable, "-m", "shared.hosting", "run", "router"], env=env, cwd=REPO)
     try:
         started = None
         while True:

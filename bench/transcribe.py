@@ -9,7 +9,7 @@ What it prints (targets: single-job ratio ≤ 1.05, workload W ≤ 0.85 of raw):
 1. Raw: faster-whisper in a process of its own (only faster-whisper imported), the bundled model,
    int8, beam 5, VAD, word timestamps, 2 CPU threads, warmed up with one file; each file's median
    time over `--repeat` runs, then workload W (the six English files × 4, one after another).
-2. Single jobs: the local stack (`python -m shared.host up --only api router lid whisper`, one
+2. Single jobs: the local stack (`python -m shared.hosting up --only api router lid whisper`, one
    transcription worker with the same settings), warmed up, one `transcribe_only` job at a time; the
    end-to-end time is from POST /jobs to the client seeing `completed` (upload and polling included),
    its ratio to the raw time per file and in total (target ≤ 1.05), and the real-time factors.
@@ -18,7 +18,7 @@ What it prints (targets: single-job ratio ≤ 1.05, workload W ≤ 0.85 of raw):
    against the raw sequential time (target ≤ 0.85).
 4. Peak resident memory (VmHWM) of every worker process and of the raw process.
 0. Engine against raw, no stack (`--engine-only` stops there): each file through
-   `shared.speech.transcriber.Transcriber` in this process (the stack's decoder and settings: batched,
+   `shared.engines.speech.transcriber.Transcriber` in this process (the stack's decoder and settings: batched,
    WHISPER_BATCH_SIZE=8, and sequential, 0) alternating with the raw process, median of `--repeat`,
    so the engine's share of a single job's ratio is seen apart from queueing and upload.
 5. Language identification accuracy by clip length — the whole-file vote (`identify`: VAD, windows
@@ -55,7 +55,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from shared.audio import SAMPLE_RATE, decode, probe  # noqa: E402
+from shared.engines.audio import SAMPLE_RATE, decode, probe  # noqa: E402
 
 AUDIO = REPO / "tests" / "fixtures" / "audio"
 FILES = [*sorted((AUDIO / "en").glob("librivox-*.wav")), AUDIO / "en" / "meeting-chan3.wav"]
@@ -100,8 +100,8 @@ def raw_main(argv: list[str]) -> int:
 
     from faster_whisper import WhisperModel
 
-    from shared.config import WhisperSettings
-    from shared.speech.bundled_model import ensure_bundled_model
+    from shared.core.config import WhisperSettings
+    from shared.engines.speech.bundled_model import ensure_bundled_model
 
     config = WhisperSettings(cpu_threads=args.threads)
     model = WhisperModel(
@@ -305,7 +305,7 @@ def local_stack(
     with log_path.open("ab") as log:
         only = ["--only", *components] if components is not None else []
         process = subprocess.Popen(
-            [sys.executable, "-m", "shared.host", "up", *only],
+            [sys.executable, "-m", "shared.hosting", "up", *only],
             cwd=REPO,
             env=child_env,
             stdout=log,
@@ -414,9 +414,9 @@ def warm_replicas(stack: Stack, replicas: int) -> None:
 
 def lid_accuracy(model_cache: Path, clips_dir: Path) -> list[tuple[float, str, int, int, int]]:
     """(length, variant, clips, correct whole-file vote, correct first-30-s) per length and variant."""
-    from shared.config import LidSettings, Settings, WhisperSettings
-    from shared.speech.lid import WhisperLanguageIdentifier, whisper_settings_for_lid
-    from shared.speech.transcriber import LazyWhisperModel
+    from shared.core.config import LidSettings, Settings, WhisperSettings
+    from shared.engines.speech.language_id import WhisperLanguageIdentifier, whisper_settings_for_lid
+    from shared.engines.speech.transcriber import LazyWhisperModel
 
     settings = Settings(
         whisper=WhisperSettings(cpu_threads=RAW_THREADS, model_cache_dir=model_cache), lid=LidSettings()
@@ -489,7 +489,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="speechflow-bench-") as scratch:
         root = Path(scratch)
         model_cache = args.model_cache or root / "models"
-        from shared.speech.bundled_model import ensure_bundled_model
+        from shared.engines.speech.bundled_model import ensure_bundled_model
 
         ensure_bundled_model(model_cache)
         print(f"load average at start: {load_average()} ({os.cpu_count()} CPUs)")
@@ -555,8 +555,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def engine_vs_raw(raw: RawProcess, model_cache: Path, *, repeat: int) -> None:
     """Each file through the engine (batched and sequential) and through raw faster-whisper, in turn."""
-    from shared.config import WhisperSettings
-    from shared.speech.transcriber import Transcriber
+    from shared.core.config import WhisperSettings
+    from shared.engines.speech.transcriber import Transcriber
 
     batched = Transcriber(WhisperSettings(cpu_threads=RAW_THREADS), model_cache)
     sequential = Transcriber(WhisperSettings(cpu_threads=RAW_THREADS, batch_size=0), model_cache)
@@ -596,7 +596,7 @@ def _fresh_database(url: str | None) -> str | None:
     from sqlalchemy import create_engine, text
     from sqlalchemy.engine import make_url
 
-    from shared.config import normalise_database_url
+    from shared.core.config import normalise_database_url
 
     admin_url = normalise_database_url(url)
     name = f"sf_bench_{os.getpid()}_{time.monotonic_ns() % 10**8}"

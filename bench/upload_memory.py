@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/upload_memory.py [--size-mib 1024] [--concurrency 1,4]
 
-Starts the API as `make up` does (`python -m shared.host run api`) with the embedded default under a
+Starts the API as `make up` does (`python -m shared.hosting run api`) with the embedded default under a
 temporary SPEECHFLOW_HOME, writes a file of random bytes, and uploads it with `BlobClient.upload_blob`
 (its defaults: 4 MiB blocks above 64 MiB, Put Block then Put Block List) once per concurrency. The
 API's resident memory is sampled every 20 ms; printed per upload: time, throughput, the API's RSS
@@ -29,7 +29,7 @@ from azure.storage.blob import BlobClient
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from shared.config import Settings  # noqa: E402
+from shared.core.config import Settings  # noqa: E402
 from shared.storage.local import LocalBlobStore  # noqa: E402
 
 MIB = 1024 * 1024
@@ -125,7 +125,7 @@ def main(argv: list[str]) -> int:
         print(f"wrote {args.size_mib} MiB of random bytes in {time.perf_counter() - started:.1f} s")
 
         server = subprocess.Popen(
-            [sys.executable, "-m", "shared.host", "run", "api"],
+            [sys.executable, "-m", "shared.hosting", "run", "api"],
             cwd=REPO,
             env=env,
             stdout=subprocess.DEVNULL,

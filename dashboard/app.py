@@ -3,7 +3,7 @@
 Views: overview (job statistics, status breakdown), queues (depth per queue with dead letters, over
 time), steps (throughput and latency per step type), jobs (recent jobs with filters) and a job's
 drill-down (steps, retries, errors, timings, transcript preview, audio player). Everything is read
-through shared.ops and the bus adapter; the page holds no SQL. The live parts refresh themselves.
+through shared.jobs.ops and the bus adapter; the page holds no SQL. The live parts refresh themselves.
 """
 
 from __future__ import annotations
@@ -15,11 +15,11 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from shared import ops
-from shared.config import Settings
+from shared.core.config import Settings
+from shared.domain.status import JOB_STATUSES
+from shared.domain.workflow import WORKFLOW_TYPES
+from shared.jobs import ops
 from shared.runtime import Runtime
-from shared.status import JOB_STATUSES
-from shared.workflow import WORKFLOW_TYPES
 
 VIEWS = ("Overview", "Queues", "Steps", "Jobs", "Job detail")
 STATUS_ICONS = {
@@ -85,7 +85,7 @@ def overview_view(window: timedelta) -> None:
 
 
 def usage_section(window: timedelta) -> None:
-    """Usage and estimated cost of the jobs created in the window (shared/usage.py)."""
+    """Usage and estimated cost of the jobs created in the window (shared/domain/usage.py)."""
     rt = runtime()
     with rt.sessions() as session:
         usage = ops.usage_since(session=session, settings=rt.settings, since=datetime.now(UTC) - window)
@@ -101,7 +101,7 @@ def usage_section(window: timedelta) -> None:
 
 
 def retention_section() -> None:
-    """What the retention pass has to do (shared/purge.py): audio and purges due, and done."""
+    """What the retention pass has to do (shared/jobs/retention.py): audio and purges due, and done."""
     rt = runtime()
     with rt.sessions() as session:
         status = ops.retention_status(session=session, settings=rt.settings)

@@ -1,5 +1,5 @@
 """The azure-ai-jobs function: runs the steps whose queue is azure-ai-jobs (TRANSLATE and SUMMARIZE,
-through the text model) with the processors of the step registry (shared/pipeline). The local host runs
+through the text model) with the processors of the step registry (shared/steps). The local host runs
 the same processors through its step consumer."""
 
 from __future__ import annotations
@@ -12,12 +12,12 @@ import time
 import azure.functions as func
 from pydantic import ValidationError
 
-from shared.config import get_settings
-from shared.errors import TransientError
-from shared.messages import StepMessage
-from shared.pipeline import processor_for, steps_on_queue
+from shared.core.config import get_settings
+from shared.core.errors import TransientError
+from shared.domain.messages import StepMessage
+from shared.domain.registry import steps_on_queue
 from shared.runtime import Runtime, process_runtime
-from shared.steps import run_step
+from shared.steps.runner import processor_for, run_step
 
 log = logging.getLogger(__name__)
 

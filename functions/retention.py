@@ -1,11 +1,11 @@
-"""Timer-triggered data retention in Azure: the retention pass of shared.purge (requested purges
+"""Timer-triggered data retention in Azure: the retention pass of shared.jobs.retention (requested purges
 finished, audio and results past their retention deleted)."""
 
 from __future__ import annotations
 
 import azure.functions as func
 
-from shared.purge import apply_retention
+from shared.jobs.retention import apply_retention
 from shared.runtime import process_runtime
 
 bp = func.Blueprint()

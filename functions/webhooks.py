@@ -1,11 +1,11 @@
-"""Timer-triggered delivery of due webhooks (the dispatcher of shared.webhooks) in Azure."""
+"""Timer-triggered delivery of due webhooks (the dispatcher of shared.jobs.webhooks) in Azure."""
 
 from __future__ import annotations
 
 import azure.functions as func
 
+from shared.jobs.webhooks import deliver_due
 from shared.runtime import process_runtime
-from shared.webhooks import deliver_due
 
 bp = func.Blueprint()
 

@@ -6,13 +6,13 @@ from __future__ import annotations
 import argparse
 import sys
 
-from shared.config import Settings, settings_or_exit
-from shared.logs import configure_logging
+from shared.core.config import Settings, settings_or_exit
+from shared.core.logs import configure_logging
 
 
 def main(argv: list[str] | None = None, *, settings: Settings | None = None) -> int:
     from gpu_worker.registry_worker import worker_for
-    from shared.pipeline import worker_components
+    from shared.domain.registry import worker_components
 
     settings = settings or settings_or_exit()
     parser = argparse.ArgumentParser(prog="python -m gpu_worker")

@@ -1,4 +1,4 @@
-"""BaseWorker: a long-lived worker is the step consumer (shared.step_consumer) over its queue, with
+"""BaseWorker: a long-lived worker is the step consumer (shared.worker.step_handler) over its queue, with
 models loaded before it takes messages and probes on HEALTH_PORT.
 
 Receive a message under peek-lock → claim its step atomically → process while the step lease and the
@@ -14,13 +14,14 @@ import threading
 from abc import ABC, abstractmethod
 from typing import Any, ClassVar
 
-from shared.config import Settings
-from shared.consumer import Consumer, Shutdown
-from shared.messages import StepMessage
+from shared.core.config import Settings
+from shared.domain.messages import StepMessage
+from shared.domain.registry import step_queues
 from shared.runtime import Runtime
-from shared.step_consumer import Processor, queue_processors, queue_warm_idle, serve_steps, step_consumer
-from shared.step_context import StepContext
-from shared.steps import Outcome
+from shared.runtime.loop import Consumer, Shutdown
+from shared.steps.context import StepContext
+from shared.steps.runner import Outcome
+from shared.worker.step_handler import Processor, queue_processors, queue_warm_idle, serve_steps, step_consumer
 
 
 class BaseWorker(ABC):
@@ -33,7 +34,7 @@ class BaseWorker(ABC):
         self.settings = settings
         self.runtime = runtime or Runtime(settings)
         self.worker_id = worker_id or f"{type(self).__name__.lower()}-{socket.gethostname()}-{os.getpid()}"
-        queues = {settings.worker_queues[step_type] for step_type in self.step_types}
+        queues = {step_queues(settings)[step_type] for step_type in self.step_types}
         if len(queues) != 1:
             raise ValueError(f"{type(self).__name__} handles step types of several queues: {sorted(queues)}")
         self.queue = queues.pop()

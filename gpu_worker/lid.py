@@ -1,4 +1,4 @@
-"""The language identification worker on lid-jobs: LID (shared/pipeline/lid.py)."""
+"""The language identification worker on lid-jobs: LID (shared/steps/lid.py)."""
 
 from __future__ import annotations
 

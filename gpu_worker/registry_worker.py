@@ -1,4 +1,4 @@
-"""A long-lived worker is the step consumer of one registered component's queue (shared/pipeline): it runs
+"""A long-lived worker is the step consumer of one registered component's queue (shared/steps): it runs
 every step whose messages arrive there — its own, and those routed to it — with the registry's processors,
 warmed up before it takes messages."""
 
@@ -7,9 +7,9 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from gpu_worker.base_worker import BaseWorker
-from shared.config import Settings
-from shared.step_consumer import Processor, queue_processors, queue_warm_up
-from shared.step_context import StepContext
+from shared.core.config import Settings
+from shared.steps.context import StepContext
+from shared.worker.step_handler import Processor, queue_processors, queue_warm_up
 
 
 class RegistryWorker(BaseWorker):
@@ -34,7 +34,7 @@ def worker_for(settings: Settings, component: str) -> BaseWorker:
     over the component's steps."""
     from gpu_worker.lid import LidWorker
     from gpu_worker.whisper import WhisperWorker
-    from shared.pipeline import registry
+    from shared.domain.registry import registry
 
     named: dict[str, type[BaseWorker]] = {"lid": LidWorker, "whisper": WhisperWorker}
     if component in named:

@@ -1,4 +1,4 @@
-"""The transcription worker on whisper-jobs: TRANSCRIBE (shared/pipeline/transcribe.py), and offline
+"""The transcription worker on whisper-jobs: TRANSCRIBE (shared/steps/transcribe.py), and offline
 translation from the audio, which the registry routes here where the Whisper model is already loaded."""
 
 from __future__ import annotations

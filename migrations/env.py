@@ -1,10 +1,10 @@
-"""Alembic environment: the URL comes from the caller (shared.db.migrate) or from Settings."""
+"""Alembic environment: the URL comes from the caller (shared.core.db.migrate) or from Settings."""
 
 from alembic import context
 from sqlalchemy import create_engine, pool
 
-from shared.config import Settings
-from shared.models import Base
+from shared.core.config import Settings
+from shared.domain.models import Base
 
 config = context.config
 url = config.get_main_option("sqlalchemy.url") or Settings().effective_database_url

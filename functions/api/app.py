@@ -49,25 +49,25 @@ from functions.api.security import (
     entra_token_verifier,
 )
 from shared.bus import publish_committed
-from shared.config import Settings, get_settings
-from shared.health import install_state_metrics, readiness, worker_states
-from shared.jobs import create_job, get_job, list_jobs, start_job, step_of
-from shared.lifecycle import decide
-from shared.metrics import exposition
-from shared.models import Job, utcnow
-from shared.netsafety import UnsafeCallbackUrl, UnsafeFetchUrl, check_callback_url, check_fetch_url
-from shared.options import JobOptions
-from shared.pipeline.fetch import filename_from_url, url_host
-from shared.purge import purge_job, request_purge
-from shared.results import Summary, Transcript
+from shared.core.config import Settings, get_settings
+from shared.core.netsafety import UnsafeCallbackUrl, UnsafeFetchUrl, check_callback_url, check_fetch_url
+from shared.core.tracing import configure_tracing, current_traceparent
+from shared.domain.models import Job, utcnow
+from shared.domain.options import JobOptions
+from shared.domain.results import Summary, Transcript
+from shared.domain.status import TERMINAL_STATUSES
+from shared.domain.usage import Rates, Usage, job_usage, total_usage
+from shared.domain.workflow import Event, WorkflowType
+from shared.engines.speech.prompt_tokens import tokens_over_limit
+from shared.engines.speech.transcriber import MAX_PROMPT_TOKENS
+from shared.jobs.lifecycle import decide
+from shared.jobs.retention import purge_job, request_purge
+from shared.jobs.store import create_job, get_job, list_jobs, start_job, step_of
+from shared.jobs.webhooks import deliver_now
 from shared.runtime import Runtime
-from shared.speech.prompt_tokens import tokens_over_limit
-from shared.speech.transcriber import MAX_PROMPT_TOKENS
-from shared.status import TERMINAL_STATUSES
-from shared.tracing import configure_tracing, current_traceparent
-from shared.usage import Rates, Usage, job_usage, total_usage
-from shared.webhooks import deliver_now
-from shared.workflow import Event, WorkflowType
+from shared.runtime.metrics import exposition
+from shared.steps.fetch import filename_from_url, url_host
+from shared.worker.health import install_state_metrics, readiness, worker_states
 
 log = logging.getLogger(__name__)
 
@@ -229,7 +229,7 @@ def shown_options(stored: dict[str, Any] | None) -> dict[str, Any]:
 
 
 def usage_of(job: Job, rates: Rates) -> UsageResponse:
-    """The job's usage from its step rows (shared/usage.py); kept when the job is purged."""
+    """The job's usage from its step rows (shared/domain/usage.py); kept when the job is purged."""
     return UsageResponse.model_validate(_usage_of(job, rates).as_dict())
 
 

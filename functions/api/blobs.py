@@ -36,7 +36,7 @@ from shared.storage.local import (
 )
 
 if TYPE_CHECKING:
-    from shared.config import Settings
+    from shared.core.config import Settings
     from shared.storage import BlobStore
 
 _WRITE_BUFFER = 1024 * 1024

@@ -44,20 +44,20 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from functions.api.results import JobResults, load_results
 from functions.api.schemas import safe_filename
 from functions.api.security import Principal, PrincipalDep, SecurityError, check_upload
-from shared import subtitles
 from shared.bus import publish_committed
-from shared.config import Settings
-from shared.jobs import create_job, get_job, start_job
-from shared.models import Job
-from shared.options import JobOptions
-from shared.results import Segment, Transcript
+from shared.core.config import Settings
+from shared.core.tracing import current_traceparent
+from shared.domain import subtitles
+from shared.domain.languages import UnsupportedLanguage, to_iso639_3, to_whisper
+from shared.domain.models import Job
+from shared.domain.options import JobOptions
+from shared.domain.results import Segment, Transcript
+from shared.domain.status import TERMINAL_STATUSES
+from shared.engines.speech.prompt_tokens import tokens_over_limit
+from shared.engines.speech.transcriber import MAX_PROMPT_TOKENS
+from shared.jobs.store import create_job, get_job, start_job
 from shared.runtime import Runtime
-from shared.speech.languages import UnsupportedLanguage, to_iso639_3, to_whisper
-from shared.speech.prompt_tokens import tokens_over_limit
-from shared.speech.transcriber import MAX_PROMPT_TOKENS
-from shared.status import TERMINAL_STATUSES
 from shared.storage.local import LocalBlobStore
-from shared.tracing import current_traceparent
 
 log = logging.getLogger(__name__)
 
@@ -550,7 +550,7 @@ def verbose_json(
 
 
 def diarized_json(source: Transcript) -> OpenAIDiarized:
-    """OpenAI's diarized_json from a transcript with speakers (shared/pipeline/speakers.py)."""
+    """OpenAI's diarized_json from a transcript with speakers (shared/domain/speaker_join.py)."""
     timed = [segment for segment in source.segments if segment.timed and segment.text.strip()]
     return OpenAIDiarized(
         duration=_duration(source),

@@ -1,5 +1,5 @@
 """Reading a job's results and rendering them: JSON parts, subtitles and text. The routes in app.py stay
-thin; the result kinds are the step registry's typed models (shared/results.py)."""
+thin; the result kinds are the step registry's typed models (shared/domain/results.py)."""
 
 from __future__ import annotations
 
@@ -11,15 +11,15 @@ from typing import Any
 from fastapi.responses import PlainTextResponse
 from pydantic import ValidationError
 
-from shared import subtitles
-from shared.errors import BlobNotFound
-from shared.messages import result_blob_path
-from shared.models import Job
-from shared.pipeline import known, spec_of
-from shared.pipeline.speakers import with_speakers
-from shared.results import Diarization, LanguageResult, ResultModel, Summary, Transcript, Translation
+from shared.core.errors import BlobNotFound
+from shared.domain import subtitles
+from shared.domain.messages import result_blob_path
+from shared.domain.models import Job
+from shared.domain.registry import known, spec_of
+from shared.domain.results import Diarization, LanguageResult, ResultModel, Summary, Transcript, Translation
+from shared.domain.speaker_join import with_speakers
+from shared.domain.workflow import split_part
 from shared.runtime import Runtime
-from shared.workflow import split_part
 
 log = logging.getLogger(__name__)
 

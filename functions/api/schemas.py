@@ -10,11 +10,11 @@ from urllib.parse import urlsplit
 
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
-from shared.options import AUDIO_ONLY_OPTIONS, JobOptions
-from shared.results import Segment, SpeakerTalk
-from shared.speech.languages import UnsupportedLanguage, to_iso639_3
-from shared.status import JobStatus, StepStatus
-from shared.workflow import AUDIO_WORKFLOWS, NEEDS_SOURCE_LANGUAGE, WorkflowType
+from shared.domain.languages import UnsupportedLanguage, to_iso639_3
+from shared.domain.options import AUDIO_ONLY_OPTIONS, JobOptions
+from shared.domain.results import Segment, SpeakerTalk
+from shared.domain.status import JobStatus, StepStatus
+from shared.domain.workflow import AUDIO_WORKFLOWS, NEEDS_SOURCE_LANGUAGE, WorkflowType
 
 LANGUAGE_IDENTIFYING = frozenset({"full_pipeline", "lid_only"})
 """The workflows with a LID step, which `languages` narrows."""
@@ -235,7 +235,7 @@ class JobResponse(BaseModel):
     updated_at: datetime
     completed_at: datetime | None = None
     usage: UsageResponse | None = None
-    """Audio and compute seconds, text model tokens and the estimated cost (shared/usage.py)."""
+    """Audio and compute seconds, text model tokens and the estimated cost (shared/domain/usage.py)."""
     audio_deleted_at: datetime | None = None
     """When the uploaded audio was deleted (AUDIO_RETENTION_SECONDS after the job ended, or a purge)."""
     purge_requested_at: datetime | None = None

@@ -1,6 +1,6 @@
 """Who is calling, how often, and with what upload (docs/SECURITY.md).
 
-- Authentication: an API key in `x-api-key` or `Authorization: Bearer` (stored keys, shared/keys.py,
+- Authentication: an API key in `x-api-key` or `Authorization: Bearer` (stored keys, shared/jobs/keys.py,
   or the bootstrap key SPEECHFLOW_API_KEY), or, when ENTRA_* is configured, an Entra ID access token
   (a JWT checked against the tenant's published keys).
 - Ownership: a job belongs to the principal that created it; to everyone else it does not exist.
@@ -28,17 +28,17 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 from sqlalchemy import Float, bindparam, func, select
 from sqlalchemy.dialects.postgresql import insert
 
-from shared.audio import AudioError, AudioInfo, probe
-from shared.keys import BOOTSTRAP_KEY_ID, find_active_key, matches_bootstrap
-from shared.models import RateLimitBucket
+from shared.domain.models import RateLimitBucket
+from shared.domain.workflow import AUDIO_WORKFLOWS
+from shared.engines.audio import AudioError, AudioInfo, probe
+from shared.jobs.keys import BOOTSTRAP_KEY_ID, find_active_key, matches_bootstrap
 from shared.storage.local import LocalBlobStore
-from shared.workflow import AUDIO_WORKFLOWS
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
-    from shared.config import Settings
-    from shared.models import Job
+    from shared.core.config import Settings
+    from shared.domain.models import Job
     from shared.storage import BlobStore
 
 log = logging.getLogger(__name__)

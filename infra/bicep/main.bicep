@@ -62,7 +62,7 @@ param openAiCapacity int = 50
 @description('Key Vault purge protection; leave on in production, turn off for throw-away environments.')
 param keyVaultPurgeProtection bool = true
 
-// Names kept exactly as in the seed (section 10) and in shared/config.py.
+// Names kept exactly as in the seed (section 10) and in shared/core/config.py.
 var queueNames = [
   'job-events'
   'fetch-jobs'

@@ -12,7 +12,7 @@ if TYPE_CHECKING:
     from sqlalchemy import Engine
     from sqlalchemy.orm import Session
 
-    from shared.config import Settings
+    from shared.core.config import Settings
 
 
 @dataclass
@@ -139,7 +139,7 @@ def publish_committed(bus: MessageBus) -> None:
     the rows are committed, so if the bus is unreachable the relay publishes them later."""
     import logging
 
-    from shared.errors import TransientError
+    from shared.core.errors import TransientError
 
     try:
         bus.flush()

@@ -49,15 +49,16 @@ from azure.servicebus.management import ServiceBusAdministrationClient
 from sqlalchemy import delete, select
 
 from shared.bus import Outgoing, QueueDepth, ReceivedMessage
-from shared.db import make_sessionmaker, transaction
-from shared.errors import ConfigurationError, MessageLockLost, TransientError
-from shared.models import OutboxMessage, utcnow
+from shared.core.db import make_sessionmaker, transaction
+from shared.core.errors import ConfigurationError, MessageLockLost, TransientError
+from shared.domain.models import OutboxMessage, utcnow
+from shared.domain.registry import all_queues
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
     from sqlalchemy.orm import Session
 
-    from shared.config import Settings
+    from shared.core.config import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -280,7 +281,7 @@ class ServiceBusBus:
         failure: Exception | None = None
         with transaction(self._sessions) as session:
             # FOR UPDATE SKIP LOCKED on PostgreSQL; SQLite has no row locks and renders nothing here,
-            # its BEGIN IMMEDIATE (shared.db) already keeps a second relay out until this one commits.
+            # its BEGIN IMMEDIATE (shared.core.db) already keeps a second relay out until this one commits.
             rows = list(
                 session.scalars(
                     select(OutboxMessage)
@@ -480,7 +481,7 @@ class ServiceBusBus:
                 self._admin = self._admin_factory()
             admin = self._admin
         depths: dict[str, QueueDepth] = {}
-        for queue in self._settings.all_queues:
+        for queue in all_queues(self._settings):
             with _translated_errors(f"read depth of {queue}"):
                 try:
                     runtime = admin.get_queue_runtime_properties(queue)

@@ -28,14 +28,15 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from shared.bus import Outgoing, QueueDepth, ReceivedMessage
 from shared.bus.wakeup import NOTIFY_CHANNEL, WakeUps, wake_key
-from shared.errors import MessageLockLost
-from shared.models import QueueMessage
+from shared.core.errors import MessageLockLost
+from shared.domain.models import QueueMessage
+from shared.domain.registry import all_queues
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
     from sqlalchemy.orm import Session
 
-    from shared.config import Settings
+    from shared.core.config import Settings
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +67,7 @@ class SqlQueue:
         self._lock_ms = max(1, round(settings.lock_duration_seconds * 1000))
         self._max_delivery_count = settings.max_delivery_count
         self._duplicate_window_ms = round(settings.duplicate_detection_seconds * 1000)
-        self._configured_queues = list(settings.all_queues)
+        self._configured_queues = list(all_queues(settings))
         self._purge_interval_s = min(60.0, max(1.0, settings.duplicate_detection_seconds / 2))
         self._last_purge: dict[str, float] = {}
 

@@ -32,10 +32,10 @@ from azure.storage.blob import (
     generate_blob_sas,
 )
 
-from shared.errors import BlobNotFound, ConfigurationError, TransientError
+from shared.core.errors import BlobNotFound, ConfigurationError, TransientError
 
 if TYPE_CHECKING:
-    from shared.config import Settings
+    from shared.core.config import Settings
 
 _CHUNK = 4 * 1024 * 1024
 """Downloads above this size are fetched in chunks of this size, so memory stays flat."""

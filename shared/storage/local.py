@@ -35,10 +35,10 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Literal
 from urllib.parse import quote
 
-from shared.errors import BlobNotFound, SpeechFlowError
+from shared.core.errors import BlobNotFound, SpeechFlowError
 
 if TYPE_CHECKING:
-    from shared.config import Settings
+    from shared.core.config import Settings
 
 READ = "r"
 CREATE = "c"

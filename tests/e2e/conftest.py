@@ -1,6 +1,6 @@
 """The real local stack, started as `make up` starts it, for tests that talk to it over HTTP only.
 
-`python -m shared.host up --only api router lid whisper` runs in a subprocess under a temporary
+`python -m shared.hosting up --only api router lid whisper` runs in a subprocess under a temporary
 SPEECHFLOW_HOME on a free port (SQLite by default, PostgreSQL when a test passes DATABASE_URL). The
 fixture waits for GET /ready, hands out a `RunningStack`, and at the end sends SIGTERM and checks that
 the host (and so every child it supervises) stopped cleanly with exit code 0.
@@ -112,7 +112,7 @@ class RunningStack:
         return self.client.get(f"/jobs/{job_id}/results", params=params)
 
     def children(self) -> dict[int, str]:
-        """The host's child processes: pid → the component each runs (`shared.host run <component>`)."""
+        """The host's child processes: pid → the component each runs (`shared.hosting run <component>`)."""
         found: dict[int, str] = {}
         for entry in Path("/proc").iterdir():
             if not entry.name.isdigit():
@@ -163,7 +163,7 @@ def running_stack(
     log_path = home / "host.log"
     with log_path.open("ab") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "shared.host", "up", "--only", *components],
+            [sys.executable, "-m", "shared.hosting", "up", "--only", *components],
             cwd=REPO,
             env=child_env,
             stdout=log,

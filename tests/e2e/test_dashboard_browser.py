@@ -28,7 +28,7 @@ from typing import Any
 import pytest
 from websockets.sync.client import ClientConnection, connect
 
-from shared.config import Settings
+from shared.core.config import Settings
 from tests.conftest import REPO, service_missing
 from tests.integration.test_dashboard import TRANSCRIPT, Seeded, seed
 

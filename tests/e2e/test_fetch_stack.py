@@ -1,4 +1,4 @@
-"""audio_url through the real local stack (`python -m shared.host up --only api router fetch lid`): the
+"""audio_url through the real local stack (`python -m shared.hosting up --only api router fetch lid`): the
 fetch component downloads a fixture clip from an HTTP server on this machine (admitted by
 FETCH_ALLOWED_HOSTS), the LID worker identifies its language from the blob FETCH wrote, all over HTTP."""
 

@@ -20,9 +20,9 @@ from typing import Any
 
 import pytest
 
-from shared.audio import probe
-from shared.config import Settings
-from shared.speech.bundled_model import ensure_bundled_model
+from shared.core.config import Settings
+from shared.engines.audio import probe
+from shared.engines.speech.bundled_model import ensure_bundled_model
 from tests.e2e.conftest import AUDIO, REPO, JobView, RunningStack
 from tests.support.wer import normalise, wer
 
@@ -249,7 +249,7 @@ def test_the_cli_prints_the_transcript(stack: RunningStack, jobs: Jobs) -> None:
 
     command = ["submit", str(clip), "--workflow", "transcribe_only", "--language", "eng", "--wait"]
     finished = subprocess.run(
-        [sys.executable, "-m", "shared.cli", *command, "--format", "txt", "--api", stack.base_url],
+        [sys.executable, "-m", "shared.cli.main", *command, "--format", "txt", "--api", stack.base_url],
         cwd=REPO,
         env=stack.env,
         capture_output=True,

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from shared.audio import SAMPLE_RATE, decode
+from shared.engines.audio import SAMPLE_RATE, decode
 from tests.e2e.conftest import AUDIO, RunningStack
 from tests.support.wer import normalise, wer
 

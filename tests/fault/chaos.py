@@ -22,8 +22,8 @@ from typing import Any
 import httpx
 from sqlalchemy import create_engine, func, select, text
 
-from shared.models import QueueMessage
-from shared.webhooks import verify
+from shared.domain.models import QueueMessage
+from shared.jobs.webhooks import verify
 from tests.support.pgcluster import PrivateCluster
 from tests.support.receiver import Receiver
 
@@ -69,7 +69,7 @@ class Figures:
 
 
 class Stack:
-    """`python -m shared.host up` in its own session, so that the whole stack can be killed at once."""
+    """`python -m shared.hosting up` in its own session, so that the whole stack can be killed at once."""
 
     def __init__(self, env: dict[str, str], log: Path) -> None:
         self.env, self.log = env, log
@@ -78,7 +78,7 @@ class Stack:
     def start(self) -> None:
         with self.log.open("ab") as out:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "shared.host", "up", "--only", *COMPONENTS],
+                [sys.executable, "-m", "shared.hosting", "up", "--only", *COMPONENTS],
                 env=self.env,
                 cwd=REPO,
                 stdout=out,

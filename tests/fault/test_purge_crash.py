@@ -1,4 +1,4 @@
-"""Fault injection for the purge (shared/purge.py): a purger SIGKILLed between two blob deletes leaves
+"""Fault injection for the purge (shared/jobs/retention.py): a purger SIGKILLed between two blob deletes leaves
 its recorded intent, and the next retention pass — a restart — finishes the purge. SQLite and
 PostgreSQL, the local blob folder."""
 
@@ -16,11 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from shared.config import Settings
-from shared.jobs import create_job
-from shared.messages import result_blob_path
-from shared.models import Job, ProcessingStep, utcnow
-from shared.purge import apply_retention
+from shared.core.config import Settings
+from shared.domain.messages import result_blob_path
+from shared.domain.models import Job, ProcessingStep, utcnow
+from shared.jobs.retention import apply_retention
+from shared.jobs.store import create_job
 from shared.runtime import Runtime
 from tests.conftest import REPO
 

@@ -18,9 +18,9 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from shared import cli
-from shared.keys import create_key, key_id_of, revoke_key
-from shared.models import Job, RateLimitBucket
+from shared.cli import main as cli
+from shared.domain.models import Job, RateLimitBucket
+from shared.jobs.keys import create_key, key_id_of, revoke_key
 from tests.support.pipeline import API_KEY, TINY_WAV, Stack, build_stack, silent_wav
 
 BOGUS_KEY = "sfk_0123456789ab_this-is-not-a-real-key-but-looks-like-one"

@@ -8,10 +8,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from shared.config import LlmSettings, Settings
-from shared.errors import PermanentError, TransientError
-from shared.llm import make_text_model
-from shared.llm.chat import ChatTextModel
+from shared.core.config import LlmSettings, Settings
+from shared.core.errors import PermanentError, TransientError
+from shared.engines.text import make_text_model
+from shared.engines.text.chat import ChatTextModel
 from tests.support.fake_openai import (
     DEPLOYMENT,
     FakeOpenAI,

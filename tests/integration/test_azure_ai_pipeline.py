@@ -16,9 +16,9 @@ import pytest
 from functions.azure_ai import handle_step_message
 from gpu_worker.lid import LidWorker
 from gpu_worker.whisper import WhisperWorker
-from shared.config import LlmSettings, Settings, WhisperSettings
-from shared.db import migrate
-from shared.host import Pump
+from shared.core.config import LlmSettings, Settings, WhisperSettings
+from shared.core.db import migrate
+from shared.hosting.host import Pump
 from tests.support.fake_openai import DEPLOYMENT, FakeOpenAI, content_filter_error, serve_fake_openai
 from tests.support.pipeline import Stack, build_stack, fake_transcript
 

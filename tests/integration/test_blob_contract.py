@@ -26,8 +26,8 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from functions.api.blobs import make_blob_router
-from shared.config import Settings
-from shared.errors import BlobNotFound, TransientError
+from shared.core.config import Settings
+from shared.core.errors import BlobNotFound, TransientError
 from shared.storage import BlobStore, make_blob_store
 from shared.storage.azure_blob import AzureBlobStore
 from shared.storage.local import UNCOMMITTED_BLOCK_TTL_SECONDS, LocalBlobStore, load_signing_key

@@ -9,10 +9,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from shared.audio import SAMPLE_RATE, decode, decode_window
-from shared.config import WhisperSettings
-from shared.speech.chunks import plan_chunks, stitch
-from shared.speech.transcriber import Transcriber
+from shared.core.config import WhisperSettings
+from shared.engines.audio import SAMPLE_RATE, decode, decode_window
+from shared.engines.speech.audio_chunks import plan_chunks, stitch
+from shared.engines.speech.transcriber import Transcriber
 from tests.support.wer import normalise, wer
 
 AUDIO = Path(__file__).resolve().parent.parent / "fixtures" / "audio" / "en"

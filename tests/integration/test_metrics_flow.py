@@ -12,10 +12,11 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from shared.config import Settings
-from shared.health import HealthServer, install_state_metrics
+from shared.core.config import Settings
+from shared.domain.registry import all_queues
 from shared.runtime import Runtime
-from shared.steps import StepContext
+from shared.steps.runner import StepContext
+from shared.worker.health import HealthServer, install_state_metrics
 from tests.support.pipeline import Stack, build_stack, fake_transcript, transient, with_behaviours
 
 STATE_CACHE_SECONDS = 2.0
@@ -78,7 +79,7 @@ def test_a_job_moves_the_counters(stack: Stack) -> None:
     assert moved("speechflow_jobs_finished_total", status="completed") == 1
     assert value(after, "speechflow_jobs", status="completed") == 1
     assert value(after, "speechflow_jobs", status="processing") == 0
-    for queue in stack.settings.all_queues:
+    for queue in all_queues(stack.settings):
         assert ("speechflow_queue_messages", (("queue", queue), ("state", "dead_letter"))) in after
 
 

@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from shared.errors import ConfigurationError
-from shared.speech.lid import MmsLanguageIdentifier, _window_audio, find_speech, plan_windows
+from shared.core.errors import ConfigurationError
+from shared.engines.speech.language_id import MmsLanguageIdentifier, _window_audio, find_speech, plan_windows
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")

@@ -1,5 +1,5 @@
 """PII redaction on real transcripts: espeak-ng speech with spoken numbers and an e-mail address,
-transcribed by the bundled Whisper model, then redacted (shared/pii.py).
+transcribed by the bundled Whisper model, then redacted (shared/engines/pii.py).
 
 Whisper writes the spoken digits in its own ways ("202-5-5-5-0143", "4", "-5", "-3", …) and hears
 "dot com" as ".com"; the assertions are about what must hold whatever it writes: no digit and no
@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 
-from shared.config import WhisperSettings
-from shared.pii import Redactor, default_redactor
-from shared.speech.transcriber import Transcriber
+from shared.core.config import WhisperSettings
+from shared.engines.pii import Redactor, default_redactor
+from shared.engines.speech.transcriber import Transcriber
 
 AUDIO = Path(__file__).resolve().parent.parent / "fixtures" / "audio" / "en"
 CLIPS = {"phone": "[PHONE]", "card": "[CREDIT_CARD]", "email": "[EMAIL]"}

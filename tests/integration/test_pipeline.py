@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from shared.errors import Cancelled
-from shared.models import ProcessingStep, QueueMessage
+from shared.core.errors import Cancelled
+from shared.domain.models import ProcessingStep, QueueMessage
 from tests.support.pipeline import Stack, build_stack, permanent, transient, with_behaviours
 from tests.support.receiver import webhook_receiver
 

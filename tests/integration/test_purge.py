@@ -1,4 +1,4 @@
-"""DELETE /jobs/{id} purges a job's data (shared/purge.py), through the real stack on SQLite and
+"""DELETE /jobs/{id} purges a job's data (shared/jobs/retention.py), through the real stack on SQLite and
 PostgreSQL: blobs, database text, the SQLite file and its journal, and the logs keep nothing of the
 transcript; the job row stays as a tombstone; a purge interrupted half-way finishes on the next pass."""
 
@@ -13,12 +13,12 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from shared.config import Settings
-from shared.errors import Cancelled, PermanentError
-from shared.logs import JsonFormatter
-from shared.models import Job, ProcessingStep, WebhookDelivery
-from shared.purge import SCRUBBED, apply_retention, scrub_details
-from shared.steps import StepContext
+from shared.core.config import Settings
+from shared.core.errors import Cancelled, PermanentError
+from shared.core.logs import JsonFormatter
+from shared.domain.models import Job, ProcessingStep, WebhookDelivery
+from shared.jobs.retention import SCRUBBED, apply_retention, scrub_details
+from shared.steps.runner import StepContext
 from tests.support.pipeline import Stack, build_stack, fake_transcript, with_behaviours
 
 PHRASE = "zebra quokka marmalade seventeen"

@@ -21,9 +21,9 @@ from sqlalchemy import create_engine, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from functions.api.security import SharedRateLimiter
-from shared.config import Settings
-from shared.db import migrate
-from shared.models import RateLimitBucket
+from shared.core.config import Settings
+from shared.core.db import migrate
+from shared.domain.models import RateLimitBucket
 
 pytestmark = pytest.mark.postgres
 

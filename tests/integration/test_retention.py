@@ -1,4 +1,4 @@
-"""Retention (shared/purge.py): audio deleted AUDIO_RETENTION_SECONDS after a job ends, the whole job
+"""Retention (shared/jobs/retention.py): audio deleted AUDIO_RETENTION_SECONDS after a job ends, the whole job
 purged RESULT_RETENTION_SECONDS after (or its own shorter `retention_seconds`), applied by the
 retention pass that the local `retention` component runs every PURGE_INTERVAL_SECONDS; what is due
 shows on the dashboard."""
@@ -13,12 +13,12 @@ from typing import Any
 
 import pytest
 
-from shared.config import Settings
-from shared.db import migrate
-from shared.host import RUNNERS, components
-from shared.models import utcnow
-from shared.ops import retention_status
-from shared.purge import apply_retention, retention_loop, run_retention
+from shared.core.config import Settings
+from shared.core.db import migrate
+from shared.domain.models import utcnow
+from shared.hosting.host import RUNNERS, components
+from shared.jobs.ops import retention_status
+from shared.jobs.retention import apply_retention, retention_loop, run_retention
 from tests.integration.test_dashboard import run_view, seed
 from tests.support.pipeline import Stack, build_stack
 

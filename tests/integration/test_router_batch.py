@@ -8,9 +8,9 @@ from collections.abc import Iterator
 import pytest
 from sqlalchemy import func, select
 
-from functions.router import route_events
-from shared.messages import JobEvent
-from shared.models import ProcessingStep, QueueMessage
+from shared.domain.messages import JobEvent
+from shared.domain.models import ProcessingStep, QueueMessage
+from shared.worker.router import route_events
 from tests.support.pipeline import Stack, build_stack
 
 

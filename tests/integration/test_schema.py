@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 from sqlalchemy import create_engine, inspect, text
 
-from shared.config import Settings
-from shared.db import migrate, schema_sql
-from shared.models import Base
+from shared.core.config import Settings
+from shared.core.db import migrate, schema_sql
+from shared.domain.models import Base
 
 SCHEMA_SQL = Path(__file__).resolve().parents[2] / "infra" / "database" / "schema.sql"
 pytestmark = pytest.mark.postgres

@@ -20,7 +20,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from shared import netsafety
+from shared.core import netsafety
 from tests.support.pipeline import API_KEY, Stack, build_stack
 
 CHECKS = [
@@ -33,7 +33,7 @@ CHECKS = [
 
 @pytest.fixture
 def api_schema(tmp_path, make_settings, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    from shared.db import migrate
+    from shared.core.db import migrate
 
     def no_dns(host: str, *_args: Any, **_kwargs: Any) -> Any:
         raise socket.gaierror(f"no DNS in tests: {host}")

@@ -20,8 +20,8 @@ from sqlalchemy import Engine
 
 from shared.bus import ReceivedMessage
 from shared.bus.servicebus import ServiceBusBus
-from shared.config import Settings
-from shared.db import make_engine, make_sessionmaker, migrate, transaction
+from shared.core.config import Settings
+from shared.core.db import make_engine, make_sessionmaker, migrate, transaction
 
 pytestmark = pytest.mark.live
 

@@ -20,10 +20,10 @@ from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from shared.bus.servicebus import ServiceBusBus
-from shared.config import Settings
-from shared.db import make_engine, make_sessionmaker, migrate, transaction
-from shared.errors import TransientError
-from shared.models import Job, OutboxMessage
+from shared.core.config import Settings
+from shared.core.db import make_engine, make_sessionmaker, migrate, transaction
+from shared.core.errors import TransientError
+from shared.domain.models import Job, OutboxMessage
 
 CONNECTION_STRING = (
     "Endpoint=sb://speechflow-test.servicebus.windows.net/;SharedAccessKeyName=app;SharedAccessKey=c2VjcmV0"

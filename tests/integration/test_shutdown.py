@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from shared.errors import ShutdownRequested
-from shared.steps import StepContext
+from shared.core.errors import ShutdownRequested
+from shared.steps.runner import StepContext
 from tests.support.pipeline import Stack, build_stack, with_behaviours
 
 

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-import shared.llm.speech_translation as speech_translation
-from shared.audio import decode
-from shared.config import Settings, WhisperSettings
-from shared.llm.speech_translation import translate_speech
+import shared.engines.speech.translation as speech_translation
+from shared.core.config import Settings, WhisperSettings
+from shared.engines.audio import decode
+from shared.engines.speech.translation import translate_speech
 
 FRENCH = Path(__file__).resolve().parent.parent / "fixtures" / "audio" / "fr" / "kokoro-comptage.wav"
 """"Un deux trois quatre cinq six sept huit neuf dix." (kokoro-comptage.txt)"""

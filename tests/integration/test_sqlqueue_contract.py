@@ -12,10 +12,10 @@ from sqlalchemy import Engine, func, select
 
 from shared.bus import QueueDepth, ReceivedMessage
 from shared.bus.sqlqueue import MAX_DELIVERY_REASON, SqlQueue
-from shared.config import Settings
-from shared.db import make_engine, make_sessionmaker, migrate
-from shared.errors import MessageLockLost
-from shared.models import QueueMessage
+from shared.core.config import Settings
+from shared.core.db import make_engine, make_sessionmaker, migrate
+from shared.core.errors import MessageLockLost
+from shared.domain.models import QueueMessage
 
 Q = "job-events"
 OTHER = "lid-jobs"

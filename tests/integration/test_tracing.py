@@ -12,8 +12,8 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from shared.config import Settings
-from shared.messages import JobEvent
+from shared.core.config import Settings
+from shared.domain.messages import JobEvent
 from tests.support.pipeline import Stack, build_stack
 
 CALLER_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"

@@ -16,11 +16,11 @@ from typing import Any
 import numpy as np
 import pytest
 
-from shared.audio import decode, probe
-from shared.config import WhisperSettings
-from shared.errors import ConfigurationError, PermanentError
-from shared.speech.bundled_model import ensure_bundled_model, resolve_model
-from shared.speech.transcriber import (
+from shared.core.config import WhisperSettings
+from shared.core.errors import ConfigurationError, PermanentError
+from shared.engines.audio import decode, probe
+from shared.engines.speech.bundled_model import ensure_bundled_model, resolve_model
+from shared.engines.speech.transcriber import (
     MAX_PROMPT_TOKENS,
     LazyWhisperModel,
     PromptTooLong,
@@ -260,7 +260,8 @@ def test_cuda_without_a_gpu_is_a_configuration_error_before_loading(tmp_path: Pa
 def test_importing_the_engines_loads_no_model_library() -> None:
     code = (
         "import sys\n"
-        "import shared.speech.transcriber, shared.speech.lid, shared.audio, shared.subtitles\n"
+        "import shared.engines.speech.transcriber, shared.engines.speech.language_id\n"
+        "import shared.engines.audio, shared.domain.subtitles\n"
         "heavy = {'faster_whisper', 'ctranslate2', 'torch', 'transformers'} & set(sys.modules)\n"
         "assert not heavy, heavy\n"
         "import faster_whisper\n"

@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 from sqlalchemy import update
 
-from shared.config import Settings
-from shared.keys import create_key
-from shared.models import Job
-from shared.steps import StepContext
+from shared.core.config import Settings
+from shared.domain.models import Job
+from shared.jobs.keys import create_key
+from shared.steps.runner import StepContext
 from tests.support.pipeline import Stack, build_stack, fake_transcript, with_behaviours
 
 

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from shared.webhooks import deliver_due, verify, webhook_secret
+from shared.jobs.webhooks import deliver_due, verify, webhook_secret
 from tests.support.pipeline import Stack, build_stack, permanent, with_behaviours
 from tests.support.receiver import webhook_receiver
 
@@ -128,8 +128,7 @@ def test_delivery_rechecks_the_address_dns_rebinding(
     database_url: str, make_settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Public when the job was submitted, loopback when the callback is due: nothing is sent."""
-    from shared import netsafety
-
+    from shared.core import netsafety
     answers = iter(["93.184.215.14", "127.0.0.1"])
 
     def getaddrinfo(host: str, port: int, *args: object, **kwargs: object) -> list[object]:

@@ -13,7 +13,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from functions.api.blobs import make_blob_router
-from shared.config import Settings
+from shared.core.config import Settings
 from shared.storage.local import LocalBlobStore
 
 

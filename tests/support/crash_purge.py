@@ -9,8 +9,8 @@ import time
 import uuid
 from pathlib import Path
 
-from shared.config import Settings
-from shared.purge import purge_job
+from shared.core.config import Settings
+from shared.jobs.retention import purge_job
 from shared.runtime import Runtime
 
 

@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from gpu_worker.base_worker import BaseWorker
-from shared.config import Settings
-from shared.messages import StepMessage
-from shared.steps import Outcome, StepContext
+from shared.core.config import Settings
+from shared.domain.messages import StepMessage
+from shared.steps.runner import Outcome, StepContext
 
 KINDS = {"lid": ("LID",), "whisper": ("TRANSCRIBE",), "ai": ("TRANSLATE", "SUMMARIZE")}
 

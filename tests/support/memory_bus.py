@@ -21,7 +21,7 @@ from sqlalchemy import event
 from sqlalchemy.orm import Session
 
 from shared.bus import Outgoing, QueueDepth, ReceivedMessage
-from shared.errors import MessageLockLost
+from shared.core.errors import MessageLockLost
 from shared.runtime import Runtime
 
 MAX_DELIVERY_REASON = "MaxDeliveryCountExceeded"

@@ -16,16 +16,16 @@ from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
 from functions.api import create_app
-from functions.router import route_event, route_events
 from gpu_worker.base_worker import BaseWorker
-from shared.config import Settings
-from shared.errors import PermanentError, TransientError
-from shared.host import Pump
-from shared.pipeline import processor_for as processor_for_registry
-from shared.pipeline.inputs import read_result
-from shared.results import Transcript
+from shared.core.config import Settings
+from shared.core.errors import PermanentError, TransientError
+from shared.domain.results import Transcript
+from shared.hosting.host import Pump
 from shared.runtime import Runtime
-from shared.steps import StepContext
+from shared.steps.inputs import read_result
+from shared.steps.runner import StepContext
+from shared.steps.runner import processor_for as processor_for_registry
+from shared.worker.router import route_event, route_events
 
 TERMINAL = {"completed", "partial_complete", "failed", "cancelled"}
 Behaviour = Callable[[StepContext], dict[str, Any]]

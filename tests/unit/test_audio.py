@@ -1,4 +1,4 @@
-"""shared.audio: every common format becomes 16 kHz mono float32; unusable uploads fail permanently.
+"""shared.engines.audio: every common format becomes 16 kHz mono float32; unusable uploads fail permanently.
 
 Inputs in other formats are encoded here with PyAV from a synthetic tone, so the repository holds
 no binaries beyond the speech fixtures.
@@ -12,9 +12,9 @@ import av
 import numpy as np
 import pytest
 
-from shared import audio
-from shared.errors import PermanentError
-from shared.subtitles import to_srt
+from shared.core.errors import PermanentError
+from shared.domain.subtitles import to_srt
+from shared.engines import audio
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "audio"
 TONE_HZ = 440.0

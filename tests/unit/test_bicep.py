@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 from pycep import BicepParser
 
-from shared.config import Settings
+from shared.core.config import Settings
+from shared.domain.registry import all_queues
 
 REPO = Path(__file__).resolve().parents[2]
 BICEP_DIR = REPO / "infra" / "bicep"
@@ -165,7 +166,7 @@ def test_bicepparam_sets_declared_parameters_and_every_required_one() -> None:
 
 
 def test_the_four_queues_come_from_settings_names() -> None:
-    assert resolve(main(), "queueNames") == Settings().all_queues
+    assert resolve(main(), "queueNames") == all_queues(Settings())
     assert module_arguments("serviceBus")["queueNames"] == "queueNames"
     queues = only(module("servicebus"), "Microsoft.ServiceBus/namespaces/queues")
     assert queues["config"]["loop_type"]["detail"]["array_name"] == "queueNames"
@@ -216,7 +217,7 @@ def test_lifecycle_rules_expire_audio_and_results() -> None:
 
 
 def test_lifecycle_backstops_never_delete_before_the_app_retention() -> None:
-    # The retention timer (shared/purge.py) honours AUDIO_RETENTION_SECONDS and RESULT_RETENTION_SECONDS
+    # The retention timer (shared/jobs/retention.py) honours AUDIO_RETENTION_SECONDS and RESULT_RETENTION_SECONDS
     # first; Blob Storage's lifecycle rule only catches what it missed, so it may not expire earlier.
     settings = Settings()
     parameters = module("storage")["parameters"]

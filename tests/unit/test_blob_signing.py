@@ -11,7 +11,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from azure.storage.blob import UserDelegationKey
 
-from shared.errors import ConfigurationError
+from shared.core.errors import ConfigurationError
 from shared.storage.azure_blob import AzureBlobStore
 from shared.storage.local import (
     CREATE,

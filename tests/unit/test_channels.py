@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from shared.speech.channels import FRAME_SECONDS, channel_levels, drop_crosstalk
+from shared.engines.speech.channels import FRAME_SECONDS, channel_levels, drop_crosstalk
 
 
 def levels_for(spans: list[list[tuple[float, float, float]]], seconds: float) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""shared.speech.chunks: where a long recording is cut, and how the chunks' transcripts join up.
+"""shared.engines.speech.audio_chunks: where a long recording is cut, and how the chunks' transcripts join up.
 
 `stitch` is exercised on hand-made chunk transcripts (the shape `Transcriber.transcribe` returns);
 `plan_chunks` on speech built from the LibriVox fixtures with known pauses, through Silero VAD.
@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from shared.audio import SAMPLE_RATE, decode
-from shared.speech.chunks import choose_cut, plan_chunks, stitch
+from shared.engines.audio import SAMPLE_RATE, decode
+from shared.engines.speech.audio_chunks import choose_cut, plan_chunks, stitch
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "audio" / "en"
 

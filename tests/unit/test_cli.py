@@ -13,9 +13,9 @@ from typing import Any
 import httpx
 import pytest
 
-from shared import cli
-from shared.config import Settings
-from shared.db import migrate
+from shared.cli import main as cli
+from shared.core.config import Settings
+from shared.core.db import migrate
 from tests.support.pipeline import TINY_WAV, Stack, build_stack
 
 

@@ -1,4 +1,4 @@
-"""The one consumer loop (shared/consumer.py) and the step consumer (shared/step_consumer.py) over the
+"""The one consumer loop (shared/runtime/loop.py) and the step consumer (shared/worker/step_handler.py) over the
 in-memory bus of tests/support: settlement, redelivery, dead-lettering, lock renewal, shutdown,
 backoff, settlement in the effect's transaction, and a step whose lease is taken over."""
 
@@ -17,13 +17,13 @@ import pytest
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 
-from shared.config import Settings
-from shared.consumer import Consumer, Delivery, Settlement, Shutdown, serve
-from shared.messages import StepMessage, result_blob_path
-from shared.models import Base, Job, ProcessingStep, utcnow
+from shared.core.config import Settings
+from shared.domain.messages import StepMessage, result_blob_path
+from shared.domain.models import Base, Job, ProcessingStep, utcnow
 from shared.runtime import Runtime
-from shared.step_consumer import step_consumer
-from shared.steps import StepContext, run_step
+from shared.runtime.loop import Consumer, Delivery, Settlement, Shutdown, serve
+from shared.steps.runner import StepContext, run_step
+from shared.worker.step_handler import step_consumer
 from tests.support.memory_bus import InMemoryBus, Stored, runtime_with_bus
 
 QUEUE = "work"

@@ -13,7 +13,8 @@ import yaml
 from pydantic import AliasChoices
 from pydantic_settings import BaseSettings
 
-from shared.config import Settings
+from shared.core.config import Settings
+from shared.domain.registry import all_queues
 from tests.unit.test_bicep import main, main_param_default, module, resolve
 from tests.unit.test_k8s_manifests import (
     config_map,
@@ -132,8 +133,8 @@ def test_queue_names_agree_everywhere() -> None:
     for constant, value in seed.items():
         assert settings_default(constant) == value, constant
         assert config_map()[constant] == value, constant
-    # The seed's queues, and besides them only the queues of steps registered since (shared/pipeline).
-    registered = set(Settings().all_queues)
+    # The seed's queues, and besides them only the queues of steps registered since (shared/steps).
+    registered = set(all_queues(Settings()))
     bicep = resolve(main(), "queueNames")
     assert [name for name in bicep if name in seed.values()] == list(seed.values())
     assert set(bicep) - set(seed.values()) <= registered

@@ -1,5 +1,5 @@
 """The embedding windows' filterbank features where senko's own extractor cannot run
-(shared/speech/fbank.py): which CPUs need them, and their layout."""
+(shared/engines/speech/fbank.py): which CPUs need them, and their layout."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from shared.speech.fbank import (
+from shared.engines.speech.fbank import (
     MEL_BINS,
     SAMPLE_RATE,
     cpu_flags,
@@ -86,7 +86,7 @@ def test_the_features_tell_two_voices_apart() -> None:
 
     import kaldi_native_fbank as knf
 
-    from shared.speech.fbank import _options
+    from shared.engines.speech.fbank import _options
 
     def raw(piece: np.ndarray) -> np.ndarray:
         extractor = knf.OnlineFbank(_options())

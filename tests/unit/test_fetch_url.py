@@ -1,5 +1,5 @@
-"""audio_url without I/O: the fetch URL policy (shared/netsafety.py), the download's hop-by-hop checks,
-address pinning and status handling over httpx's MockTransport (shared/pipeline/fetch.py), the request
+"""audio_url without I/O: the fetch URL policy (shared/core/netsafety.py), the download's hop-by-hop checks,
+address pinning and status handling over httpx's MockTransport (shared/steps/fetch.py), the request
 schema, the workflow's FETCH node, and the query kept out of answers."""
 
 from __future__ import annotations
@@ -14,11 +14,11 @@ from pydantic import ValidationError
 
 from functions.api.app import shown_options
 from functions.api.schemas import CreateJobRequest
-from shared.config import Settings
-from shared.errors import PermanentError, TransientError
-from shared.netsafety import UnsafeFetchUrl, check_fetch_url
-from shared.pipeline.fetch import MAX_REDIRECTS, download, filename_from_url, url_host
-from shared.workflow import Event, JobState, StepState, next_decision
+from shared.core.config import Settings
+from shared.core.errors import PermanentError, TransientError
+from shared.core.netsafety import UnsafeFetchUrl, check_fetch_url
+from shared.domain.workflow import Event, JobState, StepState, next_decision
+from shared.steps.fetch import MAX_REDIRECTS, download, filename_from_url, url_host
 
 PUBLIC = "93.184.215.14"
 OTHER_PUBLIC = "8.8.4.4"

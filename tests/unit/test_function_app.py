@@ -8,7 +8,8 @@ from pathlib import Path
 
 import azure.functions as func
 
-from shared.config import Settings
+from shared.core.config import Settings
+from shared.domain.registry import all_queues
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -59,7 +60,7 @@ def test_every_dead_letter_sub_queue_has_a_consumer() -> None:
     names = {"deadletters_job_events", "deadletters_lid", "deadletters_whisper", "deadletters_azure_ai"}
     assert names <= set(functions), "the seed's queues keep their dead-letter functions' names"
     queues = [functions[name][0]["queueName"] for name in functions if name.startswith("deadletters_")]
-    assert sorted(queues) == sorted(f"{queue}/$DeadLetterQueue" for queue in settings.all_queues)
+    assert sorted(queues) == sorted(f"{queue}/$DeadLetterQueue" for queue in all_queues(settings))
     assert all(
         functions[name][0]["connection"] == "SERVICE_BUS_CONNECTION_STRING" for name in functions if "dead" in name
     )

@@ -13,7 +13,8 @@ import pytest
 import yaml
 from cloudcoil.models.keda import v1alpha1 as keda
 
-from shared.config import Settings
+from shared.core.config import Settings
+from shared.domain.registry import all_queues
 
 REPO = Path(__file__).resolve().parents[2]
 K8S_DIR = REPO / "k8s"
@@ -294,9 +295,9 @@ def test_every_queue_consumer_has_a_scaled_object_on_its_queue() -> None:
         "speechflow-worker-azure": settings.azure_ai_queue,
     }
     assert seed.items() <= by_target.items()
-    # Steps added since the seed (shared/pipeline) scale on their own registered queues.
+    # Steps added since the seed (shared/steps) scale on their own registered queues.
     extra = {target: queue for target, queue in by_target.items() if target not in seed}
-    assert set(extra.values()) <= set(settings.all_queues), extra
+    assert set(extra.values()) <= set(all_queues(settings)), extra
 
 
 @pytest.mark.parametrize("name", sorted(scaled_objects()))
@@ -388,8 +389,7 @@ def test_migration_job_runs_alembic_from_the_functions_image() -> None:
 
 
 def test_the_fetch_worker_runs_the_registered_fetch_component_on_cpu() -> None:
-    from shared.pipeline import spec_of
-
+    from shared.domain.registry import spec_of
     worker = container("speechflow-worker-fetch")
     assert worker["args"] == [spec_of("FETCH").component]
     assert worker["image"] == container("speechflow-worker-lid")["image"]  # the CPU worker image

@@ -1,11 +1,11 @@
-"""shared.speech.languages: Whisper codes and ISO 639-3."""
+"""shared.domain.languages: Whisper codes and ISO 639-3."""
 
 from __future__ import annotations
 
 import pytest
 
-from shared.errors import PermanentError
-from shared.speech.languages import (
+from shared.core.errors import PermanentError
+from shared.domain.languages import (
     WHISPER_TO_ISO639_3,
     UnsupportedLanguage,
     is_english,

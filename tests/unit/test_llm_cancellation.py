@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from shared.errors import Cancelled
-from shared.llm import ChatReply
-from shared.llm.chat import ChatTextModel
+from shared.core.errors import Cancelled
+from shared.engines.text import ChatReply
+from shared.engines.text.chat import ChatTextModel
 
 
 class EchoClient:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from shared.config import Settings
+from shared.core.config import Settings
 from tests.unit.test_function_app import bindings_by_function
 
 

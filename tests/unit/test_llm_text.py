@@ -10,11 +10,11 @@ import httpx2 as httpx
 import openai
 import pytest
 
-from shared.config import LlmSettings
-from shared.llm import choose_backend
-from shared.llm.chunks import batch_by_budget, chunk_text, estimate_tokens, split_sentences
-from shared.llm.offline import extractive_summary
-from shared.llm.openai_chat import RetryAfterOrBackoff, is_retryable, retry_after_seconds
+from shared.core.config import LlmSettings
+from shared.engines.text import choose_backend
+from shared.engines.text.offline import extractive_summary
+from shared.engines.text.openai_chat import RetryAfterOrBackoff, is_retryable, retry_after_seconds
+from shared.engines.text.text_chunks import batch_by_budget, chunk_text, estimate_tokens, split_sentences
 
 
 def status_error(status: int, headers: dict[str, str] | None = None) -> openai.APIStatusError:

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
-from shared.config import local_api_key
-from shared.host import ensure_local_api_key
+from shared.core.config import local_api_key
+from shared.hosting.host import ensure_local_api_key
 
 
 def test_the_local_key_is_made_once_private_and_found_again(make_settings) -> None:
@@ -27,7 +27,7 @@ def test_the_local_key_is_made_once_private_and_found_again(make_settings) -> No
 
 
 def test_each_worker_on_one_machine_gets_its_own_probe_port(make_settings) -> None:
-    from shared.host import Supervisor
+    from shared.hosting.host import Supervisor
 
     settings = make_settings(health_port=9100)
     settings.whisper.workers = 2
@@ -53,7 +53,7 @@ BAD_SETTINGS = [
 
 
 @pytest.mark.parametrize(("environment", "line"), BAD_SETTINGS)
-@pytest.mark.parametrize("entry", [["shared.host", "up"], ["gpu_worker", "whisper"]])
+@pytest.mark.parametrize("entry", [["shared.hosting", "up"], ["gpu_worker", "whisper"]])
 def test_a_bad_setting_stops_start_up_with_one_line_naming_it(
     tmp_path: Path, environment: dict[str, str], line: str, entry: list[str]
 ) -> None:
@@ -70,7 +70,7 @@ def test_a_bad_setting_stops_start_up_with_one_line_naming_it(
 def test_a_setting_that_may_hold_a_secret_is_named_without_its_value(monkeypatch: pytest.MonkeyPatch) -> None:
     from pydantic import ValidationError
 
-    from shared.config import Settings, describe_invalid_settings
+    from shared.core.config import Settings, describe_invalid_settings
 
     with pytest.raises(ValidationError) as caught:
         Settings(environment="production", signing_key=SecretStr("changeme"))
@@ -98,8 +98,8 @@ def test_a_setting_that_may_hold_a_secret_is_named_without_its_value(monkeypatch
 def test_the_transcription_workers_are_laid_out_from_the_machine(
     make_settings, cores: int, memory_gib: int, overrides: dict[str, object], expected: tuple[int, int]
 ) -> None:
-    from shared.config import WhisperSettings
-    from shared.supervisor import GIB, whisper_layout
+    from shared.core.config import WhisperSettings
+    from shared.hosting.supervisor import GIB, whisper_layout
 
     settings = make_settings(whisper=WhisperSettings(**overrides))
     layout = whisper_layout(settings, cores=cores, memory=memory_gib * GIB)
@@ -109,8 +109,7 @@ def test_the_transcription_workers_are_laid_out_from_the_machine(
 
 
 def test_the_supervisor_starts_the_laid_out_workers_with_their_threads(make_settings, monkeypatch) -> None:
-    from shared import supervisor
-
+    from shared.hosting import supervisor
     monkeypatch.setattr(supervisor, "machine_cores", lambda: 4)
     monkeypatch.setattr(supervisor, "machine_memory", lambda: 32 * supervisor.GIB)
     started: list[tuple[str, str | None]] = []

@@ -11,10 +11,10 @@ from opentelemetry import trace
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from shared import metrics
 from shared.bus import QueueDepth
-from shared.logs import JsonFormatter, log_context
-from shared.tracing import current_traceparent, span, traceparent_of
+from shared.core.logs import JsonFormatter, log_context
+from shared.core.tracing import current_traceparent, span, traceparent_of
+from shared.runtime import metrics
 
 
 def sample(name: str, **labels: str) -> float:

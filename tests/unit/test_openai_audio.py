@@ -28,8 +28,8 @@ from functions.api.openai_audio import (
 )
 from functions.api.results import JobResults
 from functions.api.security import SecurityError
-from shared.results import Transcript, Translation
-from shared.speech.languages import WHISPER_TO_ISO639_3
+from shared.domain.languages import WHISPER_TO_ISO639_3
+from shared.domain.results import Transcript, Translation
 
 JOB = uuid.UUID("00000000-0000-4000-8000-000000000001")
 

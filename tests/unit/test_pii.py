@@ -1,4 +1,4 @@
-"""PII redaction on text and timed words (shared/pii.py): Presidio's recognizers over a pipeline that
+"""PII redaction on text and timed words (shared/engines/pii.py): Presidio's recognizers over a pipeline that
 never downloads anything, spoken numbers and addresses, and how the words and timings are masked."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import spacy
 
-from shared.pii import PLACEHOLDERS, Redactor, build_analyzer, default_redactor
+from shared.engines.pii import PLACEHOLDERS, Redactor, build_analyzer, default_redactor
 
 
 @pytest.fixture(scope="module")

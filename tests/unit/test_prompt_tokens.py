@@ -1,11 +1,11 @@
-"""The API's count of a custom vocabulary's prompt tokens (shared/speech/prompt_tokens.py): Whisper's own
+"""The API's count of a custom vocabulary's prompt tokens (shared/engines/speech/prompt_tokens.py): Whisper's own
 multilingual tokenizer, read from the file that ships beside the bundled model, counting as the
 transcription step does (each text with its leading space, prompt and hotwords together)."""
 
 from __future__ import annotations
 
-from shared.speech.prompt_tokens import prompt_tokens
-from shared.speech.transcriber import MAX_PROMPT_TOKENS
+from shared.engines.speech.prompt_tokens import prompt_tokens
+from shared.engines.speech.transcriber import MAX_PROMPT_TOKENS
 
 
 def test_prompt_and_hotwords_are_counted_together() -> None:

@@ -1,10 +1,10 @@
-"""What every step's result goes through before it is stored (shared/pipeline/outputs.py): PII masked in
+"""What every step's result goes through before it is stored (shared/steps/outputs.py): PII masked in
 transcripts, translations and summaries when the job asks for it, timings kept."""
 
 from __future__ import annotations
 
-from shared.pipeline.outputs import redact
-from shared.results import Segment, Summary, Translation, Word
+from shared.domain.results import Segment, Summary, Translation, Word
+from shared.steps.outputs import redact
 
 
 def test_a_translation_is_masked_segment_by_segment_with_its_times_and_speakers() -> None:

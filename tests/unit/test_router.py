@@ -10,12 +10,12 @@ from collections.abc import Callable, Iterator
 import pytest
 from sqlalchemy.orm import Session
 
-from functions.router import route_events
-from shared.config import Settings
-from shared.jobs import create_job, get_job
-from shared.messages import JobEvent, StepMessage
-from shared.models import Base, ProcessingStep, WebhookDelivery
+from shared.core.config import Settings
+from shared.domain.messages import JobEvent, StepMessage
+from shared.domain.models import Base, ProcessingStep, WebhookDelivery
+from shared.jobs.store import create_job, get_job
 from shared.runtime import Runtime
+from shared.worker.router import route_events
 from tests.support.memory_bus import InMemoryBus, runtime_with_bus
 
 

@@ -12,9 +12,9 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from pydantic import ValidationError
 
 from functions.api.security import Principal, RateLimiter, SecurityError, SharedRateLimiter, TokenVerifier, rate_limiter
-from shared.config import Settings
-from shared.keys import digest, key_id_of, matches_bootstrap
-from shared.models import Job
+from shared.core.config import Settings
+from shared.domain.models import Job
+from shared.jobs.keys import digest, key_id_of, matches_bootstrap
 
 ISSUER = "https://login.microsoftonline.com/00000000-0000-0000-0000-000000000001/v2.0"
 AUDIENCE = "api://speechflow"

@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from functions.api.schemas import CreateJobRequest, safe_filename
-from shared.config import Settings
-from shared.netsafety import UnsafeCallbackUrl, check_callback_url, host_allowed, refusal_reason
+from shared.core.config import Settings
+from shared.core.netsafety import UnsafeCallbackUrl, check_callback_url, host_allowed, refusal_reason
 
 PUBLIC = "93.184.215.14"
 

@@ -36,8 +36,9 @@ from sqlalchemy import create_engine
 from shared.bus import QueueDepth, ReceivedMessage
 from shared.bus import servicebus as servicebus_module
 from shared.bus.servicebus import ServiceBusBus
-from shared.config import Settings
-from shared.errors import ConfigurationError, MessageLockLost, TransientError
+from shared.core.config import Settings
+from shared.core.errors import ConfigurationError, MessageLockLost, TransientError
+from shared.domain.registry import all_queues
 
 CONNECTION_STRING = (
     "Endpoint=sb://speechflow-test.servicebus.windows.net/;SharedAccessKeyName=app;SharedAccessKey=c2VjcmV0"
@@ -460,21 +461,21 @@ def test_queue_depths_read_runtime_properties_of_every_queue(settings: Settings)
         "azure-ai-jobs": (1, 1, 0),
     }
     # Every other queue of the step registry is there too, empty.
-    admin = FakeAdmin({queue: known.get(queue, (0, 0, 0)) for queue in settings.all_queues})
+    admin = FakeAdmin({queue: known.get(queue, (0, 0, 0)) for queue in all_queues(settings)})
     bus = ServiceBusBus(settings, create_engine("sqlite://"), client_factory=FakeClient, admin_factory=lambda: admin)
     depths = bus.queue_depths()
-    assert admin.asked == settings.all_queues
+    assert admin.asked == all_queues(settings)
     assert {queue: depths[queue] for queue in known} == {
         "job-events": QueueDepth(active=3, scheduled=0, dead_letter=0),
         "lid-jobs": QueueDepth(active=7, scheduled=2, dead_letter=1),
         "whisper-jobs": QueueDepth(active=0, scheduled=0, dead_letter=4),
         "azure-ai-jobs": QueueDepth(active=1, scheduled=1, dead_letter=0),
     }
-    assert set(depths) == set(settings.all_queues)
+    assert set(depths) == set(all_queues(settings))
 
 
 def test_a_missing_queue_is_a_configuration_error(settings: Settings) -> None:
-    admin = FakeAdmin({queue: (0, 0, 0) for queue in settings.all_queues if queue != "lid-jobs"})
+    admin = FakeAdmin({queue: (0, 0, 0) for queue in all_queues(settings) if queue != "lid-jobs"})
     bus = ServiceBusBus(settings, create_engine("sqlite://"), admin_factory=lambda: admin)
     with pytest.raises(ConfigurationError, match="lid-jobs"):
         bus.queue_depths()
@@ -482,7 +483,7 @@ def test_a_missing_queue_is_a_configuration_error(settings: Settings) -> None:
 
 def test_close_closes_every_handler_and_a_later_call_starts_afresh(settings: Settings) -> None:
     clients: list[FakeClient] = []
-    admin = FakeAdmin({q: (0, 0, 0) for q in settings.all_queues})
+    admin = FakeAdmin({q: (0, 0, 0) for q in all_queues(settings)})
 
     def factory() -> FakeClient:
         clients.append(FakeClient())

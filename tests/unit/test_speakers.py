@@ -1,5 +1,5 @@
-"""The speaker join and the split-channel merge (shared/speakers.py), and the turn building of the
-diarizer (shared/speech/diarization.py), on hand-made transcripts and turns."""
+"""The speaker join and the split-channel merge (shared/domain/speaker_turns.py), and the turn building of the
+diarizer (shared/engines/speech/diarization.py), on hand-made transcripts and turns."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from shared.speakers import (
+from shared.domain.speaker_turns import (
     assign_words,
     attribute_speakers,
     merge_channels,
@@ -19,7 +19,7 @@ from shared.speakers import (
     split_at_speaker_changes,
     talk_time,
 )
-from shared.speech.diarization import (
+from shared.engines.speech.diarization import (
     BadSpeakerCount,
     CountMethod,
     check_speaker_count,

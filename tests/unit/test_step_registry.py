@@ -1,4 +1,4 @@
-"""The step registry (shared/pipeline): every step a workflow names is registered, and every registered
+"""The step registry (shared/steps): every step a workflow names is registered, and every registered
 queue has its deployment entries — a Bicep queue, a KEDA ScaledObject on it, and the Deployment that
 ScaledObject scales."""
 
@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import pytest
 
-from shared.config import Settings
-from shared.pipeline import components, queue_for, registry, spec_of, steps_on_queue
-from shared.results import ResultModel
-from shared.workflow import WORKFLOWS, JobState
+from shared.core.config import Settings
+from shared.domain.registry import all_queues, components, queue_for, registry, spec_of, step_queues, steps_on_queue
+from shared.domain.results import ResultModel
+from shared.domain.workflow import WORKFLOWS, JobState
 from tests.unit.test_bicep import main, resolve
 from tests.unit.test_k8s_manifests import deployments, scaled_objects
 
@@ -29,7 +29,7 @@ def test_parts_of_a_step_share_its_spec() -> None:
         spec_of("NOPE")
 
 
-@pytest.mark.parametrize("queue", sorted(set(Settings().worker_queues.values())))
+@pytest.mark.parametrize("queue", sorted(set(step_queues(Settings()).values())))
 def test_every_registered_queue_has_its_deployment_entries(queue: str) -> None:
     assert queue in resolve(main(), "queueNames"), f"no Service Bus queue for {queue} in Bicep"
     scalers = [s for s in scaled_objects().values() if s["spec"]["triggers"][0]["metadata"]["queueName"] == queue]
@@ -40,10 +40,10 @@ def test_every_registered_queue_has_its_deployment_entries(queue: str) -> None:
 
 def test_queue_names_follow_the_seed_settings() -> None:
     settings = Settings(LID_QUEUE_NAME="my-lid", WHISPER_QUEUE_NAME="my-whisper")
-    assert settings.worker_queues["LID"] == "my-lid"
-    assert settings.worker_queues["TRANSCRIBE"] == "my-whisper"
-    assert settings.all_queues[0] == settings.job_events_queue
-    assert len(settings.all_queues) == len(set(settings.all_queues))
+    assert step_queues(settings)["LID"] == "my-lid"
+    assert step_queues(settings)["TRANSCRIBE"] == "my-whisper"
+    assert all_queues(settings)[0] == settings.job_events_queue
+    assert len(all_queues(settings)) == len(set(all_queues(settings)))
 
 
 def test_offline_translation_of_audio_runs_where_the_whisper_model_is() -> None:

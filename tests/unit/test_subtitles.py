@@ -1,11 +1,11 @@
-"""shared.subtitles: SRT, WebVTT and TXT from transcript segments."""
+"""shared.domain.subtitles: SRT, WebVTT and TXT from transcript segments."""
 
 from __future__ import annotations
 
 import itertools
 import re
 
-from shared.subtitles import MAX_LINE_CHARS, cues, to_srt, to_txt, to_vtt
+from shared.domain.subtitles import MAX_LINE_CHARS, cues, to_srt, to_txt, to_vtt
 
 SEGMENTS = [
     {"start": 0.0, "end": 1.5, "text": " Hello world.", "words": []},
@@ -114,7 +114,7 @@ def test_txt_starts_a_paragraph_at_each_change_of_speaker() -> None:
 def test_subtitles_of_an_untimed_transcript_are_refused() -> None:
     import pytest
 
-    from shared.subtitles import UntimedTranscript
+    from shared.domain.subtitles import UntimedTranscript
 
     with pytest.raises(UntimedTranscript):
         to_srt([{"start": None, "end": None, "text": "no times"}])

@@ -1,12 +1,12 @@
-"""Usage and estimated cost from step details (shared/usage.py), and the counters a completed step adds."""
+"""Usage and estimated cost from step details (shared/domain/usage.py), and the counters a completed step adds."""
 
 from __future__ import annotations
 
 import pytest
 
-from shared import metrics
-from shared.config import Settings
-from shared.usage import Rates, device_of, job_usage, step_usage, total_usage
+from shared.core.config import Settings
+from shared.domain.usage import Rates, device_of, job_usage, step_usage, total_usage
+from shared.runtime import metrics
 
 RATES = Rates(gpu_per_second=0.001, cpu_per_second=0.0001, per_1k_input_tokens=0.002, per_1k_output_tokens=0.008)
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from shared.speech.transcriber import MAX_PROMPT_TOKENS, PromptTooLong, count_prompt_tokens, hotwords_text
+from shared.engines.speech.transcriber import MAX_PROMPT_TOKENS, PromptTooLong, count_prompt_tokens, hotwords_text
 
 
 def spaces_split(text: str) -> list[int]:

@@ -1,4 +1,4 @@
-"""Warm-ups that do not slow the jobs (shared/health.py): start-up work at the lowest CPU priority,
+"""Warm-ups that do not slow the jobs (shared/worker/health.py): start-up work at the lowest CPU priority,
 threads it leaves behind put back, and /ready saying what is still loading or warming."""
 
 from __future__ import annotations
@@ -11,10 +11,10 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from shared import health
-from shared.config import Settings
-from shared.health import WARM_UPS, HealthServer, at_lowest_priority, warm_in_background, worker_states
+from shared.core.config import Settings
 from shared.runtime import Runtime
+from shared.worker import health
+from shared.worker.health import WARM_UPS, HealthServer, at_lowest_priority, warm_in_background, worker_states
 
 
 def priority() -> int:
@@ -106,7 +106,7 @@ def test_a_workers_ready_lists_what_it_is_still_loading_or_warming(probe: Health
 
 
 def test_worker_probes_are_read_from_name_url_pairs(monkeypatch: pytest.MonkeyPatch) -> None:
-    from shared.config import SettingsError, get_settings
+    from shared.core.config import SettingsError, get_settings
 
     monkeypatch.setenv("WORKER_PROBES", "lid=http://127.0.0.1:8080/ready, whisper=http://127.0.0.1:8081/ready")
     assert Settings().worker_probes == {
@@ -123,8 +123,7 @@ def test_worker_probes_are_read_from_name_url_pairs(monkeypatch: pytest.MonkeyPa
 
 
 def test_the_supervisor_tells_the_api_where_the_workers_probes_are(make_settings, monkeypatch) -> None:
-    from shared import supervisor
-
+    from shared.hosting import supervisor
     monkeypatch.setattr(supervisor, "machine_cores", lambda: 2)
     stack = supervisor.Supervisor(make_settings(health_port=9100), ["api", "lid", "whisper"], env={})
     started: dict[str, dict[str, str]] = {}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from shared.webhooks import backoff_seconds, sign, verify
+from shared.jobs.webhooks import backoff_seconds, sign, verify
 
 # The example from the Standard Webhooks specification.
 SPEC_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"

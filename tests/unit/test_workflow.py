@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from shared.workflow import (
+from shared.domain.workflow import (
     WORKFLOW_TYPES,
     WORKFLOWS,
     Event,

@@ -3,7 +3,7 @@ lifecycle events — over a workflow built for the test, with no I/O."""
 
 from __future__ import annotations
 
-from shared.workflow import (
+from shared.domain.workflow import (
     MAX_PARTS,
     Decision,
     Event,

@@ -9,7 +9,7 @@ param audioContainerName string
 param resultsContainerName string
 param corsAllowedOrigins array
 // Backstops for the app's own retention (AUDIO_RETENTION_SECONDS, 1 day; RESULT_RETENTION_SECONDS, 30
-// days), which the retention timer applies first (shared/purge.py): they catch what it missed, and must
+// days), which the retention timer applies first (shared/jobs/retention.py): they catch what it missed, and must
 // not delete earlier than the app promises to keep.
 @minValue(2)
 param audioRetentionDays int

@@ -1,0 +1,168 @@
+"""Outbound URL policy: where SpeechFlow may be told to POST a callback, or to GET audio from.
+
+A callback URL is chosen by the client, and the server makes the request, so an unchecked URL lets
+a client reach what only the server can: the cloud metadata endpoint, the database, the cluster's
+internal services. The policy:
+
+- https only;
+- every address the host resolves to must be public: no private, loopback, link-local (the metadata
+  endpoint 169.254.169.254 among them), unique-local (fd00:ec2::254), multicast or reserved ones;
+- no credentials in the URL;
+- hosts on the CALLBACK_ALLOWED_HOSTS allow-list skip the scheme and address checks (local development).
+
+The check runs when the job is submitted (422) and again right before each delivery, because a host
+name can resolve to a public address at submit time and to an internal one later (DNS rebinding).
+
+An `audio_url` (the FETCH step, shared/steps/fetch.py) follows the same policy with its own
+allow-list, FETCH_ALLOWED_HOSTS; the step checks every redirect hop again and connects to the address
+it checked, so that a second resolution cannot lead it elsewhere.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from collections.abc import Callable
+from urllib.parse import urlsplit
+
+from shared.core.config import Settings
+
+Resolver = Callable[[str, int], list[str]]
+"""(host, port) → the addresses a connection could go to."""
+
+IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+METADATA_ADDRESSES: frozenset[IpAddress] = frozenset(
+    ipaddress.ip_address(address)
+    for address in (
+        "169.254.169.254",  # Azure IMDS, AWS, GCP, OpenStack
+        "169.254.170.2",  # AWS ECS task metadata
+        "fd00:ec2::254",  # AWS IMDS over IPv6
+        "100.100.100.200",  # Alibaba Cloud
+    )
+)
+
+
+class UnsafeUrl(ValueError):
+    """The URL is refused by the policy; the message says why (naming the host, never the query)."""
+
+
+class UnsafeCallbackUrl(UnsafeUrl):
+    """The callback URL is refused by the policy; the message says why."""
+
+
+class UnsafeFetchUrl(UnsafeUrl):
+    """The audio URL (or a redirect from it) is refused by the policy; the message says why."""
+
+
+def system_resolver(host: str, port: int) -> list[str]:
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return sorted({str(info[4][0]) for info in infos})
+
+
+def refusal_reason(address: str) -> str | None:
+    """Why a connection to this address is refused, or None when it is a public address."""
+    try:
+        parsed: IpAddress = ipaddress.ip_address(address)
+    except ValueError:
+        return "not an IP address"
+    if isinstance(parsed, ipaddress.IPv6Address):
+        parsed = parsed.ipv4_mapped or parsed
+        if isinstance(parsed, ipaddress.IPv6Address) and parsed.scope_id:
+            parsed = ipaddress.IPv6Address(str(parsed).split("%", 1)[0])
+    if parsed in METADATA_ADDRESSES:
+        return "a cloud metadata address"
+    if parsed.is_loopback:
+        return "a loopback address"
+    if parsed.is_link_local:
+        return "a link-local address"
+    if parsed.is_private:
+        return "a private address"
+    if parsed.is_multicast or parsed.is_unspecified or parsed.is_reserved or not parsed.is_global:
+        return "a non-public address"
+    return None
+
+
+def host_allowed(host: str, allowed_hosts: list[str]) -> bool:
+    """Whether the allow-list names the host (`.example.com` also covers its subdomains)."""
+    host = host.lower().rstrip(".")
+    for allowed in (entry.lower().rstrip(".") for entry in allowed_hosts):
+        if allowed.startswith("."):
+            if host.endswith(allowed) or host == allowed[1:]:
+                return True
+        elif host == allowed:
+            return True
+    return False
+
+
+def check_callback_url(url: str, settings: Settings, *, resolver: Resolver = system_resolver) -> list[str]:
+    """Raise `UnsafeCallbackUrl` unless the policy allows POSTing to `url`.
+
+    Returns the public addresses the host resolved to (empty for an allow-listed host).
+    """
+    return _check_url(
+        url,
+        field="callback_url",
+        allowed_hosts=settings.callback_allowed_hosts,
+        refused=UnsafeCallbackUrl,
+        resolver=resolver,
+        credentials_hint="; verify the webhook signature instead",
+    )
+
+
+def check_fetch_url(url: str, settings: Settings, *, resolver: Resolver = system_resolver) -> list[str]:
+    """Raise `UnsafeFetchUrl` unless the policy allows GETting audio from `url` (or from a redirect
+    target). Returns the public addresses the host resolved to (empty for an allow-listed host)."""
+    return _check_url(
+        url,
+        field="audio_url",
+        allowed_hosts=settings.fetch_allowed_hosts,
+        refused=UnsafeFetchUrl,
+        resolver=resolver,
+        credentials_hint="; a signed URL (such as an Azure SAS) carries its access in the query",
+    )
+
+
+def _check_url(
+    url: str,
+    *,
+    field: str,
+    allowed_hosts: list[str],
+    refused: type[UnsafeUrl],
+    resolver: Resolver,
+    credentials_hint: str,
+) -> list[str]:
+    try:
+        parts = urlsplit(url)
+    except ValueError as error:  # an unbalanced IPv6 bracket, for one
+        raise refused(f"{field} is not a valid URL") from error
+    scheme = parts.scheme.lower()
+    host = (parts.hostname or "").rstrip(".")
+    if scheme not in ("http", "https") or not host:
+        raise refused(f"{field} must be an absolute http(s) URL")
+    if parts.username or parts.password:
+        raise refused(f"{field} must not carry credentials{credentials_hint}")
+    try:
+        port = parts.port or (443 if scheme == "https" else 80)
+    except ValueError as error:
+        raise refused(f"{field} has an invalid port") from error
+    if host_allowed(host, allowed_hosts):
+        return []
+    if scheme != "https":
+        raise refused(f"{field} must use https")
+    try:
+        addresses = resolver(host, port)
+    except (OSError, UnicodeError) as error:
+        raise refused(f"{field} host {host} cannot be resolved") from error
+    if not addresses:
+        raise refused(f"{field} host {host} cannot be resolved")
+    for address in addresses:
+        reason = refusal_reason(address)
+        if reason is not None:
+            raise refused(f"{field} host {host} resolves to {reason} ({address})")
+    return addresses
+
+
+def check_callback_url_at_delivery(url: str, settings: Settings, *, resolver: Resolver = system_resolver) -> None:
+    """The same policy, applied again right before a delivery (the host's addresses may have changed)."""
+    check_callback_url(url, settings, resolver=resolver)
