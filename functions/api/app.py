@@ -519,8 +519,14 @@ def _add_job_routes(app: FastAPI, settings: Settings) -> None:
     ) -> UsageSummaryResponse:
         """The calling key's usage and estimated cost over the jobs it created in [from, to) (ISO 8601;
         a time without a zone is UTC). Defaults: the 30 days up to now; at most 366 days at once."""
-        end = _utc(to) if to is not None else utcnow()
-        begin = _utc(from_) if from_ is not None else end - timedelta(days=30)
+        try:
+            end = _utc(to) if to is not None else utcnow()
+            begin = _utc(from_) if from_ is not None else end - timedelta(days=30)
+        except OverflowError:
+            # A time at the calendar's edge whose zone or default range carries it past year 1 or 9999.
+            raise ApiError(
+                422, "validation_error", "from and to must fall between the years 1 and 9999 in UTC"
+            ) from None
         if begin >= end:
             raise ApiError(422, "validation_error", "from must be before to")
         if end - begin > MAX_USAGE_RANGE:
