@@ -33,7 +33,7 @@ class JobOptions(BaseModel):
     """`mix`: downmix to mono. `split`: each channel is its own speaker, transcribed on its own."""
     channel_count: int | None = None
     """How many channels the upload has (recorded at start, from the probe)."""
-    prompt: Annotated[str, NoNul] | None = Field(default=None, max_length=2000)
+    prompt: Annotated[str, StringConstraints(max_length=2000), NoNul] | None = None
     """Whisper's initial prompt: spelling and style to follow (at most 224 tokens)."""
     hotwords: tuple[Hotword, ...] | None = Field(default=None, max_length=100)
     """Words and names to favour."""
@@ -43,7 +43,7 @@ class JobOptions(BaseModel):
     """Keep this job's data at most this long after it ends (never longer than the server's retention)."""
     languages: tuple[str, ...] | None = Field(default=None, min_length=1, max_length=20)
     """The languages the audio may be in (ISO 639-3): language identification answers one of them."""
-    audio_url: Annotated[str, NoNul] | None = Field(default=None, max_length=8192)
+    audio_url: Annotated[str, StringConstraints(max_length=8192), NoNul] | None = None
     """Where the FETCH step gets the audio instead of an upload. Its query may hold a secret (an Azure
     SAS): logs and answers name the host only."""
 

@@ -47,10 +47,10 @@ def safe_filename(name: str) -> str:
 class CreateJobRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    audio_filename: Annotated[str, NoNul] | None = Field(default=None, min_length=1, max_length=255)
+    audio_filename: Annotated[str, StringConstraints(min_length=1, max_length=255), NoNul] | None = None
     """The file the client will upload: audio, or for translate_only / summarize_only a transcript
     (plain text or this service's transcript JSON). Optional when source_job_id is given."""
-    audio_url: Annotated[str, NoNul] | None = Field(default=None, min_length=1, max_length=8192)
+    audio_url: Annotated[str, StringConstraints(min_length=1, max_length=8192), NoNul] | None = None
     """Audio workflows: fetch the audio from this URL instead of an upload (https, a public host; an Azure
     Blob URL with a read SAS works). The job is queued at once; its FETCH step downloads and checks the
     file. audio_filename is then optional (the name is taken from the URL's path)."""
@@ -67,7 +67,7 @@ class CreateJobRequest(BaseModel):
     channels: Literal["mix", "split"] = "mix"
     """`mix` downmixes; `split` transcribes each channel as its own speaker (a call recorded one party a
     channel) and merges them in time order. Audio workflows; a one-channel upload is refused at start."""
-    prompt: Annotated[str, NoNul] | None = Field(default=None, min_length=1, max_length=2000)
+    prompt: Annotated[str, StringConstraints(min_length=1, max_length=2000), NoNul] | None = None
     """Whisper's initial prompt (at most 224 tokens): spellings, names, style. Audio workflows."""
     hotwords: (
         list[Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100), NoNul]] | None
