@@ -17,6 +17,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from functions.api.openai_audio import make_openai_audio_router
 from functions.api.results import ResultUnavailable, load_results, render
@@ -92,6 +93,46 @@ def _error(status: int, code: str, message: str, details: Any = None) -> JSONRes
     return JSONResponse(status_code=status, content=body)
 
 
+class AnswerUnexpectedErrors:
+    """An exception no handler took is answered here, in the one error shape (500, the cause in the log,
+    not in the answer), and goes no further.
+
+    Left to Starlette's outermost middleware, the exception is answered and then raised again, and
+    uvicorn closes a connection whose application raised: the client's next request on that keep-alive
+    connection failed with ECONNRESET. Answered here, the connection stays usable. Only when part of a
+    response has already gone out is the exception passed on, so the connection is closed rather than
+    left with half an answer."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracked(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracked)
+        except Exception as error:
+            log.error(
+                "unexpected error in %s %s",
+                scope.get("method"),
+                scope.get("path"),
+                exc_info=error,
+                extra={"action": "api_unexpected_error"},
+            )
+            if started:
+                raise
+            answer = _error(500, "internal_error", "the server could not answer this request; it has been logged")
+            await answer(scope, receive, send)
+
+
 def get_runtime(request: Request) -> Runtime:
     runtime: Runtime = request.app.state.runtime
     return runtime
@@ -164,21 +205,11 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         message = "; ".join(f"{'.'.join(map(str, p['loc'][1:])) or 'body'}: {p['msg']}" for p in problems)
         return _error(422, "validation_error", message or "invalid request", problems)
 
-    @app.exception_handler(Exception)
-    async def _unexpected_error(request: Request, error: Exception) -> JSONResponse:
-        # Never a bare 500: the one error shape, and the cause in the log (not in the answer).
-        log.error(
-            "unexpected error in %s %s",
-            request.method,
-            request.url.path,
-            exc_info=error,
-            extra={"action": "api_unexpected_error"},
-        )
-        return _error(500, "internal_error", "the server could not answer this request; it has been logged")
-
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_request: Request, error: StarletteHTTPException) -> JSONResponse:
         return _error(error.status_code, _ERROR_CODES.get(error.status_code, "error"), str(error.detail))
+
+    app.add_middleware(AnswerUnexpectedErrors)
 
     if not settings.uses_azure_blob:
         from functions.api.blobs import make_blob_router
@@ -519,8 +550,14 @@ def _add_job_routes(app: FastAPI, settings: Settings) -> None:
     ) -> UsageSummaryResponse:
         """The calling key's usage and estimated cost over the jobs it created in [from, to) (ISO 8601;
         a time without a zone is UTC). Defaults: the 30 days up to now; at most 366 days at once."""
-        end = _utc(to) if to is not None else utcnow()
-        begin = _utc(from_) if from_ is not None else end - timedelta(days=30)
+        try:
+            end = _utc(to) if to is not None else utcnow()
+            begin = _utc(from_) if from_ is not None else end - timedelta(days=30)
+        except OverflowError:
+            # A time at the calendar's edge whose zone or default range carries it past year 1 or 9999.
+            raise ApiError(
+                422, "validation_error", "from and to must fall between the years 1 and 9999 in UTC"
+            ) from None
         if begin >= end:
             raise ApiError(422, "validation_error", "from must be before to")
         if end - begin > MAX_USAGE_RANGE:

@@ -234,6 +234,8 @@ def _text_field(form: FormData, name: str, *, max_length: int = 2000) -> str | N
     value = value.strip()
     if len(value) > max_length:
         raise OpenAIError(400, f"{name} is longer than {max_length} characters", param=name)
+    if "\x00" in value:
+        raise OpenAIError(400, f"{name} must not contain a NUL character", param=name)
     return value or None
 
 

@@ -8,10 +8,19 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
+from pydantic import (
+    AnyHttpUrl,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
-from shared.domain.languages import UnsupportedLanguage, to_iso639_3
-from shared.domain.options import AUDIO_ONLY_OPTIONS, JobOptions
+from shared.domain.languages import WHISPER_TO_ISO639_3, UnsupportedLanguage, to_iso639_3, to_whisper
+from shared.domain.options import AUDIO_ONLY_OPTIONS, JobOptions, NoNul
 from shared.domain.results import Segment, SpeakerTalk
 from shared.domain.status import JobStatus, StepStatus
 from shared.domain.workflow import AUDIO_WORKFLOWS, NEEDS_SOURCE_LANGUAGE, WorkflowType
@@ -23,6 +32,8 @@ ResultFormat = Literal["json", "srt", "vtt", "txt"]
 ResultPart = Literal["transcript", "translation"]
 
 _LANGUAGE = r"^[A-Za-z]{2,3}([-_][A-Za-z0-9]{2,8})?$"
+SUPPORTED_LANGUAGES = ", ".join(sorted(WHISPER_TO_ISO639_3))
+"""The languages a job may name (Whisper's), as an error message lists them."""
 _UNSAFE = re.compile(r"[^A-Za-z0-9._ ()+-]")
 
 
@@ -36,10 +47,10 @@ def safe_filename(name: str) -> str:
 class CreateJobRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    audio_filename: str | None = Field(default=None, min_length=1, max_length=255)
+    audio_filename: Annotated[str, StringConstraints(min_length=1, max_length=255), NoNul] | None = None
     """The file the client will upload: audio, or for translate_only / summarize_only a transcript
     (plain text or this service's transcript JSON). Optional when source_job_id is given."""
-    audio_url: str | None = Field(default=None, min_length=1, max_length=8192)
+    audio_url: Annotated[str, StringConstraints(min_length=1, max_length=8192), NoNul] | None = None
     """Audio workflows: fetch the audio from this URL instead of an upload (https, a public host; an Azure
     Blob URL with a read SAS works). The job is queued at once; its FETCH step downloads and checks the
     file. audio_filename is then optional (the name is taken from the URL's path)."""
@@ -56,11 +67,11 @@ class CreateJobRequest(BaseModel):
     channels: Literal["mix", "split"] = "mix"
     """`mix` downmixes; `split` transcribes each channel as its own speaker (a call recorded one party a
     channel) and merges them in time order. Audio workflows; a one-channel upload is refused at start."""
-    prompt: str | None = Field(default=None, min_length=1, max_length=2000)
+    prompt: Annotated[str, StringConstraints(min_length=1, max_length=2000), NoNul] | None = None
     """Whisper's initial prompt (at most 224 tokens): spellings, names, style. Audio workflows."""
-    hotwords: list[Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]] | None = (
-        Field(default=None, min_length=1, max_length=100)
-    )
+    hotwords: (
+        list[Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100), NoNul]] | None
+    ) = Field(default=None, min_length=1, max_length=100)
     """Words and names to favour in the transcript. Audio workflows."""
     languages: list[Annotated[str, StringConstraints(pattern=_LANGUAGE)]] | None = Field(
         default=None, min_length=1, max_length=20
@@ -88,8 +99,19 @@ class CreateJobRequest(BaseModel):
 
     @field_validator("source_language", "target_language")
     @classmethod
-    def _lowercase(cls, value: str | None) -> str | None:
-        return value.lower() if value else value
+    def _supported_language(cls, value: str | None, info: ValidationInfo) -> str | None:
+        # Refused here rather than by the step that would need it: an unknown source language failed the
+        # job later, an unknown target ended it partial_complete with a misleading error.
+        if not value:
+            return value
+        try:
+            to_whisper(value)
+        except UnsupportedLanguage:
+            raise ValueError(
+                f"{info.field_name} {value!r} is not a language SpeechFlow supports; give one of"
+                f" {SUPPORTED_LANGUAGES} (ISO 639-1), or its ISO 639-3 code"
+            ) from None
+        return value.lower()
 
     @field_validator("languages")
     @classmethod

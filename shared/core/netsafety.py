@@ -60,16 +60,48 @@ def system_resolver(host: str, port: int) -> list[str]:
     return sorted({str(info[4][0]) for info in infos})
 
 
+NAT64_PREFIXES = (ipaddress.IPv6Network("64:ff9b::/96"), ipaddress.IPv6Network("64:ff9b:1::/48"))
+"""NAT64's well-known prefix and its local-use prefix (RFC 6052, RFC 8215): a translator forwards to the
+IPv4 address in the last 32 bits (the local-use prefix is read in the same /96 layout)."""
+_IPV4_COMPATIBLE = ipaddress.IPv6Network("::/96")
+_IPV4_TRANSLATED = ipaddress.IPv6Network("::ffff:0:0:0/96")
+
+
+def embedded_ipv4(address: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
+    """The IPv4 addresses an IPv6 address carries, which is where a connection to it may end up:
+    IPv4-mapped and -translated, 6to4 (its gateway's IPv4), Teredo (the server and the client), the
+    deprecated IPv4-compatible form, NAT64. Empty for an ordinary IPv6 address."""
+    found: list[ipaddress.IPv4Address] = []
+    if address.ipv4_mapped is not None:
+        found.append(address.ipv4_mapped)
+    if address.sixtofour is not None:
+        found.append(address.sixtofour)
+    if address.teredo is not None:
+        found.extend(address.teredo)
+    translated = any(address in prefix for prefix in (*NAT64_PREFIXES, _IPV4_TRANSLATED))
+    compatible = address in _IPV4_COMPATIBLE and int(address) > 1  # not :: nor ::1, which are themselves
+    if translated or compatible:
+        found.append(ipaddress.IPv4Address(int(address) & 0xFFFFFFFF))
+    return found
+
+
 def refusal_reason(address: str) -> str | None:
-    """Why a connection to this address is refused, or None when it is a public address."""
+    """Why a connection to this address is refused, or None when it is a public address.
+
+    An IPv6 address that embeds an IPv4 address is judged by the IPv4 address it embeds (every one, for
+    Teredo): `2002:7f00:1::` is 127.0.0.1 through 6to4."""
     try:
         parsed: IpAddress = ipaddress.ip_address(address)
     except ValueError:
         return "not an IP address"
     if isinstance(parsed, ipaddress.IPv6Address):
-        parsed = parsed.ipv4_mapped or parsed
-        if isinstance(parsed, ipaddress.IPv6Address) and parsed.scope_id:
+        if parsed.scope_id:
             parsed = ipaddress.IPv6Address(str(parsed).split("%", 1)[0])
+        if embedded := embedded_ipv4(parsed):
+            for inner in embedded:
+                if (reason := refusal_reason(str(inner))) is not None:
+                    return f"{reason} (embedded as {inner})"
+            return None
     if parsed in METADATA_ADDRESSES:
         return "a cloud metadata address"
     if parsed.is_loopback:

@@ -7,9 +7,19 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
-Hotword = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
+
+def without_nul(value: str) -> str:
+    """Refuse a NUL character: PostgreSQL stores no NUL in text (nor `\\u0000` in JSON), and no prompt,
+    word or name needs one."""
+    if "\x00" in value:
+        raise ValueError("must not contain a NUL character")
+    return value
+
+
+NoNul = AfterValidator(without_nul)
+Hotword = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100), NoNul]
 
 
 class JobOptions(BaseModel):
@@ -23,7 +33,7 @@ class JobOptions(BaseModel):
     """`mix`: downmix to mono. `split`: each channel is its own speaker, transcribed on its own."""
     channel_count: int | None = None
     """How many channels the upload has (recorded at start, from the probe)."""
-    prompt: str | None = Field(default=None, max_length=2000)
+    prompt: Annotated[str, StringConstraints(max_length=2000), NoNul] | None = None
     """Whisper's initial prompt: spelling and style to follow (at most 224 tokens)."""
     hotwords: tuple[Hotword, ...] | None = Field(default=None, max_length=100)
     """Words and names to favour."""
@@ -33,7 +43,7 @@ class JobOptions(BaseModel):
     """Keep this job's data at most this long after it ends (never longer than the server's retention)."""
     languages: tuple[str, ...] | None = Field(default=None, min_length=1, max_length=20)
     """The languages the audio may be in (ISO 639-3): language identification answers one of them."""
-    audio_url: str | None = Field(default=None, max_length=8192)
+    audio_url: Annotated[str, StringConstraints(max_length=8192), NoNul] | None = None
     """Where the FETCH step gets the audio instead of an upload. Its query may hold a secret (an Azure
     SAS): logs and answers name the host only."""
 

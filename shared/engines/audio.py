@@ -55,6 +55,10 @@ class CorruptAudio(AudioError):
     """the audio stream is corrupt and cannot be decoded"""
 
 
+class UnsupportedCodec(AudioError):
+    """the audio is in a format (codec) that cannot be decoded"""
+
+
 class NoSuchChannel(AudioError):
     """the audio has no such channel"""
 
@@ -266,7 +270,16 @@ def _open(path: Path | str) -> av.container.InputContainer:
 def _audio_stream(container: av.container.InputContainer) -> av.audio.stream.AudioStream:
     if not container.streams.audio:
         raise NoAudioStream()
-    return container.streams.audio[0]
+    stream = container.streams.audio[0]
+    # FFmpeg opens a stream whose codec it has no decoder for (a WAV with an unknown format tag) and
+    # leaves it without a codec context; a header that declares no channels or no rate decodes nothing.
+    if stream.codec_context is None:
+        raise UnsupportedCodec()
+    if (stream.codec_context.channels or 0) <= 0:
+        raise CorruptAudio("the audio stream declares no channels")
+    if (stream.codec_context.sample_rate or 0) <= 0:
+        raise CorruptAudio("the audio stream declares no sample rate")
+    return stream
 
 
 def _declared_duration(container: av.container.InputContainer, stream: av.audio.stream.AudioStream) -> float | None:

@@ -221,3 +221,65 @@ def test_window_of_a_long_file_costs_memory_for_the_window_only(tmp_path: Path) 
     assert dominant_frequency(window) == pytest.approx(TONE_HZ, abs=2)
     # The whole file would be 600 s × 16000 × 4 bytes ≈ 38 MB; the window is 0.64 MB.
     assert peak < 4_000_000
+
+
+def _tiny_wav() -> bytearray:
+    import io
+    import wave
+
+    buffer = io.BytesIO()
+    with wave.open(buffer, "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(16000)
+        out.writeframes(b"\0\0" * 8000)
+    return bytearray(buffer.getvalue())
+
+
+def test_a_wav_with_an_unknown_format_tag_is_refused_as_unsupported(tmp_path: Path) -> None:
+    # Found by an outside probe: bytes 20-21 (the format tag) set to 0x9999 left PyAV's stream without a
+    # codec context, and the probe's AttributeError became a 500 at start.
+    content = _tiny_wav()
+    content[20:22] = b"\x99\x99"
+    path = tmp_path / "upload.wav"
+    path.write_bytes(bytes(content))
+
+    with pytest.raises(audio.UnsupportedCodec, match=r"^the audio is in a format \(codec\) that cannot be decoded$"):
+        audio.probe(path)
+    with pytest.raises(audio.UnsupportedCodec):
+        audio.decode(path)
+
+
+def test_a_wav_that_declares_no_channels_is_refused_by_the_probe(tmp_path: Path) -> None:
+    content = _tiny_wav()
+    content[22:24] = b"\0\0"
+    path = tmp_path / "upload.wav"
+    path.write_bytes(bytes(content))
+
+    with pytest.raises(audio.CorruptAudio, match=r"^the audio stream declares no channels$"):
+        audio.probe(path)
+
+
+def test_any_corrupt_wav_header_probes_or_fails_as_an_audio_error(tmp_path: Path) -> None:
+    """The whole class: whatever the 44 header bytes say, the probe describes usable audio or raises an
+    AudioError (a 422 at start, a permanent failure in FETCH), never anything else."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    path = tmp_path / "upload.wav"
+
+    @settings(max_examples=150, deadline=None, derandomize=True, database=None,
+              suppress_health_check=[HealthCheck.function_scoped_fixture])  # fmt: skip
+    @given(st.lists(st.tuples(st.integers(0, 43), st.integers(0, 255)), min_size=1, max_size=6))
+    def check(changes: list[tuple[int, int]]) -> None:
+        content = _tiny_wav()
+        for offset, value in changes:
+            content[offset] = value
+        path.write_bytes(bytes(content))
+        try:
+            info = audio.probe(path)
+        except audio.AudioError:
+            return
+        assert info.channels > 0 and info.sample_rate > 0, info
+
+    check()

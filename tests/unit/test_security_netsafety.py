@@ -9,7 +9,14 @@ import pytest
 
 from functions.api.schemas import CreateJobRequest, safe_filename
 from shared.core.config import Settings
-from shared.core.netsafety import UnsafeCallbackUrl, check_callback_url, host_allowed, refusal_reason
+from shared.core.netsafety import (
+    UnsafeCallbackUrl,
+    UnsafeUrl,
+    check_callback_url,
+    check_fetch_url,
+    host_allowed,
+    refusal_reason,
+)
 
 PUBLIC = "93.184.215.14"
 
@@ -139,3 +146,37 @@ def test_filenames_are_limited_in_length() -> None:
     CreateJobRequest(workflow_type="lid_only", audio_filename="a" * 255)
     with pytest.raises(ValueError, match="255"):
         CreateJobRequest(workflow_type="lid_only", audio_filename="a" * 256)
+
+
+@pytest.mark.parametrize(
+    ("address", "reason"),
+    [
+        ("2002:7f00:1::", "loopback"),  # 6to4 of 127.0.0.1, the form an outside probe got through
+        ("2002:a9fe:a9fe::1", "metadata"),  # 6to4 of 169.254.169.254
+        ("2002:0a00:0001::", "private"),  # 6to4 of 10.0.0.1
+        ("2001:0:4136:e378:8000:63bf:80ff:fffe", "loopback"),  # Teredo, client 127.0.0.1 (stored inverted)
+        ("2001:0:7f00:1:8000:63bf:3fff:fdd2", "loopback"),  # Teredo, server 127.0.0.1
+        ("::127.0.0.1", "loopback"),  # IPv4-compatible
+        ("::10.0.0.1", "private"),
+        ("64:ff9b::7f00:1", "loopback"),  # NAT64 well-known prefix
+        ("64:ff9b::a9fe:a9fe", "metadata"),
+        ("64:ff9b:1::c0a8:101", "private"),  # NAT64 local-use prefix, 192.168.1.1
+        ("::ffff:0:7f00:1", "loopback"),  # IPv4-translated (SIIT)
+    ],
+)
+def test_ipv6_forms_that_embed_an_internal_ipv4_address_are_refused_by_it(address: str, reason: str) -> None:
+    found = refusal_reason(address)
+    assert found is not None and reason in found and "embedded as" in found
+
+
+@pytest.mark.parametrize("address", ["2002:808:808::1", "64:ff9b::808:808", "::ffff:0:808:808"])
+def test_ipv6_forms_that_embed_a_public_ipv4_address_are_judged_by_it(address: str) -> None:
+    assert refusal_reason(address) is None
+
+
+@pytest.mark.parametrize("url", ["https://[2002:7f00:1::]/a", "https://[64:ff9b::a9fe:a9fe]/latest/meta-data"])
+def test_audio_and_callback_urls_naming_an_embedded_internal_address_are_refused(settings: Settings, url: str) -> None:
+    with pytest.raises(UnsafeUrl, match="embedded as"):
+        check_fetch_url(url, settings)
+    with pytest.raises(UnsafeUrl, match="embedded as"):
+        check_callback_url(url, settings)
