@@ -32,13 +32,13 @@ from sqlalchemy import create_engine, func, select, text
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from gpu_worker.base_worker import BaseWorker  # noqa: E402
 from shared.core.config import Settings  # noqa: E402
 from shared.core.db import migrate  # noqa: E402
 from shared.domain.models import Job, ProcessingStep  # noqa: E402
 from shared.jobs.store import create_job, start_job  # noqa: E402
 from shared.runtime import Runtime  # noqa: E402
 from shared.steps.runner import StepContext  # noqa: E402
+from shared.worker.component import BaseWorker  # noqa: E402
 
 QUEUES = {"lid": ("LID",), "whisper": ("TRANSCRIBE",), "ai": ("TRANSLATE", "SUMMARIZE")}
 

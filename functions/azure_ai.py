@@ -5,8 +5,6 @@ the same processors through its step consumer."""
 from __future__ import annotations
 
 import logging
-import os
-import socket
 import time
 
 import azure.functions as func
@@ -18,16 +16,13 @@ from shared.domain.messages import StepMessage
 from shared.domain.registry import steps_on_queue
 from shared.runtime import Runtime, process_runtime
 from shared.steps.runner import processor_for, run_step
+from shared.worker.step_handler import worker_id_of
 
 log = logging.getLogger(__name__)
 
 bp = func.Blueprint()
 
 BUSY_MARGIN_SECONDS = 2.0
-
-
-def worker_id() -> str:
-    return f"azure-ai-{socket.gethostname()}-{os.getpid()}"
 
 
 def handle_step_message(runtime: Runtime, body: str) -> None:
@@ -42,7 +37,7 @@ def handle_step_message(runtime: Runtime, body: str) -> None:
     processor = processor_for(message.step_type)
     if processor is None or message.step_type not in mine:
         raise ValueError(f"azure-ai-jobs does not run {message.step_type} steps")
-    outcome = run_step(runtime, message, processor, worker_id=worker_id())
+    outcome = run_step(runtime, message, processor, worker_id=worker_id_of("azure-ai"))
     if outcome != "busy":
         return
     wait = runtime.settings.lock_duration_seconds + BUSY_MARGIN_SECONDS
@@ -51,7 +46,7 @@ def handle_step_message(runtime: Runtime, body: str) -> None:
         extra={"action": "step_busy", "job_id": str(message.job_id), "step_type": message.step_type},
     )
     time.sleep(wait)
-    if run_step(runtime, message, processor, worker_id=worker_id()) == "busy":
+    if run_step(runtime, message, processor, worker_id=worker_id_of("azure-ai")) == "busy":
         raise TransientError(f"{message.step_type} of job {message.job_id} is still held by another worker")
 
 

@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session, selectinload
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from functions.api.blobs import make_blob_router
 from functions.api.openai_audio import make_openai_audio_router
 from functions.api.results import ResultUnavailable, load_results, render
 from functions.api.schemas import (
@@ -212,8 +213,6 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     app.add_middleware(AnswerUnexpectedErrors)
 
     if not settings.uses_azure_blob:
-        from functions.api.blobs import make_blob_router
-
         app.include_router(make_blob_router(settings, runtime.blobs))
 
     _add_job_routes(app, settings)

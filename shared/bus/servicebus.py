@@ -26,7 +26,6 @@ from typing import TYPE_CHECKING, Any
 
 from azure.core.exceptions import ResourceNotFoundError, ServiceRequestError
 from azure.servicebus import (
-    AutoLockRenewer,
     ServiceBusClient,
     ServiceBusMessage,
     ServiceBusReceivedMessage,
@@ -48,7 +47,7 @@ from azure.servicebus.exceptions import (
 from azure.servicebus.management import ServiceBusAdministrationClient
 from sqlalchemy import delete, select
 
-from shared.bus import Outgoing, QueueDepth, ReceivedMessage
+from shared.bus.port import Outgoing, QueueDepth, ReceivedMessage
 from shared.core.db import make_sessionmaker, transaction
 from shared.core.errors import ConfigurationError, MessageLockLost, TransientError
 from shared.domain.models import OutboxMessage, utcnow
@@ -455,23 +454,6 @@ class ServiceBusBus:
             expiry = receiver.renew_message_lock(message.raw)
         message.locked_until = expiry.timestamp()
         return message.locked_until
-
-    @contextmanager
-    def lock_renewer(self, message: ReceivedMessage, *, max_duration: float = 3600.0) -> Iterator[AutoLockRenewer]:
-        """Keep `message` locked while the block runs, for at most `max_duration` seconds, with the
-        SDK's AutoLockRenewer (its own thread pool renews shortly before each expiry).
-
-        An alternative to calling `renew_lock` on a thread of one's own, as the base worker does; a
-        failed renewal is recorded on `message.raw.auto_renew_error` and the later settle raises
-        MessageLockLost.
-        """
-        receiver = self._settling_receiver(message)
-        renewer = AutoLockRenewer(max_lock_renewal_duration=max_duration, max_workers=2)
-        try:
-            renewer.register(receiver, message.raw)
-            yield renewer
-        finally:
-            renewer.close()
 
     # --- operations
 

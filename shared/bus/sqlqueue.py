@@ -26,7 +26,7 @@ from sqlalchemy import Connection, Table, and_, case, delete, func, literal, or_
 from sqlalchemy import select as sql_select
 from sqlalchemy.dialects import postgresql, sqlite
 
-from shared.bus import Outgoing, QueueDepth, ReceivedMessage
+from shared.bus.port import Outgoing, QueueDepth, ReceivedMessage
 from shared.bus.wakeup import NOTIFY_CHANNEL, WakeUps, wake_key
 from shared.core.errors import MessageLockLost
 from shared.domain.models import QueueMessage

@@ -26,8 +26,10 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
 from shared.core.config import Settings, SettingsError, get_settings, local_api_key
+from shared.core.db import make_engine, make_sessionmaker, migrate, transaction
 from shared.domain.status import JOB_STATUSES
 from shared.domain.workflow import WORKFLOW_TYPES, WORKFLOWS
+from shared.jobs.keys import create_key, list_keys, revoke_key
 
 TERMINAL = {"completed", "partial_complete", "failed", "cancelled"}
 CHUNK = 1024 * 1024
@@ -439,9 +441,6 @@ def _emit_many(outputs: list[tuple[str, str]], output: Path | None, fmt: str, *,
 
 def manage_keys(args: argparse.Namespace, *, settings: Settings, console: Console) -> int:
     from sqlalchemy.exc import SQLAlchemyError
-
-    from shared.core.db import make_engine, make_sessionmaker, migrate, transaction
-    from shared.jobs.keys import create_key, list_keys, revoke_key
 
     if settings.effective_database_url.startswith("sqlite"):
         migrate(

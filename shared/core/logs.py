@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from shared.core.config import Settings
+from shared.core.tracing import current_ids
 
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime", "taskName"}
 
@@ -51,7 +52,6 @@ class JsonFormatter(logging.Formatter):
 
 def _trace_ids() -> dict[str, str]:
     """trace_id and span_id of the current span, so that a log line can be found from its trace."""
-    from shared.core.tracing import current_ids
 
     return current_ids()
 

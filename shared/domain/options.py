@@ -48,10 +48,6 @@ class JobOptions(BaseModel):
     SAS): logs and answers name the host only."""
 
     @property
-    def wants_speakers(self) -> bool:
-        return self.speaker_labels or self.speakers_expected is not None
-
-    @property
     def split_channels(self) -> bool:
         return self.channels == "split"
 

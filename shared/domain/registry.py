@@ -191,6 +191,11 @@ def components(settings: Settings) -> dict[str, tuple[str, ...]]:
     return {name: tuple(queue_names) for name, queue_names in found.items()}
 
 
+def component_of_queue(settings: Settings, queue: str) -> str:
+    """The component whose consumer takes `queue`."""
+    return next(spec.component for spec in registry().values() if spec.queue_name(settings) == queue)
+
+
 FUNCTION_COMPONENTS = frozenset({"azure-ai"})
 """Components that are Service Bus-triggered functions of the Functions app on Azure (functions/); every
 other component is a long-lived worker with probes (gpu_worker/)."""

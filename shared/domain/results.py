@@ -16,9 +16,6 @@ from pydantic import BaseModel, ConfigDict, Field
 class ResultModel(BaseModel):
     model_config = ConfigDict(extra="allow")
 
-    def to_json(self) -> bytes:
-        return self.model_dump_json(exclude_none=True).encode("utf-8")
-
 
 class Word(ResultModel):
     start: float

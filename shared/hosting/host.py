@@ -14,14 +14,14 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import os
-import socket
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from shared.core.config import Settings, environment_snapshot, settings_or_exit
 from shared.core.logs import configure_logging
+from shared.domain.registry import FUNCTION_COMPONENTS, component_of_queue, worker_components
+from shared.domain.registry import components as step_components
 from shared.hosting.supervisor import (
     Child,
     Supervisor,
@@ -31,11 +31,21 @@ from shared.hosting.supervisor import (
     up,
 )
 from shared.jobs.retention import run_retention
+from shared.jobs.webhooks import run_dispatcher
 from shared.runtime import Runtime
 from shared.runtime.loop import BatchHandler, Consumer, Delivery, Settlement, Shutdown
-
-if TYPE_CHECKING:
-    from shared.worker.step_handler import Processors
+from shared.worker.component import worker_for
+from shared.worker.deadletters import run_consumer
+from shared.worker.router import route_event, route_events
+from shared.worker.step_handler import (
+    Processors,
+    queue_processors,
+    queue_warm_idle,
+    queue_warm_up,
+    serve_steps,
+    step_consumer,
+    worker_id_of,
+)
 
 __all__ = [
     "RUNNERS",
@@ -87,8 +97,6 @@ class Pump(Consumer):
 
 
 def run_router(settings: Settings) -> int:
-    from shared.worker.router import route_event, route_events
-
     return Pump(
         Runtime(settings),
         settings.job_events_queue,
@@ -109,14 +117,12 @@ def run_step_consumer(
 ) -> int:
     """Consume one step queue: each message's step runs with the processor its step type names — by
     default the step registry's processors of the steps on that queue, warmed up first."""
-    from shared.worker.step_handler import queue_processors, queue_warm_idle, queue_warm_up, serve_steps, step_consumer
-
     runtime = Runtime(settings)
     consumer = step_consumer(
         runtime,
         queue,
         processors or queue_processors(settings, queue),
-        worker_id=f"{queue}-{socket.gethostname()}-{os.getpid()}",
+        worker_id=worker_id_of(component_of_queue(settings, queue)),
         concurrency=concurrency,
     )
     return serve_steps(
@@ -164,7 +170,7 @@ def _run_until_stopped(settings: Settings, loop: Callable[[Runtime, Shutdown], o
 
 def run_relay(settings: Settings) -> int:
     """Publish committed outbox rows to Service Bus (docs/RELIABILITY.md: a job is never lost)."""
-    from shared.bus.servicebus import ServiceBusBus
+    from shared.bus.servicebus import ServiceBusBus  # lazy: the Azure SDK, only where the bus is Service Bus
 
     def relay(runtime: Runtime, shutdown: Shutdown) -> None:
         bus = runtime.bus
@@ -176,15 +182,11 @@ def run_relay(settings: Settings) -> int:
 
 def run_webhooks(settings: Settings) -> int:
     """Deliver due webhooks (retries; the router tries each new one at once)."""
-    from shared.jobs.webhooks import run_dispatcher
-
     return _run_until_stopped(settings, run_dispatcher)
 
 
 def run_deadletters(settings: Settings) -> int:
     """Account for every dead-lettered message of every queue (shared.worker.deadletters)."""
-    from shared.worker.deadletters import run_consumer
-
     return _run_until_stopped(settings, run_consumer)
 
 
@@ -206,25 +208,20 @@ def run_dashboard(settings: Settings) -> int:
 
 
 def run_api(settings: Settings) -> int:
-    import uvicorn
-
-    from functions.api import create_app
-
-    uvicorn.run(create_app(settings), host=settings.api_host, port=settings.api_port, log_config=None)
-    return 0
+    """The API (`python -m functions.api`, under uvicorn). This process becomes it (exec): the API is a
+    front, a layer above this one, so it is started by its command line and never imported here."""
+    del settings  # the API reads the same environment into its own Settings
+    argv = [sys.executable, "-m", "functions.api"]
+    os.execve(sys.executable, argv, environment_snapshot())  # noqa: S606 - our own interpreter and module
 
 
 def run_worker(settings: Settings, kind: str) -> int:
-    from gpu_worker.__main__ import main as worker_main
-
-    return worker_main([kind], settings=settings)
+    return worker_for(settings, kind).run()
 
 
 def components(settings: Settings) -> list[str]:
     """Every consumer this code base has, for the configured bus: the fixed ones, and one per component of
     the step registry (shared/steps) — a worker, or the azure-ai consumer."""
-    from shared.domain.registry import components as step_components
-
     names = ["api", "router", "webhooks", "deadletters", "retention"]
     names += [name for name in step_components(settings) if name in RUNNERS or _has_worker(name)]
     if settings.uses_service_bus:
@@ -235,7 +232,7 @@ def components(settings: Settings) -> list[str]:
 
 
 def _has_worker(component: str) -> bool:
-    return importlib.util.find_spec("gpu_worker") is not None and component != "azure-ai"
+    return component not in FUNCTION_COMPONENTS
 
 
 def runner(name: str) -> Runner:
@@ -258,8 +255,6 @@ RUNNERS: dict[str, Runner] = {
 
 
 def main(argv: list[str] | None = None) -> int:
-    from shared.domain.registry import worker_components
-
     settings = settings_or_exit()
     known = sorted({*RUNNERS, *worker_components(settings)})
     parser = argparse.ArgumentParser(prog="python -m shared.hosting", description=__doc__)

@@ -20,6 +20,8 @@ from pathlib import Path
 from types import FrameType
 
 from shared.core.config import Settings, environment_snapshot, local_api_key
+from shared.core.db import migrate
+from shared.domain.registry import worker_components as registered
 from shared.runtime import Runtime
 
 log = logging.getLogger("speechflow.host")
@@ -50,7 +52,6 @@ class Child:
 def worker_components(settings: Settings) -> frozenset[str]:
     """Components that serve worker probes (/health, /ready, /metrics) on HEALTH_PORT: the step
     registry's long-lived workers."""
-    from shared.domain.registry import worker_components as registered
 
     return frozenset(registered(settings))
 
@@ -219,7 +220,6 @@ class Supervisor:
 
 def up(settings: Settings, names: list[str]) -> int:
     """`make up`: migrate the database, make the blob containers, then supervise these components."""
-    from shared.core.db import migrate
 
     migrate(settings)
     runtime = Runtime(settings)

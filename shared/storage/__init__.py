@@ -7,6 +7,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
+from shared.storage.azure_blob import AzureBlobStore
+from shared.storage.local import LocalBlobStore
+
 if TYPE_CHECKING:
     from shared.core.config import Settings
 
@@ -54,9 +57,6 @@ class BlobStore(Protocol):
 def make_blob_store(settings: Settings) -> BlobStore:
     """Azure Blob when a connection string or account is configured, otherwise the local folder."""
     if settings.uses_azure_blob:
-        from shared.storage.azure_blob import AzureBlobStore
-
         return AzureBlobStore(settings)
-    from shared.storage.local import LocalBlobStore
 
     return LocalBlobStore(settings)

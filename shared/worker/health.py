@@ -22,6 +22,7 @@ from typing import Any, Literal, TypeVar
 
 from sqlalchemy import text
 
+from shared.jobs.ops import job_status_counts
 from shared.runtime import Runtime
 from shared.runtime.metrics import StateCollector, exposition, register_state_collector
 
@@ -168,7 +169,6 @@ def worker_states(probes: dict[str, str], *, timeout: float = 1.0) -> dict[str, 
 
 def install_state_metrics(runtime: Runtime) -> StateCollector:
     """Export jobs by status and queue depths (read through `runtime` at scrape time) on /metrics."""
-    from shared.jobs.ops import job_status_counts
 
     def job_counts() -> dict[str, int]:
         with runtime.sessions() as session:

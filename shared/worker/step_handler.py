@@ -15,6 +15,8 @@ its message:
 from __future__ import annotations
 
 import logging
+import os
+import socket
 from collections.abc import Callable
 from typing import Any
 
@@ -23,11 +25,12 @@ from pydantic import ValidationError
 from shared.core.config import Settings
 from shared.core.tracing import configure_tracing, traceparent_of
 from shared.domain.messages import StepMessage
+from shared.domain.registry import spec_of, steps_on_queue
 from shared.runtime import Runtime
 from shared.runtime.loop import Consumer, DeadLetter, Delivery, Settlement, Shutdown
 from shared.steps.context import StepContext
-from shared.steps.runner import Outcome, run_step
-from shared.worker.health import start_health_server
+from shared.steps.runner import Outcome, processor_for, run_step
+from shared.worker.health import WARM_UPS, at_lowest_priority, start_health_server, warm_in_background
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +48,11 @@ SETTLEMENTS: dict[Outcome, Settlement] = {
     "busy": "leave",
     "released": "abandon",
 }
+
+
+def worker_id_of(component: str) -> str:
+    """The one worker id format, recorded on the steps a worker claims: `{component}-{host}-{pid}`."""
+    return f"{component}-{socket.gethostname()}-{os.getpid()}"
 
 
 class StepHandler:
@@ -120,7 +128,6 @@ def serve_steps(
     for) runs beside it. Both run at the lowest CPU priority, so that on a shared machine they take only
     what the jobs leave (README, "Two commands"). /ready says which are still loading or warming. Returns
     the exit code."""
-    from shared.worker.health import WARM_UPS, at_lowest_priority, warm_in_background
 
     runtime = consumer.runtime
     configure_tracing(runtime.settings, service_name=service_name)
@@ -148,8 +155,6 @@ def serve_steps(
 def queue_processors(settings: Settings, queue: str) -> Processors:
     """The step registry's processors for the steps whose messages arrive on `queue` (their own, or
     routed there); None for any other step type, which is then dead-lettered as unexpected."""
-    from shared.domain.registry import spec_of, steps_on_queue
-    from shared.steps.runner import processor_for
 
     mine = {spec.name for spec in steps_on_queue(settings, queue)}
 
@@ -162,7 +167,6 @@ def queue_processors(settings: Settings, queue: str) -> Processors:
 
 def queue_warm_up(settings: Settings, queue: str) -> Callable[[], None]:
     """Loads what the processors of `queue`'s steps need, before the consumer takes messages."""
-    from shared.domain.registry import steps_on_queue
 
     def warm_up() -> None:
         for spec in steps_on_queue(settings, queue):
@@ -174,7 +178,6 @@ def queue_warm_up(settings: Settings, queue: str) -> Callable[[], None]:
 
 def queue_warm_idle(settings: Settings, queue: str) -> Callable[[], None] | None:
     """What the processors of `queue`'s steps may warm while the consumer already takes messages."""
-    from shared.domain.registry import steps_on_queue
 
     warmers = [spec.warm_idle for spec in steps_on_queue(settings, queue) if spec.warm_idle is not None]
     if not warmers:

@@ -14,11 +14,10 @@ from typing import Any
 import pytest
 
 from functions.azure_ai import handle_step_message
-from gpu_worker.lid import LidWorker
-from gpu_worker.whisper import WhisperWorker
 from shared.core.config import LlmSettings, Settings, WhisperSettings
 from shared.core.db import migrate
 from shared.hosting.host import Pump
+from shared.worker.component import worker_for
 from tests.support.fake_openai import DEPLOYMENT, FakeOpenAI, content_filter_error, serve_fake_openai
 from tests.support.pipeline import Stack, build_stack, fake_transcript
 
@@ -206,8 +205,8 @@ def speech_stack(tmp_path: Path, model_cache: Path) -> Iterator[Stack]:
     )
     migrate(settings)
     stack = stack_with_handler(settings)
-    stack.workers[0] = LidWorker(settings, runtime=stack.runtime)
-    stack.workers[1] = WhisperWorker(settings, runtime=stack.runtime)
+    stack.workers[0] = worker_for(settings, "lid", runtime=stack.runtime)
+    stack.workers[1] = worker_for(settings, "whisper", runtime=stack.runtime)
     yield stack
     stack.client.close()
     stack.runtime.close()

@@ -19,11 +19,11 @@ from typing import Any, ClassVar
 
 import pytest
 
-from gpu_worker.base_worker import BaseWorker
 from shared.core.config import Settings
 from shared.domain.messages import result_blob_path
 from shared.domain.results import FetchedAudio
 from shared.steps.runner import StepContext, processor_for
+from shared.worker.component import BaseWorker
 from tests.support.azurite import azurite_connection_string  # noqa: F401
 from tests.support.pipeline import Stack, build_stack, silent_wav
 

@@ -10,10 +10,10 @@ import time
 from pathlib import Path
 from typing import Any, ClassVar
 
-from gpu_worker.base_worker import BaseWorker
 from shared.core.config import Settings
 from shared.domain.messages import StepMessage
 from shared.steps.runner import Outcome, StepContext
+from shared.worker.component import BaseWorker
 
 KINDS = {"lid": ("LID",), "whisper": ("TRANSCRIBE",), "ai": ("TRANSLATE", "SUMMARIZE")}
 

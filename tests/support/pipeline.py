@@ -16,7 +16,6 @@ from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
 from functions.api import create_app
-from gpu_worker.base_worker import BaseWorker
 from shared.core.config import Settings
 from shared.core.errors import PermanentError, TransientError
 from shared.domain.results import Transcript
@@ -25,6 +24,7 @@ from shared.runtime import Runtime
 from shared.steps.inputs import read_result
 from shared.steps.runner import StepContext
 from shared.steps.runner import processor_for as processor_for_registry
+from shared.worker.component import BaseWorker
 from shared.worker.router import route_event, route_events
 
 TERMINAL = {"completed", "partial_complete", "failed", "cancelled"}

@@ -34,7 +34,6 @@ from azure.servicebus.exceptions import (
 from sqlalchemy import create_engine
 
 from shared.bus import QueueDepth, ReceivedMessage
-from shared.bus import servicebus as servicebus_module
 from shared.bus.servicebus import ServiceBusBus
 from shared.core.config import Settings
 from shared.core.errors import ConfigurationError, MessageLockLost, TransientError
@@ -501,33 +500,6 @@ def test_close_closes_every_handler_and_a_later_call_starts_afresh(settings: Set
     assert all(s.closed for s in client.senders) and all(r.closed for r in client.receivers)
     bus.send("lid-jobs", message_id="b", body="{}")
     assert len(clients) == 2 and [m.message_id for m in clients[1].senders[0].sent] == ["b"]
-
-
-def test_lock_renewer_registers_the_message_with_its_receiver(
-    bus: ServiceBusBus, client: FakeClient, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    renewers: list[Any] = []
-
-    class RecordingRenewer:
-        def __init__(self, *, max_lock_renewal_duration: float, max_workers: int) -> None:
-            self.max_duration = max_lock_renewal_duration
-            self.registered: list[tuple[Any, Any]] = []
-            self.closed = False
-            renewers.append(self)
-
-        def register(self, receiver: Any, renewable: Any) -> None:
-            self.registered.append((receiver, renewable))
-
-        def close(self) -> None:
-            self.closed = True
-
-    monkeypatch.setattr(servicebus_module, "AutoLockRenewer", RecordingRenewer)
-    received = receive_one(bus, client, "whisper-jobs", sdk_message())
-    with bus.lock_renewer(received, max_duration=600) as renewer:
-        assert renewer.registered == [(client.receiver("whisper-jobs"), received.raw)]
-        assert not renewer.closed
-    assert renewer.max_duration == 600
-    assert renewer.closed
 
 
 def test_receive_many_asks_for_a_batch_and_complete_many_reports_lost_locks(

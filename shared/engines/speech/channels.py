@@ -16,6 +16,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from shared.engines.audio import SAMPLE_RATE, decode_window
+
 FRAME_SECONDS = 0.05
 CROSSTALK_MARGIN_DB = 10.0
 _WINDOW_SECONDS = 60.0
@@ -28,7 +30,6 @@ Levels = npt.NDArray[np.float64]
 def channel_levels(path: Path | str, channels: int, *, frame_seconds: float = FRAME_SECONDS) -> Levels:
     """The level (dB relative to full scale) of each channel in frames of `frame_seconds`, decoded a
     minute at a time, so a long call is never held whole."""
-    from shared.engines.audio import SAMPLE_RATE, decode_window
 
     frame = max(1, round(frame_seconds * SAMPLE_RATE))
     rows: list[list[npt.NDArray[np.float64]]] = [[] for _ in range(channels)]
@@ -52,7 +53,6 @@ def levels_from_samples(
     channels: Sequence[npt.NDArray[np.floating[Any]]], *, frame_seconds: float = FRAME_SECONDS
 ) -> Levels:
     """`channel_levels` of channels already decoded (16 kHz float samples, one array per channel)."""
-    from shared.engines.audio import SAMPLE_RATE
 
     frame = max(1, round(frame_seconds * SAMPLE_RATE))
     length = max(len(channel) for channel in channels)

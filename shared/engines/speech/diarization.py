@@ -43,6 +43,7 @@ import numpy.typing as npt
 
 from shared.core.errors import PermanentError
 from shared.engines.audio import SAMPLE_RATE, AudioArray, AudioTooLong, decode
+from shared.engines.speech.fbank import senko_extractor_runs_here, window_features
 
 if TYPE_CHECKING:
     import senko
@@ -87,18 +88,6 @@ class Diarization:
     def speakers(self) -> list[str]:
         """The speakers found, in order of first appearance."""
         return list(dict.fromkeys(turn["speaker"] for turn in self.turns))
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "turns": [dict(turn) for turn in self.turns],
-            "speakers": self.speakers,
-            "duration": round(self.duration, 3),
-            "speech_seconds": round(self.speech_seconds, 3),
-            "speakers_expected": self.speakers_expected,
-            "centroids": self.centroids,
-            "seconds": round(self.seconds, 3),
-            "backend": self.backend,
-        }
 
 
 class BadSpeakerCount(PermanentError):
@@ -158,7 +147,6 @@ class SenkoDiarizer:
         or kaldi-native-fbank (False); None chooses senko's where the CPU can run it (fbank.py)."""
         if threads < 1:
             raise ValueError("threads must be at least 1")
-        from shared.engines.speech.fbank import senko_extractor_runs_here
 
         self._senko_features = senko_extractor_runs_here() if senko_features is None else senko_features
         self._threads = threads
@@ -278,8 +266,6 @@ class SenkoDiarizer:
         if self._senko_features:
             features, frames, offsets, dim = engine._extract_fbank_features(audio, windows)
         else:
-            from shared.engines.speech.fbank import window_features
-
             features, frames, offsets, dim = window_features(np.asarray(audio, dtype=np.float32), windows)
         embeddings = np.asarray(
             engine._generate_embeddings(features, frames, [int(offset) for offset in offsets], dim),

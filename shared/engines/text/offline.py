@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 from shared.core.config import Settings
 from shared.core.errors import PermanentError
-from shared.engines.text import Summary, Usage
+from shared.engines.text.port import Summary, Usage
 from shared.engines.text.text_chunks import split_sentences
 
 _WORD = re.compile(r"[^\W\d_]+", re.UNICODE)

@@ -13,7 +13,7 @@ import openai
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt
 
 from shared.core.errors import PermanentError, TransientError
-from shared.engines.text import ChatReply
+from shared.engines.text.port import ChatReply
 
 log = logging.getLogger(__name__)
 

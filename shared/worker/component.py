@@ -1,5 +1,7 @@
-"""BaseWorker: a long-lived worker is the step consumer (shared.worker.step_handler) over its queue, with
-models loaded before it takes messages and probes on HEALTH_PORT.
+"""The runner of every registered component: a long-lived worker is the step consumer
+(shared.worker.step_handler) over its component's queue, with models loaded before it takes messages
+and probes on HEALTH_PORT. `python -m gpu_worker <component>` and the local host both run
+`worker_for(settings, component)`.
 
 Receive a message under peek-lock → claim its step atomically → process while the step lease and the
 message lock are renewed → write the result → complete the step and emit the job event in one
@@ -8,20 +10,26 @@ transaction that also settles the message. SIGTERM/SIGINT stop the loop after th
 
 from __future__ import annotations
 
-import os
-import socket
 import threading
 from abc import ABC, abstractmethod
 from typing import Any, ClassVar
 
 from shared.core.config import Settings
 from shared.domain.messages import StepMessage
-from shared.domain.registry import step_queues
+from shared.domain.registry import registry, spec_of, step_queues
 from shared.runtime import Runtime
 from shared.runtime.loop import Consumer, Shutdown
 from shared.steps.context import StepContext
 from shared.steps.runner import Outcome
-from shared.worker.step_handler import Processor, queue_processors, queue_warm_idle, serve_steps, step_consumer
+from shared.worker.step_handler import (
+    Processor,
+    queue_processors,
+    queue_warm_idle,
+    queue_warm_up,
+    serve_steps,
+    step_consumer,
+    worker_id_of,
+)
 
 
 class BaseWorker(ABC):
@@ -33,7 +41,8 @@ class BaseWorker(ABC):
     def __init__(self, settings: Settings, *, runtime: Runtime | None = None, worker_id: str | None = None) -> None:
         self.settings = settings
         self.runtime = runtime or Runtime(settings)
-        self.worker_id = worker_id or f"{type(self).__name__.lower()}-{socket.gethostname()}-{os.getpid()}"
+        self.component = spec_of(self.step_types[0]).component
+        self.worker_id = worker_id or worker_id_of(self.component)
         queues = {step_queues(settings)[step_type] for step_type in self.step_types}
         if len(queues) != 1:
             raise ValueError(f"{type(self).__name__} handles step types of several queues: {sorted(queues)}")
@@ -85,7 +94,7 @@ class BaseWorker(ABC):
         """Consume until asked to stop; returns the process exit code."""
         return serve_steps(
             self.consumer,
-            service_name=f"speechflow-{type(self).__name__.lower()}",
+            service_name=f"speechflow-{self.component}",
             warm_up=self.warm_up,
             warm_idle=queue_warm_idle(self.settings, self.queue),
             probes=True,
@@ -98,3 +107,28 @@ class BaseWorker(ABC):
     def request_stop(self) -> None:
         """Take no more messages; let the current one finish within the grace period, then hand it back."""
         self.shutdown.request()
+
+
+class ComponentWorker(BaseWorker):
+    """The worker of one registered component: every step whose messages arrive on its queue, its own
+    and those routed to it, with the registry's processors, warmed up before it takes messages."""
+
+    def warm_up(self) -> None:
+        queue_warm_up(self.settings, self.queue)()
+
+    def processor_for(self, step_type: str) -> Processor | None:
+        return queue_processors(self.settings, self.queue)(step_type)
+
+    def process(self, step: StepContext) -> dict[str, Any]:
+        processor = self.processor_for(step.step_type)
+        assert processor is not None, f"{self.queue} does not run {step.step_type}"
+        return processor(step)
+
+
+def worker_for(settings: Settings, component: str, *, runtime: Runtime | None = None) -> BaseWorker:
+    """The worker of a registered component (`lid`, `whisper`, `diarize`, …)."""
+    steps = tuple(spec.name for spec in registry().values() if spec.component == component)
+    if not steps:
+        raise ValueError(f"no step of the registry runs on a {component!r} worker")
+    worker_class = type(f"{component.title().replace('-', '')}Worker", (ComponentWorker,), {"step_types": steps})
+    return worker_class(settings, runtime=runtime)
