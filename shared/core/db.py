@@ -94,7 +94,7 @@ def schema_sql() -> str:
     ]
     header = [
         "-- SpeechFlow database schema (PostgreSQL). Generated from the Alembic migrations (migrations/) with",
-        "-- `make schema`; tests/integration/test_schema.py checks that it equals what the migrations create.",
+        "-- `make schema`; tests/integration/core/test_schema.py checks that it equals what the migrations create.",
         "-- Applying it leaves the database at Alembic head, so later migrations apply on top.",
         "",
     ]

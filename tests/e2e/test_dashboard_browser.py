@@ -30,7 +30,7 @@ from websockets.sync.client import ClientConnection, connect
 
 from shared.core.config import Settings
 from tests.conftest import REPO, service_missing
-from tests.integration.test_dashboard import TRANSCRIPT, Seeded, seed
+from tests.integration.dashboard.test_dashboard import TRANSCRIPT, Seeded, seed
 
 ARTIFACTS = REPO / ".test-artifacts"
 CHROMIUM_FLAGS = (

@@ -1,0 +1,1 @@
+"""Integration tests of the HTTP fronts (functions/api)."""

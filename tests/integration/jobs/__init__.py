@@ -1,0 +1,1 @@
+"""Integration tests of jobs: lifecycle, webhooks, retention (shared/jobs)."""

@@ -1,0 +1,1 @@
+"""Integration tests of blob storage (shared/storage)."""

@@ -1,0 +1,1 @@
+"""Unit tests of the deployment files (infra/bicep, k8s, Dockerfiles)."""

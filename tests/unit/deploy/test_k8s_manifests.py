@@ -1,0 +1,401 @@
+"""k8s/: every manifest passes kubernetes-validate --strict, every KEDA object validates with the KEDA
+models (cloudcoil-models-keda), and the pods are wired the way the processes expect."""
+
+from __future__ import annotations
+
+import re
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+from cloudcoil.models.keda import v1alpha1 as keda
+
+from shared.core.config import Settings
+from shared.domain.registry import all_queues
+
+REPO = Path(__file__).resolve().parents[3]
+K8S_DIR = REPO / "k8s"
+KUBERNETES_VERSION = "1.34.0"  # a version AKS supports; the schemas ship with kubernetes-validate
+SEED_FILES = [
+    "00-base.yaml",
+    "01-postgres.yaml",
+    "02-backend-api.yaml",
+    "03-backend-router.yaml",
+    "04-backend-dashboard.yaml",
+    "05-worker-lid.yaml",
+    "06-worker-whisper.yaml",
+    "07-worker-azure.yaml",
+]
+SECRET_PROVIDER_CLASS = "secrets-store.csi.x-k8s.io/v1"
+# The three functions of function_app.py; each Functions deployment enables exactly one.
+FUNCTION_OF_DEPLOYMENT = {
+    "speechflow-api": "http_app_func",
+    "speechflow-router": "router",
+    "speechflow-worker-azure": "azure_ai",
+}
+# Functions that run beside the main one of a deployment: the router's deployment also delivers
+# webhooks and consumes the dead-letter sub-queues.
+COMPANIONS = {
+    "speechflow-router": {
+        "webhooks",
+        "deadletters_job_events",
+        "deadletters_lid",
+        "deadletters_whisper",
+        "deadletters_azure_ai",
+        "deadletters_fetch",
+        "deadletters_diarize",
+        "retention",
+    }
+}
+WORKERS = {
+    "speechflow-worker-lid": "lid",
+    "speechflow-worker-whisper": "whisper",
+    "speechflow-worker-fetch": "fetch",
+    "speechflow-worker-diarize": "diarize",
+}
+
+
+# --- helpers (also used by test_deploy_consistency.py) ------------------------------------------
+
+
+@cache
+def manifests() -> tuple[tuple[str, dict[str, Any]], ...]:
+    """(file name, document) for every document in k8s/*.yaml."""
+    found = []
+    for path in sorted(K8S_DIR.glob("*.yaml")):
+        for document in yaml.safe_load_all(path.read_text()):
+            if document:
+                found.append((path.name, document))
+    return tuple(found)
+
+
+def of_kind(kind: str) -> dict[str, dict[str, Any]]:
+    return {d["metadata"]["name"]: d for _, d in manifests() if d["kind"] == kind}
+
+
+def deployments() -> dict[str, dict[str, Any]]:
+    return of_kind("Deployment")
+
+
+def pod_specs() -> dict[str, dict[str, Any]]:
+    """Every pod template, by workload name (Deployments, the StatefulSet, the Job)."""
+    specs = {}
+    for kind in ("Deployment", "StatefulSet", "Job"):
+        for name, document in of_kind(kind).items():
+            specs[name] = document["spec"]["template"]["spec"]
+    return specs
+
+
+def container(deployment: str) -> dict[str, Any]:
+    (only,) = deployments()[deployment]["spec"]["template"]["spec"]["containers"]
+    return only
+
+
+def config_map() -> dict[str, str]:
+    return of_kind("ConfigMap")["speechflow-config"]["data"]
+
+
+def env_names(spec: dict[str, Any]) -> set[str]:
+    """Every environment variable a pod's containers get, including the ConfigMap keys of envFrom."""
+    maps = of_kind("ConfigMap")
+    names: set[str] = set()
+    for c in spec["containers"]:
+        names.update(e["name"] for e in c.get("env", []))
+        for source in c.get("envFrom", []):
+            names.update(maps[source["configMapRef"]["name"]]["data"])
+    return names
+
+
+def env_value(deployment: str, name: str) -> str | None:
+    for entry in container(deployment).get("env", []):
+        if entry["name"] == name:
+            return entry.get("value")
+    return None
+
+
+def scaled_objects() -> dict[str, dict[str, Any]]:
+    return of_kind("ScaledObject")
+
+
+def keda_documents() -> list[tuple[str, dict[str, Any]]]:
+    return [(f, d) for f, d in manifests() if d["apiVersion"].startswith("keda.sh/")]
+
+
+def core_documents() -> list[tuple[str, dict[str, Any]]]:
+    return [
+        (f, d)
+        for f, d in manifests()
+        if not d["apiVersion"].startswith("keda.sh/") and d["apiVersion"] != SECRET_PROVIDER_CLASS
+    ]
+
+
+def doc_id(item: tuple[str, dict[str, Any]]) -> str:
+    file_name, document = item
+    return f"{file_name}:{document['kind']}/{document['metadata']['name']}"
+
+
+# --- validation ---------------------------------------------------------------------------------
+
+
+def test_the_seed_files_are_all_there() -> None:
+    assert set(SEED_FILES) <= {p.name for p in K8S_DIR.glob("*.yaml")}
+
+
+@pytest.mark.parametrize("item", core_documents(), ids=doc_id)
+def test_manifest_passes_kubernetes_validate_strict(item: tuple[str, dict[str, Any]]) -> None:
+    _, document = item
+    kubernetes_validate.validate(document, KUBERNETES_VERSION, strict=True)
+
+
+def test_strict_validation_rejects_an_unknown_field() -> None:
+    # Guards the test above: a misspelt field must fail, not be ignored.
+    document = dict(deployments()["speechflow-api"])
+    document["spec"] = {**document["spec"], "replica": 2}
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(document, KUBERNETES_VERSION, strict=True)
+
+
+def keda_round_trip(document: dict[str, Any]) -> dict[str, Any]:
+    model = getattr(keda, document["kind"]).model_validate(document)
+    return model.model_dump(mode="json", by_alias=True, exclude_unset=True)
+
+
+@pytest.mark.parametrize("item", keda_documents(), ids=doc_id)
+def test_keda_object_validates_with_the_keda_models(item: tuple[str, dict[str, Any]]) -> None:
+    _, document = item
+    assert document["kind"] in {"ScaledObject", "TriggerAuthentication"}
+    # The models ignore unknown keys; a lossless round trip shows there were none.
+    assert keda_round_trip(document) == document
+
+
+def test_keda_round_trip_catches_an_unknown_field() -> None:
+    document = dict(scaled_objects()["speechflow-worker-lid"])
+    document["spec"] = {**document["spec"], "minReplicas": 0}
+    assert keda_round_trip(document) != document
+
+
+def test_every_document_kind_is_checked_by_something() -> None:
+    kinds = {d["kind"] for _, d in manifests()}
+    assert kinds <= {d["kind"] for _, d in core_documents()} | {"ScaledObject", "TriggerAuthentication"} | {
+        "SecretProviderClass"
+    }
+
+
+def test_every_object_lives_in_the_speechflow_namespace() -> None:
+    for _, document in manifests():
+        if document["kind"] == "Namespace":
+            assert document["metadata"]["name"] == "speechflow"
+        else:
+            assert document["metadata"]["namespace"] == "speechflow", doc_id(("", document))
+
+
+# --- Functions deployments ----------------------------------------------------------------------
+
+
+def declared_function_names() -> set[str]:
+    """Function names of the app as the Functions host indexes it: the HTTP function, the triggers, and
+    one dead-letter trigger per queue of the step registry."""
+    from tests.unit.api.test_function_app import bindings_by_function
+
+    return set(bindings_by_function())
+
+
+@pytest.mark.parametrize("deployment", sorted(FUNCTION_OF_DEPLOYMENT))
+def test_each_functions_deployment_enables_exactly_its_function(deployment: str) -> None:
+    assert container(deployment)["image"].split("/")[-1].startswith("speechflow-functions:")
+    disabled = {
+        m.group(1)
+        for e in container(deployment).get("env", [])
+        if (m := re.fullmatch(r"AzureWebJobs\.(\w+)\.Disabled", e["name"])) and e["value"] == "true"
+    }
+    enabled = {FUNCTION_OF_DEPLOYMENT[deployment], *COMPANIONS.get(deployment, set())}
+    assert disabled == declared_function_names() - enabled
+
+
+def test_the_disabled_function_names_exist_in_the_code() -> None:
+    assert set(FUNCTION_OF_DEPLOYMENT.values()) | set().union(*COMPANIONS.values()) <= declared_function_names()
+
+
+@pytest.mark.parametrize("deployment", ["speechflow-router", "speechflow-worker-azure"])
+def test_service_bus_triggers_use_the_identity_based_connection(deployment: str) -> None:
+    (entry,) = [
+        e for e in container(deployment)["env"] if e["name"] == "SERVICE_BUS_CONNECTION_STRING__fullyQualifiedNamespace"
+    ]
+    assert entry["valueFrom"]["configMapKeyRef"] == {"name": "speechflow-config", "key": "SERVICE_BUS_NAMESPACE"}
+    assert "SERVICE_BUS_CONNECTION_STRING" not in env_names(deployments()[deployment]["spec"]["template"]["spec"])
+
+
+def test_api_serves_on_port_80_with_health_and_ready_probes() -> None:
+    api = container("speechflow-api")
+    assert [p["containerPort"] for p in api["ports"]] == [80]
+    assert api["livenessProbe"]["httpGet"]["path"] == "/health"
+    assert api["readinessProbe"]["httpGet"]["path"] == "/ready"
+    service = of_kind("Service")["speechflow-api"]
+    assert service["spec"]["selector"] == {"app.kubernetes.io/name": "speechflow-api"}
+
+
+# --- workers ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("deployment", sorted(WORKERS))
+def test_worker_runs_its_step_with_probes_on_the_health_port(deployment: str) -> None:
+    worker = container(deployment)
+    assert worker["args"] == [WORKERS[deployment]]
+    assert [p["containerPort"] for p in worker["ports"]] == [8080]
+    assert worker["livenessProbe"]["httpGet"] == {"path": "/health", "port": "health"}
+    assert worker["readinessProbe"]["httpGet"] == {"path": "/ready", "port": "health"}
+    assert worker["ports"][0]["name"] == "health"
+
+
+@pytest.mark.parametrize("deployment", [*sorted(WORKERS), *sorted(FUNCTION_OF_DEPLOYMENT)])
+def test_termination_grace_outlasts_the_shutdown_grace(deployment: str) -> None:
+    grace = float(config_map().get("SHUTDOWN_GRACE_SECONDS", Settings().shutdown_grace_seconds))
+    spec = deployments()[deployment]["spec"]["template"]["spec"]
+    # Room for the current message to finish, then for the worker to settle and exit.
+    assert spec["terminationGracePeriodSeconds"] >= grace + 10
+
+
+def test_whisper_runs_on_one_gpu_of_the_gpu_pool() -> None:
+    spec = deployments()["speechflow-worker-whisper"]["spec"]["template"]["spec"]
+    assert spec["nodeSelector"] == {"speechflow.io/pool": "gpu"}
+    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in spec["tolerations"]
+    resources = spec["containers"][0]["resources"]
+    assert resources["limits"]["nvidia.com/gpu"] == 1
+    assert env_value("speechflow-worker-whisper", "WHISPER_DEVICE") == "cuda"
+
+
+def test_only_whisper_tolerates_the_gpu_taint() -> None:
+    tolerating = {name for name, spec in pod_specs().items() if spec.get("tolerations")}
+    assert tolerating == {"speechflow-worker-whisper"}
+
+
+def test_lid_uses_the_mms_backend_on_cpu() -> None:
+    assert env_value("speechflow-worker-lid", "LID_MODEL") == "mms"
+    assert deployments()["speechflow-worker-lid"]["spec"]["template"]["spec"]["nodeSelector"] == {
+        "speechflow.io/pool": "default"
+    }
+
+
+# --- KEDA ---------------------------------------------------------------------------------------
+
+
+def test_every_queue_consumer_has_a_scaled_object_on_its_queue() -> None:
+    settings = Settings()
+    by_target = {
+        s["spec"]["scaleTargetRef"]["name"]: s["spec"]["triggers"][0]["metadata"]["queueName"]
+        for s in scaled_objects().values()
+    }
+    seed = {
+        "speechflow-router": settings.job_events_queue,
+        "speechflow-worker-lid": settings.lid_queue,
+        "speechflow-worker-whisper": settings.whisper_queue,
+        "speechflow-worker-azure": settings.azure_ai_queue,
+    }
+    assert seed.items() <= by_target.items()
+    # Steps added since the seed (shared/steps) scale on their own registered queues.
+    extra = {target: queue for target, queue in by_target.items() if target not in seed}
+    assert set(extra.values()) <= set(all_queues(settings)), extra
+
+
+@pytest.mark.parametrize("name", sorted(scaled_objects()))
+def test_scaled_object_uses_workload_identity_and_targets_a_deployment(name: str) -> None:
+    spec = scaled_objects()[name]["spec"]
+    assert spec["scaleTargetRef"]["name"] in deployments()
+    (trigger,) = spec["triggers"]
+    assert trigger["type"] == "azure-servicebus"
+    assert trigger["metadata"]["messageCount"] == "5"
+    assert "connectionFromEnv" not in trigger["metadata"]
+    authentication = of_kind("TriggerAuthentication")[trigger["authenticationRef"]["name"]]
+    assert authentication["spec"]["podIdentity"]["provider"] == "azure-workload"
+
+
+def test_workers_scale_to_zero_and_the_router_never_does() -> None:
+    minimum = {s["spec"]["scaleTargetRef"]["name"]: s["spec"]["minReplicaCount"] for s in scaled_objects().values()}
+    assert minimum.pop("speechflow-router") >= 1
+    assert set(minimum.values()) == {0}
+
+
+# --- identity, secrets, security ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("workload", sorted(pod_specs()))
+def test_pod_reads_only_secrets_its_own_mounts_sync(workload: str) -> None:
+    """The CSI driver creates a synced Secret only while a pod mounts its SecretProviderClass."""
+    spec = pod_specs()[workload]
+    referenced = {
+        e["valueFrom"]["secretKeyRef"]["name"]
+        for c in spec["containers"]
+        for e in c.get("env", [])
+        if "secretKeyRef" in e.get("valueFrom", {})
+    }
+    plain_secrets = set(of_kind("Secret"))
+    providers = of_kind("SecretProviderClass")
+    mounted = {v["csi"]["volumeAttributes"]["secretProviderClass"] for v in spec.get("volumes", []) if "csi" in v}
+    synced = {o["secretName"]: p for p, c in providers.items() for o in c["spec"]["secretObjects"]}
+    for secret in referenced - plain_secrets:
+        assert synced[secret] in mounted, f"{workload} reads {secret} without mounting {synced[secret]}"
+
+
+@pytest.mark.parametrize("workload", sorted(set(pod_specs()) - {"postgres"}))
+def test_pod_identity_matches_its_service_account(workload: str) -> None:
+    kind_of = {name: kind for kind in ("Deployment", "Job") for name in of_kind(kind)}
+    document = of_kind(kind_of[workload])[workload]
+    spec = document["spec"]["template"]["spec"]
+    account = of_kind("ServiceAccount")[spec["serviceAccountName"]]
+    assert "azure.workload.identity/client-id" in account["metadata"]["annotations"]
+    assert document["spec"]["template"]["metadata"]["labels"]["azure.workload.identity/use"] == "true"
+    providers = of_kind("SecretProviderClass")
+    for volume in spec.get("volumes", []):
+        if "csi" in volume:
+            provider = providers[volume["csi"]["volumeAttributes"]["secretProviderClass"]]
+            client_id = account["metadata"]["annotations"]["azure.workload.identity/client-id"]
+            assert provider["spec"]["parameters"]["clientID"] == client_id
+
+
+@pytest.mark.parametrize("workload", sorted(pod_specs()))
+def test_pod_runs_as_non_root_without_privilege_escalation(workload: str) -> None:
+    spec = pod_specs()[workload]
+    assert spec["securityContext"]["runAsNonRoot"] is True
+    for c in spec["containers"]:
+        assert c["securityContext"]["allowPrivilegeEscalation"] is False
+        assert c["securityContext"]["capabilities"]["drop"] == ["ALL"]
+
+
+@pytest.mark.parametrize("workload", sorted(pod_specs()))
+def test_every_container_has_requests_and_a_memory_limit(workload: str) -> None:
+    for c in pod_specs()[workload]["containers"]:
+        assert {"cpu", "memory"} <= set(c["resources"]["requests"])
+        assert "memory" in c["resources"]["limits"]
+
+
+def test_long_running_containers_have_liveness_and_readiness_probes() -> None:
+    for name, spec in pod_specs().items():
+        if name in of_kind("Job"):
+            continue
+        for c in spec["containers"]:
+            assert "livenessProbe" in c and "readinessProbe" in c, name
+
+
+def test_migration_job_runs_alembic_from_the_functions_image() -> None:
+    (job,) = of_kind("Job").values()
+    (migrate,) = job["spec"]["template"]["spec"]["containers"]
+    assert migrate["command"] == ["python", "-m", "alembic", "upgrade", "head"]
+    assert migrate["workingDir"] == "/home/site/wwwroot"
+    assert migrate["image"] == container("speechflow-api")["image"]
+    assert (REPO / "alembic.ini").is_file()
+
+
+def test_the_fetch_worker_runs_the_registered_fetch_component_on_cpu() -> None:
+    from shared.domain.registry import spec_of
+    worker = container("speechflow-worker-fetch")
+    assert worker["args"] == [spec_of("FETCH").component]
+    assert worker["image"] == container("speechflow-worker-lid")["image"]  # the CPU worker image
+    assert "nvidia.com/gpu" not in worker["resources"]["limits"]
+    assert deployments()["speechflow-worker-fetch"]["spec"]["template"]["spec"]["nodeSelector"] == {
+        "speechflow.io/pool": "default"
+    }
+    trigger = scaled_objects()["speechflow-worker-fetch"]["spec"]["triggers"][0]
+    assert trigger["metadata"]["queueName"] == spec_of("FETCH").queue_name(Settings())

@@ -1,0 +1,1 @@
+"""Unit tests of jobs: lifecycle, webhooks, retention (shared/jobs)."""

@@ -1,0 +1,1 @@
+"""Unit tests of the runtime: the consume loop, metrics (shared/runtime)."""

@@ -1,0 +1,1 @@
+"""Unit tests of blob storage (shared/storage)."""
