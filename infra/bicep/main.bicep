@@ -62,7 +62,7 @@ param openAiCapacity int = 50
 @description('Key Vault purge protection; leave on in production, turn off for throw-away environments.')
 param keyVaultPurgeProtection bool = true
 
-// Names kept exactly as in the seed (section 10) and in shared/core/config.py.
+// Queue names as shared/core/config.py and the step registry (shared/domain/registry.py) name them.
 var queueNames = [
   'job-events'
   'fetch-jobs'

@@ -96,7 +96,7 @@ class LlmSettings(BaseSettings):
 
 
 class Settings(BaseSettings):
-    """Everything a SpeechFlow process needs to know, from the environment (seed §10)."""
+    """Everything a SpeechFlow process needs to know, from the environment (README, "Configuration")."""
 
     # hide_input_in_errors: a validation error must not echo the secrets it was given.
     model_config = SettingsConfigDict(extra="ignore", populate_by_name=True, hide_input_in_errors=True)

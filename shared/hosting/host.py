@@ -2,10 +2,11 @@
 
 `python -m shared.hosting` (what `make up` runs) migrates the database, then the supervisor
 (shared.hosting.supervisor) starts each component in its own process and restarts any that dies. This
-module says what each component runs: the API under uvicorn; the router and the dead-letter consumer
-(the same handlers the Functions host's Service Bus triggers call, fed by the one consumer loop of
-shared.runtime.loop); a step consumer per step queue (azure-ai here, the LID and Whisper workers in
-gpu_worker); the webhook dispatcher; the outbox relay when the bus is Service Bus; the dashboard.
+module says what each component runs: the API (`python -m functions.api`); the router and the
+dead-letter consumer (the same handlers the Functions host's Service Bus triggers call, fed by the one
+consumer loop of shared.runtime.loop); a step consumer per step queue (azure-ai here, and the worker of
+every other registered component, shared.worker.component); the webhook dispatcher; retention; the
+outbox relay when the bus is Service Bus; the dashboard.
 `python -m shared.hosting run <component>` runs one of them in this process.
 """
 

@@ -1,6 +1,6 @@
 """The step consumer: any step message, run through `run_step` with the processor its step type names.
 
-The LID and Whisper workers and the local azure-ai consumer are all this consumer over their queue;
+Every registered component's worker and the local azure-ai consumer are this consumer over their queue;
 they differ only in which processors they have (`processors(step_type)`), whether they load models
 before taking messages (`warm_up`) and whether they answer probes. How each outcome of a step settles
 its message:

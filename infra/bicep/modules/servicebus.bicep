@@ -1,4 +1,4 @@
-// Service Bus namespace and the four SpeechFlow queues. Standard tier: duplicate detection needs it.
+// Service Bus namespace and the SpeechFlow queues: job-events and one per registered step queue (main.bicep queueNames). Standard tier: duplicate detection needs it.
 // Local (SAS key) auth is off: every client reaches the namespace with a workload identity.
 param location string
 param tags object
