@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
@@ -52,7 +52,7 @@ from functions.api.security import (
 from shared.bus import publish_committed
 from shared.config import Settings, get_settings
 from shared.health import install_state_metrics, readiness, worker_states
-from shared.jobs import create_job, get_job, list_jobs, start_job, step_of
+from shared.jobs import create_job, get_job, list_jobs, start_job, step_of, upload_refusal
 from shared.lifecycle import decide
 from shared.metrics import exposition
 from shared.models import Job, utcnow
@@ -214,7 +214,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     if not settings.uses_azure_blob:
         from functions.api.blobs import make_blob_router
 
-        app.include_router(make_blob_router(settings, runtime.blobs))
+        app.include_router(make_blob_router(settings, runtime.blobs, upload_gate=_upload_gate(runtime)))
 
     _add_job_routes(app, settings)
     app.include_router(make_openai_audio_router(settings))
@@ -223,6 +223,24 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     configure_tracing(settings, service_name="speechflow-api")
     install_state_metrics(runtime)
     return app
+
+
+def _upload_gate(runtime: Runtime) -> Callable[[str, str], str | None]:
+    """Upload URLs write `{job_id}/{file}` in the audio container, and only while that job has not
+    started (shared.jobs.upload_refusal); nothing else is written through a signed URL."""
+    audio = runtime.settings.audio_container
+
+    def refusal(container: str, blob: str) -> str | None:
+        if container != audio:
+            return f"signed URLs do not write to {container}"
+        try:
+            job_id = uuid.UUID(blob.split("/", 1)[0])
+        except ValueError:
+            return "the upload URL names no job"
+        with runtime.sessions() as session:
+            return upload_refusal(session.get(Job, job_id))
+
+    return refusal
 
 
 def _job_or_404(session: Session, job_id: uuid.UUID, principal: Principal, *, for_update: bool = False) -> Job:
