@@ -214,7 +214,15 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     if not settings.uses_azure_blob:
         from functions.api.blobs import make_blob_router
 
-        app.include_router(make_blob_router(settings, runtime.blobs, upload_gate=_upload_gate(runtime)))
+        authenticator: Authenticator = app.state.authenticator
+        app.include_router(
+            make_blob_router(
+                settings,
+                runtime.blobs,
+                upload_gate=_upload_gate(runtime),
+                write_limiter=authenticator.limiter.acquire,
+            )
+        )
 
     _add_job_routes(app, settings)
     app.include_router(make_openai_audio_router(settings))

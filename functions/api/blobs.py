@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import math
 import mimetypes
 import time
 import uuid
@@ -157,12 +158,20 @@ def block_list_xml(*, committed: list[Block] | None, uncommitted: list[Block] | 
     )
 
 
-def make_blob_router(settings: Settings, store: BlobStore, *, upload_gate: UploadGate | None = None) -> APIRouter:
+def make_blob_router(
+    settings: Settings,
+    store: BlobStore,
+    *,
+    upload_gate: UploadGate | None = None,
+    write_limiter: Callable[[str], float] | None = None,
+) -> APIRouter:
     """Routes for `PUT` and `GET /blobs/{container}/{blob}` with the URLs `store` signs.
 
     Only the local adapter signs URLs that point here; any other store is a wiring mistake. With
     `upload_gate`, every write is also refused once the gate says so — checked before the body is read
     and again right before it lands, so an upload that was under way when its job started lands nowhere.
+    With `write_limiter` (a bucket key → seconds to wait), writes are rate-limited per top-level folder
+    (a job), answered as Azure answers throttling: 503 ServerBusy with Retry-After.
     """
     if not isinstance(store, LocalBlobStore):
         raise TypeError(f"the blob routes serve the local blob folder, not {type(store).__name__}")
@@ -266,6 +275,14 @@ def make_blob_router(settings: Settings, store: BlobStore, *, upload_gate: Uploa
             exists = local.exists(container, blob)
         except ValueError as error:
             return blob_error(request, 400, "InvalidResourceName", str(error))
+        if write_limiter is not None:
+            key = f"upload:{container}/{blob.split('/', 1)[0]}"[:64]
+            wait = await anyio.to_thread.run_sync(write_limiter, key)
+            if wait > 0:
+                seconds = str(max(1, math.ceil(wait)))
+                busy = blob_error(request, 503, "ServerBusy", f"too many writes to this upload; retry in {seconds} s")
+                busy.headers["Retry-After"] = seconds
+                return busy
         operation = request.query_params.get("comp")
         if operation == "block":
             return await put_block(container, blob, request)
