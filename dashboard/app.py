@@ -8,6 +8,7 @@ through shared.jobs.ops and the bus adapter; the page holds no SQL. The live par
 
 from __future__ import annotations
 
+import hmac
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -15,7 +16,7 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from shared.core.config import Settings
+from shared.core.config import Settings, local_api_key
 from shared.domain.status import JOB_STATUSES
 from shared.domain.workflow import WORKFLOW_TYPES
 from shared.jobs import ops
@@ -334,8 +335,40 @@ def render(choice: dict[str, Any]) -> None:
     st.caption(f"Updated {datetime.now(UTC):%H:%M:%S} UTC")
 
 
+def operator_key(settings: Settings) -> str | None:
+    """DASHBOARD_OPERATOR_KEY, or else the stack's bootstrap API key (SPEECHFLOW_API_KEY, or the one
+    `make up` keeps under SPEECHFLOW_HOME): whoever holds it may already read every job."""
+    for secret in (settings.operator_key, settings.api_key):
+        if secret is not None and secret.get_secret_value():
+            return secret.get_secret_value()
+    return local_api_key(settings)
+
+
+def signed_in() -> bool:
+    """The operator sign-in: the page shows nothing else until the operator key is given (docs/SECURITY.md)."""
+    if st.session_state.get("operator_signed_in"):
+        return True
+    expected = operator_key(Settings())
+    st.title("SpeechFlow ops")
+    if expected is None:
+        st.error("No operator key is configured: set DASHBOARD_OPERATOR_KEY (or SPEECHFLOW_API_KEY).")
+        return False
+    with st.form("sign_in"):
+        given = st.text_input("Operator key", type="password", key="operator_key_input")
+        submitted = st.form_submit_button("Sign in")
+    if submitted:
+        if hmac.compare_digest(given.encode(), expected.encode()):
+            st.session_state["operator_signed_in"] = True
+            st.session_state.pop("operator_key_input", None)
+            st.rerun()
+        st.error("That is not the operator key.")
+    return False
+
+
 def main() -> None:
     st.set_page_config(page_title="SpeechFlow ops", page_icon="🎙️", layout="wide")
+    if not signed_in():
+        st.stop()
     choice = sidebar()
     st.title(choice["view"])
 

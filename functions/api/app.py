@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
@@ -64,7 +64,7 @@ from shared.engines.speech.prompt_tokens import tokens_over_limit
 from shared.engines.speech.transcriber import MAX_PROMPT_TOKENS
 from shared.jobs.lifecycle import decide
 from shared.jobs.retention import purge_job, request_purge
-from shared.jobs.store import create_job, get_job, list_jobs, start_job, step_of
+from shared.jobs.store import create_job, get_job, list_jobs, start_job, step_of, upload_refusal
 from shared.jobs.webhooks import deliver_now
 from shared.runtime import Runtime
 from shared.runtime.metrics import exposition
@@ -213,7 +213,15 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     app.add_middleware(AnswerUnexpectedErrors)
 
     if not settings.uses_azure_blob:
-        app.include_router(make_blob_router(settings, runtime.blobs))
+        authenticator: Authenticator = app.state.authenticator
+        app.include_router(
+            make_blob_router(
+                settings,
+                runtime.blobs,
+                upload_gate=_upload_gate(runtime),
+                write_limiter=authenticator.limiter.acquire,
+            )
+        )
 
     _add_job_routes(app, settings)
     app.include_router(make_openai_audio_router(settings))
@@ -222,6 +230,24 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     configure_tracing(settings, service_name="speechflow-api")
     install_state_metrics(runtime)
     return app
+
+
+def _upload_gate(runtime: Runtime) -> Callable[[str, str], str | None]:
+    """Upload URLs write `{job_id}/{file}` in the audio container, and only while that job has not
+    started (shared.jobs.store.upload_refusal); nothing else is written through a signed URL."""
+    audio = runtime.settings.audio_container
+
+    def refusal(container: str, blob: str) -> str | None:
+        if container != audio:
+            return f"signed URLs do not write to {container}"
+        try:
+            job_id = uuid.UUID(blob.split("/", 1)[0])
+        except ValueError:
+            return "the upload URL names no job"
+        with runtime.sessions() as session:
+            return upload_refusal(session.get(Job, job_id))
+
+    return refusal
 
 
 def _job_or_404(session: Session, job_id: uuid.UUID, principal: Principal, *, for_update: bool = False) -> Job:

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import math
 import mimetypes
 import time
 import uuid
+from collections.abc import Callable
 from email.utils import formatdate
 from typing import IO, TYPE_CHECKING, Protocol
 from xml.parsers import expat
@@ -48,6 +50,11 @@ _EXPIRED_BLOCKS_SWEEP_SECONDS = 3600.0
 _BLOCK_KINDS: tuple[BlockKind, ...] = ("Committed", "Uncommitted", "Latest")
 _LIST_TYPES = ("committed", "uncommitted", "all")
 _MD5_MISMATCH = "The MD5 value specified in the request did not match with the MD5 value calculated by the server."
+
+
+UploadGate = Callable[[str, str], str | None]
+"""(container, blob) → why a write through a signed URL is refused now (its job has started, or been
+deleted), or None while it may write. Called from a worker thread: it may read the database."""
 
 
 class Writable(Protocol):
@@ -151,10 +158,20 @@ def block_list_xml(*, committed: list[Block] | None, uncommitted: list[Block] | 
     )
 
 
-def make_blob_router(settings: Settings, store: BlobStore) -> APIRouter:
+def make_blob_router(
+    settings: Settings,
+    store: BlobStore,
+    *,
+    upload_gate: UploadGate | None = None,
+    write_limiter: Callable[[str], float] | None = None,
+) -> APIRouter:
     """Routes for `PUT` and `GET /blobs/{container}/{blob}` with the URLs `store` signs.
 
-    Only the local adapter signs URLs that point here; any other store is a wiring mistake.
+    Only the local adapter signs URLs that point here; any other store is a wiring mistake. With
+    `upload_gate`, every write is also refused once the gate says so — checked before the body is read
+    and again right before it lands, so an upload that was under way when its job started lands nowhere.
+    With `write_limiter` (a bucket key → seconds to wait), writes are rate-limited per top-level folder
+    (a job), answered as Azure answers throttling: 503 ServerBusy with Retry-After.
     """
     if not isinstance(store, LocalBlobStore):
         raise TypeError(f"the blob routes serve the local blob folder, not {type(store).__name__}")
@@ -190,6 +207,14 @@ def make_blob_router(settings: Settings, store: BlobStore) -> APIRouter:
             message = "The condition specified using HTTP conditional header(s) is not met."
             return blob_error(request, 412, "ConditionNotMet", message)
         return None
+
+    async def closed(request: Request, container: str, blob: str) -> Response | None:
+        if upload_gate is None:
+            return None
+        reason = await anyio.to_thread.run_sync(upload_gate, container, blob)
+        if reason is None:
+            return None
+        return blob_error(request, 403, "AuthorizationFailure", reason)
 
     def current_etag(container: str, blob: str) -> str | None:
         return local.etag(container, blob) if local.exists(container, blob) else None
@@ -250,6 +275,14 @@ def make_blob_router(settings: Settings, store: BlobStore) -> APIRouter:
             exists = local.exists(container, blob)
         except ValueError as error:
             return blob_error(request, 400, "InvalidResourceName", str(error))
+        if write_limiter is not None:
+            key = f"upload:{container}/{blob.split('/', 1)[0]}"[:64]
+            wait = await anyio.to_thread.run_sync(write_limiter, key)
+            if wait > 0:
+                seconds = str(max(1, math.ceil(wait)))
+                busy = blob_error(request, 503, "ServerBusy", f"too many writes to this upload; retry in {seconds} s")
+                busy.headers["Retry-After"] = seconds
+                return busy
         operation = request.query_params.get("comp")
         if operation == "block":
             return await put_block(container, blob, request)
@@ -262,6 +295,8 @@ def make_blob_router(settings: Settings, store: BlobStore) -> APIRouter:
     async def put_blob(container: str, blob: str, request: Request, *, exists: bool) -> Response:
         # As with Azure SAS: "c" may create a blob that does not exist yet, "w" may also overwrite.
         refused = check_signature(request, container, blob, WRITE if exists else CREATE + WRITE)
+        if refused is None:
+            refused = await closed(request, container, blob)
         if refused is not None:
             return refused
         blob_type = request.headers.get("x-ms-blob-type")
@@ -278,6 +313,8 @@ def make_blob_router(settings: Settings, store: BlobStore) -> APIRouter:
             received = await receive(request, staged, settings.max_upload_bytes)
             if isinstance(received, Response):
                 return received
+            if (refused := await closed(request, container, blob)) is not None:
+                return refused
             await anyio.to_thread.run_sync(staged.commit)
         finally:
             await anyio.to_thread.run_sync(staged.discard)
@@ -289,6 +326,8 @@ def make_blob_router(settings: Settings, store: BlobStore) -> APIRouter:
     async def put_block(container: str, blob: str, request: Request) -> Response:
         nonlocal last_sweep
         refused = check_signature(request, container, blob, WRITE)
+        if refused is None:
+            refused = await closed(request, container, blob)
         if refused is not None:
             return refused
         block_id = request.query_params.get("blockid")
@@ -317,6 +356,8 @@ def make_blob_router(settings: Settings, store: BlobStore) -> APIRouter:
 
     async def put_block_list(container: str, blob: str, request: Request) -> Response:
         refused = check_signature(request, container, blob, WRITE)
+        if refused is None:
+            refused = await closed(request, container, blob)
         if refused is not None:
             return refused
         unmet = unmet_condition(request, current_etag(container, blob))
@@ -338,6 +379,8 @@ def make_blob_router(settings: Settings, store: BlobStore) -> APIRouter:
                 "The MD5 value specified in the request did not match with the MD5 value calculated by the server."
             )
             return blob_error(request, 400, "Md5Mismatch", message)
+        if (refused := await closed(request, container, blob)) is not None:
+            return refused
         try:
             choices = parse_block_list(bytes(body))
             await anyio.to_thread.run_sync(local.commit_blocks, container, blob, choices)

@@ -27,7 +27,8 @@ import math
 import time
 import uuid
 import zlib
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import AsyncGenerator, Callable, Coroutine, Mapping
+from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
@@ -40,6 +41,7 @@ from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData, UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.formparsers import MultiPartException, MultiPartParser, parse_options_header
 
 from functions.api.results import JobResults, load_results
 from functions.api.schemas import safe_filename
@@ -724,7 +726,7 @@ async def _serve(request: Request, principal: Principal, settings: Settings, tas
     # Refuse before reading: a body this large cannot hold a file within the limit.
     if declared.isdigit() and int(declared) > limit + _MULTIPART_OVERHEAD:
         raise OpenAIError(413, f"the file is larger than the {limit} bytes allowed here", param="file")
-    form = await request.form(max_files=1, max_fields=250)
+    form = await _read_form(request, limit)
     try:
         parsed = parse_request(form, task)
         runtime: Runtime = request.app.state.runtime
@@ -743,6 +745,39 @@ async def _serve(request: Request, principal: Principal, settings: Settings, tas
         raise OpenAIError(503, "the job finished without the text asked for", code="job_failed", job_id=job_id)
     language = job.detected_language or job.source_language or source.language
     return render_answer(source, parsed, language=language, job_id=job_id)
+
+
+class _BodyTooLarge(MultiPartException):
+    """Raised from inside the parser's stream, so the parser closes the files it has spooled."""
+
+
+async def _read_form(request: Request, limit: int) -> FormData:
+    """The multipart form, reading no more than a file of `limit` bytes could take.
+
+    A body without a Content-Length (chunked) cannot be refused before it is read; it is cut off as
+    soon as it passes the limit, rather than spooled whole to disk and refused afterwards."""
+    content_type, _ = parse_options_header(request.headers.get("content-type", ""))
+    if content_type != b"multipart/form-data":
+        raise OpenAIError(400, "send the request as multipart/form-data with the audio in its file field", param="file")
+    cap = limit + _MULTIPART_OVERHEAD
+    too_large = f"the file is larger than the {limit} bytes allowed here"
+
+    async def capped(stream: AsyncGenerator[bytes, None]) -> AsyncGenerator[bytes, None]:
+        received = 0
+        async for chunk in stream:
+            received += len(chunk)
+            if received > cap:
+                raise _BodyTooLarge(too_large)
+            yield chunk
+
+    async with aclosing(request.stream()) as stream, aclosing(capped(stream)) as body:
+        parser = MultiPartParser(request.headers, body, max_files=1, max_fields=250)
+        try:
+            return await parser.parse()
+        except _BodyTooLarge:
+            raise OpenAIError(413, too_large, param="file") from None
+        except MultiPartException as error:
+            raise OpenAIError(400, error.message, param="file") from None
 
 
 def _create_and_start(

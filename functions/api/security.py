@@ -81,6 +81,10 @@ class Limiter(Protocol):
         """0.0 when the request may go ahead, otherwise the seconds until a token is available."""
         ...
 
+    def waiting(self, key: str) -> float:
+        """The seconds until the key's bucket holds a token (0.0: now), taking none."""
+        ...
+
 
 class RateLimiter:
     """Token buckets in this process: each key may make `burst` requests at once, refilled at
@@ -113,6 +117,15 @@ class RateLimiter:
                 return 0.0
             self._buckets[key] = (tokens, now)
             return (1.0 - tokens) / self._rate
+
+    def waiting(self, key: str) -> float:
+        if not self.enabled:
+            return 0.0
+        now = self._clock()
+        with self._lock:
+            tokens, last = self._buckets.get(key, (self._burst, now))
+        tokens = min(self._burst, tokens + (now - last) * self._rate)
+        return 0.0 if tokens >= 1.0 else (1.0 - tokens) / self._rate
 
     def _forget_full_buckets(self, now: float) -> None:
         """Bound memory: a bucket that has refilled completely is the same as no bucket."""
@@ -166,14 +179,38 @@ class SharedRateLimiter:
             tokens = session.execute(self._available, params).scalar_one_or_none()
         return max(0.0, 1.0 - (tokens or 0.0)) / self._rate
 
+    def waiting(self, key: str) -> float:
+        if not self.enabled:
+            return 0.0
+        params = {"key": key, "rate": self._rate, "burst": self._burst}
+        with self._sessions() as session:
+            tokens = session.execute(self._available, params).scalar_one_or_none()
+        if tokens is None or tokens >= 1.0:  # no row: a full bucket
+            return 0.0
+        return (1.0 - tokens) / self._rate
 
-def rate_limiter(settings: Settings, sessions: Callable[[], Session]) -> Limiter:
-    """The limiter for this deployment: shared through PostgreSQL, otherwise in this process."""
+
+REFUSED_PER_MINUTE, REFUSED_BURST = 30.0, 10
+"""Refused credentials allowed from one client address: a burst of 10, then one every 2 s (never more
+than the per-key limit). Past that every request from the address is a 429 until the bucket refills,
+whatever credential it carries, so guessing keys gains nothing from speed (docs/SECURITY.md)."""
+
+
+def rate_limiter(
+    settings: Settings, sessions: Callable[[], Session], *, per_minute: float | None = None, burst: int | None = None
+) -> Limiter:
+    """The limiter for this deployment: shared through PostgreSQL, otherwise in this process. The
+    rate and burst are the per-key settings unless given."""
+    rate = settings.rate_limit_per_minute if per_minute is None else per_minute
+    size = settings.rate_limit_burst if burst is None else burst
     if settings.effective_database_url.startswith("postgresql"):
-        return SharedRateLimiter(
-            per_minute=settings.rate_limit_per_minute, burst=settings.rate_limit_burst, sessions=sessions
-        )
-    return RateLimiter(per_minute=settings.rate_limit_per_minute, burst=settings.rate_limit_burst)
+        return SharedRateLimiter(per_minute=rate, burst=size, sessions=sessions)
+    return RateLimiter(per_minute=rate, burst=size)
+
+
+def _too_many(wait: float, message: str) -> SecurityError:
+    seconds = max(1, math.ceil(wait))
+    return SecurityError(429, "rate_limited", f"{message}; retry in {seconds} s", headers={"Retry-After": str(seconds)})
 
 
 class TokenVerifier:
@@ -239,19 +276,34 @@ class Authenticator:
         self._sessions = sessions
         self._tokens = token_verifier
         self._limiter = limiter or rate_limiter(settings, sessions)
+        self._refusals = rate_limiter(
+            settings,
+            sessions,
+            per_minute=min(REFUSED_PER_MINUTE, settings.rate_limit_per_minute),
+            burst=min(REFUSED_BURST, settings.rate_limit_burst),
+        )
 
-    def authenticate(self, *, api_key: str | None, bearer: str | None) -> Principal:
-        principal = self._identify(api_key=api_key, bearer=bearer)
+    @property
+    def limiter(self) -> Limiter:
+        """The per-key buckets; the upload routes draw on them too, with a bucket per job."""
+        return self._limiter
+
+    def authenticate(self, *, api_key: str | None, bearer: str | None, client: str | None = None) -> Principal:
+        """The caller, or a refusal. `client` (the peer address) has a bucket of refused credentials."""
+        refusals = f"refused:{client}"[:64] if client else None
+        if refusals is not None and (wait := self._refusals.waiting(refusals)) > 0:
+            log.info("refused credentials rate limited", extra={"action": "rate_limited_refusals"})
+            raise _too_many(wait, "too many refused credentials from this address")
+        try:
+            principal = self._identify(api_key=api_key, bearer=bearer)
+        except SecurityError as error:
+            if error.status == 401 and refusals is not None:
+                self._refusals.acquire(refusals)
+            raise
         wait = self._limiter.acquire(principal.id)
         if wait > 0:
-            seconds = max(1, math.ceil(wait))
             log.info("rate limited", extra={"action": "rate_limited", "api_key_id": principal.id})
-            raise SecurityError(
-                429,
-                "rate_limited",
-                f"too many requests for this key; retry in {seconds} s",
-                headers={"Retry-After": str(seconds)},
-            )
+            raise _too_many(wait, "too many requests for this key")
         return principal
 
     def _identify(self, *, api_key: str | None, bearer: str | None) -> Principal:
@@ -283,7 +335,11 @@ def require_principal(
 ) -> Principal:
     """FastAPI dependency: the authenticated, rate-limited caller."""
     authenticator: Authenticator = request.app.state.authenticator
-    return authenticator.authenticate(api_key=api_key, bearer=bearer.credentials if bearer else None)
+    return authenticator.authenticate(
+        api_key=api_key,
+        bearer=bearer.credentials if bearer else None,
+        client=request.client.host if request.client else None,
+    )
 
 
 PrincipalDep = Annotated[Principal, Depends(require_principal)]

@@ -188,6 +188,8 @@ class Settings(BaseSettings):
     # --- security (docs/SECURITY.md)
     api_key: SecretStr | None = Field(default=None, validation_alias="SPEECHFLOW_API_KEY")
     """Bootstrap API key, accepted besides the keys in the database (local runs, tests, first setup)."""
+    operator_key: SecretStr | None = Field(default=None, validation_alias="DASHBOARD_OPERATOR_KEY")
+    """The key an operator signs in to the dashboard with; unset: the bootstrap API key (make up's)."""
     entra_tenant_id: str | None = Field(default=None, validation_alias="ENTRA_TENANT_ID")
     """Set with ENTRA_AUDIENCE to also accept Entra ID access tokens (`Authorization: Bearer <JWT>`)."""
     entra_audience: str | None = Field(default=None, validation_alias="ENTRA_AUDIENCE")

@@ -195,15 +195,16 @@ DASHBOARD_PORT = 8501
 
 
 def run_dashboard(settings: Settings) -> int:
-    """The Streamlit ops dashboard on :8501. This process becomes Streamlit (exec), so that the
-    supervisor's SIGTERM reaches it directly."""
-    del settings  # the dashboard reads the same environment into its own Settings
+    """The Streamlit ops dashboard on :8501, behind an operator sign-in. This process becomes Streamlit
+    (exec), so that the supervisor's SIGTERM reaches it directly; it reads the same environment into its
+    own Settings."""
     root = str(Path(__file__).resolve().parents[2])
     environment = environment_snapshot()
     # `shared` must be importable from the dashboard script, wherever `make up` was run from.
     environment["PYTHONPATH"] = os.pathsep.join(filter(None, [root, environment.get("PYTHONPATH")]))
     argv = [sys.executable, "-m", "streamlit", "run", str(Path(root) / "dashboard" / "app.py")]
-    argv += ["--server.port", str(DASHBOARD_PORT), "--server.headless", "true"]
+    # Bound as the API is (API_HOST, 127.0.0.1 by default), never on every interface (docs/SECURITY.md).
+    argv += ["--server.address", settings.api_host, "--server.port", str(DASHBOARD_PORT), "--server.headless", "true"]
     argv += ["--browser.gatherUsageStats", "false"]
     os.execve(sys.executable, argv, environment)  # noqa: S606 - our own interpreter and module
 

@@ -309,6 +309,11 @@ def apply_retention(runtime: Runtime, *, now: datetime | None = None) -> Retenti
                 extra={"action": "audio_delete_failed", "job_id": str(job_id)},
             )
     _sweep_local_leftovers(runtime)
+    try:
+        _remove_uploads_of_purged_jobs(runtime)
+    except Exception:
+        failed += 1
+        log.exception("sweep of purged jobs' uploads failed", extra={"action": "purged_upload_sweep_failed"})
     done = RetentionPass(purge_requested=len(due), purged=purged, waiting=waiting, audio_deleted=deleted, failed=failed)
     if any((done.purge_requested, done.purged, done.audio_deleted, done.failed)):
         log.info(
@@ -323,6 +328,33 @@ def apply_retention(runtime: Runtime, *, now: datetime | None = None) -> Retenti
             },
         )
     return done
+
+
+def _remove_uploads_of_purged_jobs(runtime: Runtime, *, batch: int = 500) -> int:
+    """Delete whatever is found in the audio container under a job that has been purged: an upload URL
+    (an Azure SAS cannot be withdrawn before it expires) may have written there after the purge, and
+    the passes above only look at jobs whose audio is not deleted yet. Returns how many blobs."""
+    container = runtime.settings.audio_container
+    found: list[uuid.UUID] = []
+    for name in runtime.blobs.folders(container):
+        try:
+            found.append(uuid.UUID(name))
+        except ValueError:
+            continue
+    removed = 0
+    for start in range(0, len(found), batch):
+        with runtime.sessions() as session:
+            purged = session.scalars(
+                select(Job.id).where(Job.id.in_(found[start : start + batch]), Job.purged_at.is_not(None))
+            ).all()
+        for job_id in purged:
+            count = runtime.blobs.delete_prefix(container, f"{job_id}/")
+            removed += count
+            log.info(
+                "upload found under a purged job deleted",
+                extra={"action": "purged_upload_deleted", "job_id": str(job_id), "blobs": count},
+            )
+    return removed
 
 
 def _sweep_local_leftovers(runtime: Runtime) -> None:

@@ -117,6 +117,19 @@ def get_job(*, session: Session, job_id: uuid.UUID, for_update: bool = False) ->
     return session.scalars(query).one_or_none()
 
 
+def upload_refusal(job: Job | None) -> str | None:
+    """Why an upload URL may not write its job's upload now, or None while it may: only before the job
+    starts (docs/SECURITY.md). After start the probed file is what the steps read, and nothing may be
+    written under a job whose data is (being) deleted."""
+    if job is None:
+        return "the upload URL's job does not exist"
+    if job.purge_requested_at is not None:
+        return "the upload URL's job has been deleted; nothing more can be written under it"
+    if job.status != "pending_upload":
+        return f"the upload URL's job has started ({job.status}); an upload URL takes writes only before start"
+    return None
+
+
 def lock_jobs(*, session: Session, job_ids: set[uuid.UUID]) -> list[Job]:
     """Load and lock these jobs (with their steps), in id order so that concurrent lockers cannot
     deadlock."""

@@ -50,6 +50,9 @@ class BlobStore(Protocol):
         """Remove every blob whose name starts with `prefix` (a folder such as `{job_id}/`); returns
         how many were removed. Blobs already gone are fine, so a repeated call is harmless."""
 
+    def folders(self, container: str) -> list[str]:
+        """The top-level prefixes (`{job_id}` of `{job_id}/…`) that hold blobs in the container."""
+
     def ping(self) -> None:
         """Raise if the store cannot be reached."""
 

@@ -221,6 +221,14 @@ class AzureBlobStore:
                 removed += 1
         return removed
 
+    def folders(self, container: str) -> list[str]:
+        names: list[str] = []
+        with contextlib.suppress(BlobNotFound), _storage_errors(container):
+            for item in self._service.get_container_client(container).walk_blobs(delimiter="/"):
+                if item.name.endswith("/"):  # a prefix, not a blob at the top level
+                    names.append(item.name.rstrip("/"))
+        return names
+
     def ping(self) -> None:
         # One small request that needs only data-plane rights (no account-level read). No retries
         # and a short connect timeout: a health check must answer now, not after the SDK's backoff.

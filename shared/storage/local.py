@@ -523,8 +523,27 @@ class LocalBlobStore:
             _write_file_atomically(path, lambda target: shutil.copyfileobj(source, target, _COPY_CHUNK))
 
     def delete(self, container: str, blob: str) -> None:
-        self.path(container, blob).unlink(missing_ok=True)
+        path = self.path(container, blob)
+        path.unlink(missing_ok=True)
         self.discard_blocks(container, blob)
+        # A blob store has no folders: the folder a blob needed goes with its last blob.
+        top = self.root / validate_container_name(container)
+        for folder in path.parents:
+            if folder == top or not folder.is_relative_to(top):
+                break
+            try:
+                folder.rmdir()
+            except OSError:  # not empty (or already gone): the folders above are not empty either
+                break
+
+    def folders(self, container: str) -> list[str]:
+        """The names of the top-level folders (`{job_id}/` prefixes) in the container."""
+        try:
+            return sorted(
+                entry.name for entry in (self.root / validate_container_name(container)).iterdir() if entry.is_dir()
+            )
+        except FileNotFoundError:
+            return []
 
     def delete_prefix(self, container: str, prefix: str) -> int:
         # Only whole folders: every caller deletes a job's folder, and a partial name would have to
@@ -536,6 +555,8 @@ class LocalBlobStore:
             return 0
         removed = 0
         for path in sorted(folder.rglob("*"), reverse=True):
+            if not path.is_symlink() and not path.exists():
+                continue  # a folder that deleting its last blob removed
             if path.is_dir() and not path.is_symlink():
                 path.rmdir()
                 continue

@@ -23,6 +23,7 @@ from shared.domain.messages import JobEvent
 from shared.domain.models import Job
 from shared.domain.workflow import Decision, Event
 from shared.jobs.lifecycle import decide
+from shared.jobs.retention import purge_job
 from shared.jobs.store import lock_jobs
 from shared.jobs.webhooks import deliver_now
 from shared.runtime import Runtime, metrics
@@ -35,6 +36,8 @@ class Routed:
     job_id: uuid.UUID
     decision: Decision
     webhook_id: uuid.UUID | None
+    purge_pending: bool = False
+    """A purge was asked for while the job ran: tried once this routing has committed."""
 
 
 RouteResult = Decision | None | Exception
@@ -89,7 +92,21 @@ def route_events(runtime: Runtime, bodies: list[str], *, settle_in: SettleIn | N
         if outcome is not None:
             results[index] = outcome.decision
     deliver_now(runtime, [outcome.webhook_id for outcome in routed if outcome and outcome.webhook_id])
+    _finish_purges(runtime, {outcome.job_id for outcome in routed if outcome and outcome.purge_pending})
     return results
+
+
+def _finish_purges(runtime: Runtime, job_ids: set[uuid.UUID]) -> None:
+    """Purge the jobs whose purge waited for their running step (DELETE ?purge=true on a running job):
+    the event just routed may be that step stopping, and the README promises the purge as soon as it
+    has. A job still running stays recorded; a failure is left to the retention pass."""
+    for job_id in sorted(job_ids):
+        try:
+            purge_job(runtime, job_id)
+        except Exception:
+            log.exception(
+                "purge deferred to the retention pass", extra={"action": "purge_deferred", "job_id": str(job_id)}
+            )
 
 
 def _apply(
@@ -161,4 +178,9 @@ def _decide_in_trace(runtime: Runtime, session: Session, job: Job, event: JobEve
             "job_status": job.status,
         },
     )
-    return Routed(job_id=job.id, decision=applied.decision, webhook_id=applied.webhook_id)
+    return Routed(
+        job_id=job.id,
+        decision=applied.decision,
+        webhook_id=applied.webhook_id,
+        purge_pending=job.purge_requested_at is not None and job.purged_at is None,
+    )

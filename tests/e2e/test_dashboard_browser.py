@@ -30,7 +30,7 @@ from websockets.sync.client import ClientConnection, connect
 
 from shared.core.config import Settings
 from tests.conftest import REPO, service_missing
-from tests.integration.dashboard.test_dashboard import TRANSCRIPT, Seeded, seed
+from tests.integration.dashboard.test_dashboard import OPERATOR_KEY, TRANSCRIPT, Seeded, seed
 
 ARTIFACTS = REPO / ".test-artifacts"
 CHROMIUM_FLAGS = (
@@ -85,6 +85,15 @@ class Page:
     def open(self, url: str) -> None:
         self.call("Page.navigate", url=url)
 
+    def sign_in(self, key: str) -> None:
+        """Give the operator key on the dashboard's sign-in form, as a person types it, then Enter."""
+        self.wait_for_text("Operator key")
+        focus = "(() => { const i = document.querySelector('input[type=password]'); i && i.focus(); return !!i; })()"
+        wait_for(lambda: self.call("Runtime.evaluate", expression=focus)["result"].get("value"), timeout=20, what="key")
+        self.call("Input.insertText", text=key)
+        for kind in ("keyDown", "keyUp"):
+            self.call("Input.dispatchKeyEvent", type=kind, key="Enter", code="Enter", windowsVirtualKeyCode=13)
+
     def text(self) -> str:
         result = self.call("Runtime.evaluate", expression="document.body ? document.body.innerText : ''")
         return str(result.get("result", {}).get("value", ""))
@@ -116,7 +125,12 @@ def dashboard(make_settings: Callable[..., Settings]) -> Iterator[tuple[str, See
     settings = make_settings()
     seeded = seed(settings)
     port = free_port()
-    environment = {**os.environ, "SPEECHFLOW_HOME": str(settings.speechflow_home), "PYTHONPATH": str(REPO)}
+    environment = {
+        **os.environ,
+        "SPEECHFLOW_HOME": str(settings.speechflow_home),
+        "PYTHONPATH": str(REPO),
+        "DASHBOARD_OPERATOR_KEY": OPERATOR_KEY,
+    }
     environment.pop("DATABASE_URL", None)
     server = subprocess.Popen(
         [
@@ -191,14 +205,17 @@ def test_a_person_sees_jobs_queues_and_a_job_drill_down(dashboard: tuple[str, Se
     ARTIFACTS.mkdir(exist_ok=True)
 
     page.open(f"{base}/?view=Overview")
+    page.sign_in(OPERATOR_KEY)
     page.wait_for_text("Total jobs", "Active (queued + processing)", "Status breakdown")
     page.screenshot(ARTIFACTS / "dashboard-overview.png")
 
     page.open(f"{base}/?view=Queues")
+    page.sign_in(OPERATOR_KEY)
     page.wait_for_text("Queue depth now", "Dead letters: whisper-jobs (1)")
     page.screenshot(ARTIFACTS / "dashboard-queues.png")
 
     page.open(f"{base}/?view=Job+detail&job={seeded.failed}")
+    page.sign_in(OPERATOR_KEY)
     # Streamlit fills the page in as it goes: wait for everything that should be read, together.
     page.wait_for_text(
         f"Job {seeded.failed}",
@@ -208,6 +225,7 @@ def test_a_person_sees_jobs_queues_and_a_job_drill_down(dashboard: tuple[str, Se
     )
 
     page.open(f"{base}/?view=Job+detail&job={seeded.completed}")
+    page.sign_in(OPERATOR_KEY)
     page.wait_for_text(
         f"Job {seeded.completed}",
         TRANSCRIPT,

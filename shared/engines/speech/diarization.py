@@ -213,7 +213,9 @@ class SenkoDiarizer:
                 engine.embeddings_model(torch.randn(80, 148, 80, device=engine.torch_device))
         clustering = type(engine.umap_hdbscan_cluster)(**engine.umap_hdbscan_config["cluster"]["args"])
         embeddings = np.random.default_rng(0).standard_normal((4250, 192)).astype(np.float32)
-        with _quiet_dependencies(), contextlib.redirect_stdout(io.StringIO()):
+        with _quiet_dependencies(), contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+            # pynndescent says which of its functions numba cannot cache on disk: nothing to act on.
+            warnings.filterwarnings("ignore", message="Cannot cache compiled function")
             clustering(embeddings)
         log.info(
             "diarization warmed up",

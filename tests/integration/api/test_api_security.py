@@ -337,3 +337,27 @@ def test_no_key_or_secret_appears_in_logs_or_responses(
     for secret in [*secrets, signing_key]:
         assert secret not in logged
         assert all(secret not in text for text in bodies)
+
+
+def test_refused_keys_are_rate_limited_per_client_address(make_stack: Callable[..., Stack]) -> None:
+    """An outside probe sent 300 bad keys and got 300 × 401 (issue 20.10): refused credentials now draw on
+    a bucket per client address, and once it is empty every request from there waits, a good key too."""
+    stack = make_stack(rate_limit_per_minute=600, rate_limit_burst=120)
+    codes = [stack.client.get("/jobs", headers={"x-api-key": f"{BOGUS_KEY}{n}"}).status_code for n in range(300)]
+    assert codes.count(401) <= 20, f"{codes.count(401)} refusals answered before the limit"
+    assert codes[-1] == 429
+    limited = stack.client.get("/jobs", headers={"x-api-key": BOGUS_KEY})
+    assert limited.status_code == 429 and limited.json()["error"]["code"] == "rate_limited"
+    assert int(limited.headers["retry-after"]) >= 1
+    assert stack.client.get("/jobs").status_code == 429, "guessing right after the limit gains nothing"
+
+
+def test_writes_through_an_upload_url_are_rate_limited(make_stack: Callable[..., Stack]) -> None:
+    stack = make_stack(rate_limit_per_minute=6, rate_limit_burst=3)
+    body = {"workflow_type": "transcribe_only", "source_language": "fra", "audio_filename": "a.wav"}
+    created = stack.client.post("/jobs", json=body).json()
+    headers = {"x-ms-blob-type": "BlockBlob"}
+    codes = [stack.client.put(created["upload_url"], content=TINY_WAV, headers=headers).status_code for _ in range(6)]
+    assert codes[:3] == [201, 201, 201] and 503 in codes[3:], codes
+    busy = stack.client.put(created["upload_url"], content=TINY_WAV, headers=headers)
+    assert busy.headers["x-ms-error-code"] == "ServerBusy" and int(busy.headers["retry-after"]) >= 1

@@ -26,6 +26,7 @@ from shared.runtime import Runtime
 
 APP = str(Path(__file__).resolve().parents[3] / "dashboard" / "app.py")
 TRANSCRIPT = "bonjour le monde, ceci est un test du tableau de bord"
+OPERATOR_KEY = "operator-key-for-the-dashboard-tests-0123456789"
 
 
 @dataclass(frozen=True)
@@ -129,14 +130,23 @@ def seeded(make_settings: Callable[..., Settings], monkeypatch: pytest.MonkeyPat
     settings = make_settings()
     # The dashboard builds its own Settings from the environment, as `streamlit run` would.
     monkeypatch.setenv("SPEECHFLOW_HOME", str(settings.speechflow_home))
+    monkeypatch.setenv("DASHBOARD_OPERATOR_KEY", OPERATOR_KEY)
     monkeypatch.delenv("DATABASE_URL", raising=False)
+    monkeypatch.delenv("SPEECHFLOW_API_KEY", raising=False)
     return seed(settings)
+
+
+def sign_in(app: AppTest, key: str) -> AppTest:
+    app.text_input(key="operator_key_input").input(key)
+    app.button[0].click().run()
+    return app
 
 
 def run_view(view: str) -> AppTest:
     app = AppTest.from_file(APP, default_timeout=30)
     app.query_params["view"] = view
     app.run()
+    sign_in(app, OPERATOR_KEY)
     assert not app.exception, [e.message for e in app.exception]
     return app
 
@@ -223,6 +233,7 @@ def test_job_detail_shows_steps_transcript_and_audio(seeded: Seeded) -> None:
     app.query_params["view"] = "Job detail"
     app.query_params["job"] = str(seeded.completed)
     app.run()
+    sign_in(app, OPERATOR_KEY)
     assert not app.exception, [e.message for e in app.exception]
     steps = app.dataframe[0].value
     assert list(steps["step"]) == ["LID", "TRANSCRIBE", "TRANSLATE", "SUMMARIZE"]
@@ -269,8 +280,35 @@ def test_job_detail_shows_who_spoke_and_for_how_long(seeded: Seeded, make_settin
     app.query_params["view"] = "Job detail"
     app.query_params["job"] = str(seeded.completed)
     app.run()
+    sign_in(app, OPERATOR_KEY)
     assert not app.exception, [e.message for e in app.exception]
     assert "Speakers" in texts(app)
     speakers = next(frame.value for frame in app.dataframe if "speaker" in frame.value.columns)
     assert list(speakers["speaker"]) == ["A", "B"]
     assert list(speakers["talk time (s)"]) == [1.0, 1.5]
+
+
+def test_nothing_shows_until_the_operator_signs_in(seeded: Seeded) -> None:
+    """Issue 20.9: the dashboard showed every key's jobs, transcripts and audio to anyone who reached it."""
+    app = AppTest.from_file(APP, default_timeout=30)
+    app.query_params["view"] = "Job detail"
+    app.query_params["job"] = str(seeded.completed)
+    app.run()
+    assert not app.exception, [e.message for e in app.exception]
+    assert not app.metric and not app.dataframe and TRANSCRIPT not in texts(app)
+    assert [field.label for field in app.text_input] == ["Operator key"]
+
+    sign_in(app, "not-the-operator-key")
+    assert "not the operator key" in texts(app) and TRANSCRIPT not in texts(app) and not app.dataframe
+
+    sign_in(app, OPERATOR_KEY)
+    assert TRANSCRIPT in texts(app), "signed in, the drill-down shows the transcript"
+
+
+def test_without_any_operator_key_the_dashboard_says_what_to_set(
+    seeded: Seeded, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("DASHBOARD_OPERATOR_KEY")
+    app = AppTest.from_file(APP, default_timeout=30)
+    app.run()
+    assert "set DASHBOARD_OPERATOR_KEY" in texts(app) and not app.text_input and not app.metric

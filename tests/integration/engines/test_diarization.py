@@ -136,9 +136,12 @@ def test_kaldi_native_fbank_features_are_senkos(
 ) -> None:
     """Window by window, frame by frame. senko's extractor lays the windows out in the order its
     threads finish them (each claims its place with an atomic add), so each side is read at its own
-    offsets. Tolerance: both are Kaldi filterbanks with the same options but different FFT and float
-    code, so the log-mel values may differ by rounding: per window correlation ≥ 0.999, median
-    absolute difference ≤ 0.01 and 99th percentile ≤ 0.1 (log units; the features span about ±10)."""
+    offsets. Tolerance, from a measurement: senko 0.2.2's extractor built from its source release
+    without AVX-512 (with the wheel's -O3 -ffast-math, and with -O2) against this fallback on every
+    fixture, 1.5 s windows every 0.75 s and edge cases, differed by at most 8.3e-4 in any log-mel
+    value (the two builds of senko differed from each other by 8.7e-4; quiet bins near the log floor
+    differ most), with equal frame counts and correlation over 0.999999999. So: equal frame counts,
+    every value within 0.01, correlation ≥ 0.9999 per window."""
     audio = conversation[0]
     windows = [(1.0, 2.5), (2.0, 3.5), (9.3, 10.1), (12.0, 13.5)]
     engine = diarizer.engine
@@ -160,10 +163,8 @@ def test_kaldi_native_fbank_features_are_senkos(
         size = int(frames) * dim
         mine = np.asarray(ours[int(our_offsets[index]) : int(our_offsets[index]) + size]).reshape(-1, dim)
         senkos = theirs[int(their_offsets[index]) : int(their_offsets[index]) + size].reshape(-1, dim)
-        difference = np.abs(mine - senkos)
-        assert np.corrcoef(mine.ravel(), senkos.ravel())[0, 1] >= 0.999, windows[index]
-        assert float(np.median(difference)) <= 0.01, windows[index]
-        assert float(np.percentile(difference, 99)) <= 0.1, windows[index]
+        assert float(np.abs(mine - senkos).max()) <= 0.01, windows[index]
+        assert np.corrcoef(mine.ravel(), senkos.ravel())[0, 1] >= 0.9999, windows[index]
 
 
 def test_turns_are_in_time_order_and_do_not_overlap(found: Diarization) -> None:

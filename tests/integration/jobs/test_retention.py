@@ -19,7 +19,7 @@ from shared.domain.models import utcnow
 from shared.hosting.host import RUNNERS, components
 from shared.jobs.ops import retention_status
 from shared.jobs.retention import apply_retention, retention_loop, run_retention
-from tests.integration.dashboard.test_dashboard import run_view, seed
+from tests.integration.dashboard.test_dashboard import OPERATOR_KEY, run_view, seed
 from tests.support.pipeline import Stack, build_stack
 
 DAY = timedelta(days=1)
@@ -134,6 +134,7 @@ def test_the_dashboard_shows_what_is_due(
     monkeypatch.setenv("AUDIO_RETENTION_SECONDS", "0")
     monkeypatch.setenv("COST_PER_CPU_SECOND", "0.5")
     monkeypatch.setenv("COST_CURRENCY", "EUR")
+    monkeypatch.setenv("DASHBOARD_OPERATOR_KEY", OPERATOR_KEY)
     monkeypatch.delenv("DATABASE_URL", raising=False)
     seed(settings)
     runtime = build_stack(settings).runtime

@@ -128,3 +128,16 @@ def test_the_supervisor_starts_the_laid_out_workers_with_their_threads(make_sett
 
     assert [child.name for child in stack.children] == ["api", "whisper", "whisper-2", "whisper-3", "whisper-4"]
     assert started == [("api", None)] + [("whisper", "1")] * 4
+
+
+def test_the_dashboard_binds_where_the_api_does_never_every_interface(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 20.9: Streamlit listened on *:8501 while the API bound 127.0.0.1."""
+    from shared.core.config import Settings
+    from shared.hosting import host
+
+    started: list[list[str]] = []
+    monkeypatch.setattr(host.os, "execve", lambda _path, argv, _env: started.append(list(argv)))
+    for api_host in ("127.0.0.1", "10.1.2.3"):
+        host.run_dashboard(Settings(api_host=api_host))
+        argv = started[-1]
+        assert argv[argv.index("--server.address") + 1] == api_host
