@@ -22,7 +22,7 @@ from functools import cache
 from typing import TYPE_CHECKING, TypeVar
 
 from shared.domain.results import ResultModel
-from shared.domain.workflow import WORKFLOWS, JobState, split_part
+from shared.domain.workflow import WORKFLOWS, JobState, RetryPolicy, split_part
 
 if TYPE_CHECKING:
     from shared.core.config import Settings
@@ -72,6 +72,18 @@ class StepSpec:
     """Load what the processor needs before the consumer takes messages."""
     warm_idle: Callable[[Settings], None] | None = None
     """Warm what a first job would otherwise pay for (compiles), while the consumer takes messages."""
+    max_retries: int | None = None
+    """How often a failed step is tried again (None: MAX_RETRIES)."""
+    retry_backoff_seconds: float | None = None
+    """The first retry's delay, doubled at each retry (None: RETRY_BACKOFF_SECONDS)."""
+
+    def retry_policy(self, settings: Settings) -> RetryPolicy:
+        return RetryPolicy(
+            max_retries=settings.max_retries if self.max_retries is None else self.max_retries,
+            backoff_seconds=(
+                settings.retry_backoff_seconds if self.retry_backoff_seconds is None else self.retry_backoff_seconds
+            ),
+        )
 
     def queue_name(self, settings: Settings) -> str:
         if self.queue_setting is not None:
@@ -189,6 +201,16 @@ def components(settings: Settings) -> dict[str, tuple[str, ...]]:
         if queue not in names:
             names.append(queue)
     return {name: tuple(queue_names) for name, queue_names in found.items()}
+
+
+def retry_policy_for(settings: Settings) -> Callable[[str], RetryPolicy | None]:
+    """Each registered step's retry policy (its spec's, defaulting to the settings'); None for a step
+    type the registry does not know."""
+
+    def policy(step_type: str) -> RetryPolicy | None:
+        return registry()[step_type].retry_policy(settings) if step_type in registry() else None
+
+    return policy
 
 
 def component_of_queue(settings: Settings, queue: str) -> str:

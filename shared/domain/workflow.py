@@ -268,6 +268,14 @@ def can_cancel(status: str) -> bool:
 Settled = Literal["done", "failed_optional", "waiting", "blocked"]
 
 
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How often a failed step is tried again, and the first delay (doubled at each retry)."""
+
+    max_retries: int
+    backoff_seconds: float
+
+
 @dataclass
 class _Walk:
     """What one pass over the graph found."""
@@ -276,6 +284,7 @@ class _Walk:
     states: dict[str, StepState]
     max_retries: int
     backoff_seconds: float
+    retry_policy: Callable[[str], RetryPolicy | None] | None = None
     dispatches: list[Dispatch] = field(default_factory=list)
     skips: list[Skip] = field(default_factory=list)
     failed_optional: list[str] = field(default_factory=list)
@@ -291,8 +300,10 @@ class _Walk:
             return "waiting"
         if state.status == "completed":
             return "done"
-        if state.retryable and state.retry_count < self.max_retries:
-            delay = retry_delay(state.retry_count, base_seconds=self.backoff_seconds)
+        policy = self.retry_policy(split_part(step_type)[0]) if self.retry_policy is not None else None
+        policy = policy or RetryPolicy(self.max_retries, self.backoff_seconds)
+        if state.retryable and state.retry_count < policy.max_retries:
+            delay = retry_delay(state.retry_count, base_seconds=policy.backoff_seconds)
             self.dispatches.append(Dispatch(step_type, attempt=state.retry_count + 1, delay_seconds=delay, parts=parts))
             return "waiting"
         if optional:
@@ -333,8 +344,10 @@ def next_decision(
     max_retries: int,
     backoff_seconds: float,
     workflows: Mapping[str, Workflow] = WORKFLOWS,
+    retry_policy: Callable[[str], RetryPolicy | None] | None = None,
 ) -> Decision:
-    """What happens next to this job, given everything known about it."""
+    """What happens next to this job, given everything known about it. `retry_policy` gives a step's own
+    retries (its spec's), where it has one; `max_retries` and `backoff_seconds` are the default."""
     workflow = workflows.get(job.workflow_type)
     if workflow is None:
         return Decision(
@@ -376,7 +389,9 @@ def next_decision(
                 error_message=current.error_message or "message dead-lettered after repeated delivery failures",
             )
 
-    walk = _Walk(job=job, states=states, max_retries=max_retries, backoff_seconds=backoff_seconds)
+    walk = _Walk(
+        job=job, states=states, max_retries=max_retries, backoff_seconds=backoff_seconds, retry_policy=retry_policy
+    )
     settled: dict[str, Settled] = {}
     for node in workflow.nodes:
         if node.include_when is not None and not node.include_when(job):

@@ -14,7 +14,7 @@ from shared.core.config import Settings
 from shared.core.tracing import trace_properties
 from shared.domain.messages import StepMessage
 from shared.domain.models import Job, ProcessingStep, utcnow
-from shared.domain.registry import queue_for
+from shared.domain.registry import queue_for, retry_policy_for
 from shared.domain.workflow import Decision, Event, next_decision
 from shared.jobs.store import job_state, step_of, step_states
 from shared.jobs.webhooks import stage_webhook
@@ -37,6 +37,7 @@ def decide(session: Session, *, settings: Settings, job: Job, event: Event, trac
         event=event,
         max_retries=settings.max_retries,
         backoff_seconds=settings.retry_backoff_seconds,
+        retry_policy=retry_policy_for(settings),
     )
     return apply_decision(session, settings=settings, job=job, decision=decision, traceparent=traceparent)
 
