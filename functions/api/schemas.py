@@ -6,7 +6,6 @@ import re
 import uuid
 from datetime import datetime
 from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit
 
 from pydantic import (
     AnyHttpUrl,
@@ -19,8 +18,8 @@ from pydantic import (
     model_validator,
 )
 
-from shared.domain.languages import WHISPER_TO_ISO639_3, UnsupportedLanguage, to_iso639_3, to_whisper
-from shared.domain.options import AUDIO_ONLY_OPTIONS, JobOptions, NoNul
+from shared.domain.languages import WHISPER_TO_ISO639_3, UnsupportedLanguage, to_whisper
+from shared.domain.options import AUDIO_ONLY_OPTIONS, LANGUAGE_CODE, ClientOptions, JobOptions, NoNul
 from shared.domain.results import Segment, SpeakerTalk
 from shared.domain.status import JobStatus, StepStatus
 from shared.domain.workflow import AUDIO_WORKFLOWS, NEEDS_SOURCE_LANGUAGE, WorkflowType
@@ -31,7 +30,7 @@ LANGUAGE_IDENTIFYING = frozenset({"full_pipeline", "lid_only"})
 ResultFormat = Literal["json", "srt", "vtt", "txt"]
 ResultPart = Literal["transcript", "translation"]
 
-_LANGUAGE = r"^[A-Za-z]{2,3}([-_][A-Za-z0-9]{2,8})?$"
+_LANGUAGE = LANGUAGE_CODE
 SUPPORTED_LANGUAGES = ", ".join(sorted(WHISPER_TO_ISO639_3))
 """The languages a job may name (Whisper's), as an error message lists them."""
 _UNSAFE = re.compile(r"[^A-Za-z0-9._ ()+-]")
@@ -44,58 +43,21 @@ def safe_filename(name: str) -> str:
     return base[:200] or "upload"
 
 
-class CreateJobRequest(BaseModel):
+class CreateJobRequest(ClientOptions):
+    """POST /jobs: the job's input and workflow, and the options a client sets (ClientOptions, declared
+    once in shared/domain/options.py)."""
+
     model_config = ConfigDict(extra="forbid")
 
     audio_filename: Annotated[str, StringConstraints(min_length=1, max_length=255), NoNul] | None = None
     """The file the client will upload: audio, or for translate_only / summarize_only a transcript
     (plain text or this service's transcript JSON). Optional when source_job_id is given."""
-    audio_url: Annotated[str, StringConstraints(min_length=1, max_length=8192), NoNul] | None = None
-    """Audio workflows: fetch the audio from this URL instead of an upload (https, a public host; an Azure
-    Blob URL with a read SAS works). The job is queued at once; its FETCH step downloads and checks the
-    file. audio_filename is then optional (the name is taken from the URL's path)."""
     workflow_type: WorkflowType
     source_language: str | None = Field(default=None, pattern=_LANGUAGE)
     target_language: str = Field(default="en", pattern=_LANGUAGE)
     callback_url: AnyHttpUrl | None = None
     source_job_id: uuid.UUID | None = None
     """translate_only / summarize_only: reuse the transcript of this job instead of an upload."""
-    speaker_labels: bool = False
-    """Label who speaks when: every segment and word gets a `speaker` ("A", "B", …). Audio workflows."""
-    speakers_expected: int | None = Field(default=None, ge=1, le=20)
-    """How many people speak, if known (implies speaker_labels). Audio workflows."""
-    channels: Literal["mix", "split"] = "mix"
-    """`mix` downmixes; `split` transcribes each channel as its own speaker (a call recorded one party a
-    channel) and merges them in time order. Audio workflows; a one-channel upload is refused at start."""
-    prompt: Annotated[str, StringConstraints(min_length=1, max_length=2000), NoNul] | None = None
-    """Whisper's initial prompt (at most 224 tokens): spellings, names, style. Audio workflows."""
-    hotwords: (
-        list[Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100), NoNul]] | None
-    ) = Field(default=None, min_length=1, max_length=100)
-    """Words and names to favour in the transcript. Audio workflows."""
-    languages: list[Annotated[str, StringConstraints(pattern=_LANGUAGE)]] | None = Field(
-        default=None, min_length=1, max_length=20
-    )
-    """The languages the audio may be in (ISO 639-1 or 639-3): language identification answers one of
-    them. full_pipeline and lid_only, without source_language."""
-    redact_pii: bool = False
-    """Mask card and phone numbers, other identifying numbers, e-mail addresses and names in every result."""
-    retention_seconds: int | None = Field(default=None, ge=60)
-    """Delete this job's audio and results this long after it ends (at most the server's retention)."""
-
-    @field_validator("audio_url")
-    @classmethod
-    def _absolute_http_url(cls, value: str | None) -> str | None:
-        # The address policy (https, public hosts) needs the settings: the route applies it.
-        if value is None:
-            return value
-        try:
-            parts = urlsplit(value)
-        except ValueError:
-            raise ValueError("audio_url is not a valid URL") from None
-        if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
-            raise ValueError("audio_url must be an absolute http(s) URL")
-        return value
 
     @field_validator("source_language", "target_language")
     @classmethod
@@ -112,16 +74,6 @@ class CreateJobRequest(BaseModel):
                 f" {SUPPORTED_LANGUAGES} (ISO 639-1), or its ISO 639-3 code"
             ) from None
         return value.lower()
-
-    @field_validator("languages")
-    @classmethod
-    def _known_languages(cls, value: list[str] | None) -> list[str] | None:
-        if value is None:
-            return value
-        try:
-            return list(dict.fromkeys(to_iso639_3(code) for code in value))
-        except UnsupportedLanguage as error:
-            raise ValueError(f"languages: {error.code!r} is not a language code SpeechFlow knows") from None
 
     @model_validator(mode="after")
     def _per_workflow(self) -> CreateJobRequest:
@@ -148,7 +100,7 @@ class CreateJobRequest(BaseModel):
         return self
 
     def options(self) -> JobOptions:
-        return JobOptions.model_validate(self.model_dump(include=set(JobOptions.model_fields)))
+        return JobOptions.model_validate(self.model_dump(include=set(ClientOptions.model_fields)))
 
 
 class CreateJobResponse(BaseModel):

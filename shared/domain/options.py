@@ -6,8 +6,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, field_validator
+
+from shared.domain.languages import UnsupportedLanguage, to_iso639_3
 
 
 def without_nul(value: str) -> str:
@@ -22,30 +25,72 @@ NoNul = AfterValidator(without_nul)
 Hotword = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100), NoNul]
 
 
-class JobOptions(BaseModel):
-    model_config = ConfigDict(extra="ignore", frozen=True)
+LANGUAGE_CODE = r"^[A-Za-z]{2,3}([-_][A-Za-z0-9]{2,8})?$"
+"""An ISO 639-1 or 639-3 code, with an optional region or script (`en`, `fra`, `zh-Hans`)."""
+
+
+class ClientOptions(BaseModel):
+    """The options a client sets on a job, declared once: POST /jobs takes them as they are
+    (functions/api/schemas.py, CreateJobRequest), and the job records them (JobOptions)."""
 
     speaker_labels: bool = False
-    """Label who speaks when (the DIARIZE step)."""
+    """Label who speaks when: every segment and word gets a `speaker` ("A", "B", …). Audio workflows."""
     speakers_expected: int | None = Field(default=None, ge=1, le=20)
-    """How many people speak, when the client knows; implies speaker_labels."""
+    """How many people speak, if known (implies speaker_labels). Audio workflows."""
     channels: Literal["mix", "split"] = "mix"
-    """`mix`: downmix to mono. `split`: each channel is its own speaker, transcribed on its own."""
+    """`mix` downmixes; `split` transcribes each channel as its own speaker (a call recorded one party a
+    channel) and merges them in time order. Audio workflows; a one-channel upload is refused at start."""
+    prompt: Annotated[str, StringConstraints(min_length=1, max_length=2000), NoNul] | None = None
+    """Whisper's initial prompt (at most 224 tokens): spellings, names, style. Audio workflows."""
+    hotwords: tuple[Hotword, ...] | None = Field(default=None, min_length=1, max_length=100)
+    """Words and names to favour in the transcript. Audio workflows."""
+    languages: tuple[Annotated[str, StringConstraints(pattern=LANGUAGE_CODE)], ...] | None = Field(
+        default=None, min_length=1, max_length=20
+    )
+    """The languages the audio may be in (ISO 639-1 or 639-3; recorded as ISO 639-3): language
+    identification answers one of them. full_pipeline and lid_only, without source_language."""
+    redact_pii: bool = False
+    """Mask card and phone numbers, other identifying numbers, e-mail addresses and names in every result."""
+    retention_seconds: int | None = Field(default=None, ge=60)
+    """Delete this job's audio and results this long after it ends (at most the server's retention)."""
+    audio_url: Annotated[str, StringConstraints(min_length=1, max_length=8192), NoNul] | None = None
+    """Audio workflows: fetch the audio from this URL instead of an upload (https, a public host; an Azure
+    Blob URL with a read SAS works). The job is queued at once; its FETCH step downloads and checks the
+    file. audio_filename is then optional (the name is taken from the URL's path). Its query may hold a
+    secret (a SAS): logs and answers name the host only."""
+
+    @field_validator("audio_url")
+    @classmethod
+    def _absolute_http_url(cls, value: str | None) -> str | None:
+        # The address policy (https, public hosts) needs the settings: the route and FETCH apply it.
+        if value is None:
+            return value
+        try:
+            parts = urlsplit(value)
+        except ValueError:
+            raise ValueError("audio_url is not a valid URL") from None
+        if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+            raise ValueError("audio_url must be an absolute http(s) URL")
+        return value
+
+    @field_validator("languages")
+    @classmethod
+    def _known_languages(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        if value is None:
+            return value
+        try:
+            return tuple(dict.fromkeys(to_iso639_3(code) for code in value))
+        except UnsupportedLanguage as error:
+            raise ValueError(f"languages: {error.code!r} is not a language code SpeechFlow knows") from None
+
+
+class JobOptions(ClientOptions):
+    """A job's options as recorded (jobs.options): the client's, and what start learned of the upload."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
     channel_count: int | None = None
     """How many channels the upload has (recorded at start, from the probe)."""
-    prompt: Annotated[str, StringConstraints(max_length=2000), NoNul] | None = None
-    """Whisper's initial prompt: spelling and style to follow (at most 224 tokens)."""
-    hotwords: tuple[Hotword, ...] | None = Field(default=None, max_length=100)
-    """Words and names to favour."""
-    redact_pii: bool = False
-    """Mask card and phone numbers, other identifying numbers, e-mail addresses and names in the results."""
-    retention_seconds: int | None = Field(default=None, ge=60)
-    """Keep this job's data at most this long after it ends (never longer than the server's retention)."""
-    languages: tuple[str, ...] | None = Field(default=None, min_length=1, max_length=20)
-    """The languages the audio may be in (ISO 639-3): language identification answers one of them."""
-    audio_url: Annotated[str, StringConstraints(max_length=8192), NoNul] | None = None
-    """Where the FETCH step gets the audio instead of an upload. Its query may hold a secret (an Azure
-    SAS): logs and answers name the host only."""
 
     @property
     def split_channels(self) -> bool:

@@ -24,7 +24,7 @@ def test_possible_languages_become_iso_639_3_options_of_the_job() -> None:
         {"workflow_type": "full_pipeline", "audio_filename": "a.wav", "languages": ["en", "FR", "fra", "cmn"]}
     )
 
-    assert body.languages == ["eng", "fra", "cmn"]
+    assert body.languages == ("eng", "fra", "cmn")
     assert body.options().languages == ("eng", "fra", "cmn")
     assert body.options().stored()["languages"] == ["eng", "fra", "cmn"]
 
