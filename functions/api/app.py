@@ -47,7 +47,7 @@ from functions.api.security import (
     Principal,
     PrincipalDep,
     SecurityError,
-    check_upload,
+    accept_upload_or_422,
     entra_token_verifier,
 )
 from shared.bus import publish_committed
@@ -55,7 +55,6 @@ from shared.core.config import Settings, get_settings
 from shared.core.netsafety import UnsafeCallbackUrl, UnsafeFetchUrl, check_callback_url, check_fetch_url
 from shared.core.tracing import configure_tracing, current_traceparent
 from shared.domain.models import Job, utcnow
-from shared.domain.options import JobOptions
 from shared.domain.results import Summary, Transcript
 from shared.domain.status import TERMINAL_STATUSES
 from shared.domain.usage import Rates, Usage, job_usage, total_usage
@@ -425,18 +424,10 @@ def _add_job_routes(app: FastAPI, settings: Settings) -> None:
             transcribed = source is not None and (step := step_of(source, "TRANSCRIBE")) is not None
             if not transcribed or step is None or step.status != "completed":
                 raise ApiError(409, "source_not_ready", f"job {job.source_job_id} has no transcript yet")
-        info = check_upload(blobs=runtime.blobs, settings=settings, job=job)
-        if info is not None:
-            job.audio_duration_seconds = info.duration_seconds
-            options = JobOptions.of(job.options)
-            if options.split_channels and info.channels < 2:
-                raise ApiError(
-                    422,
-                    "not_multichannel",
-                    f"channels=split needs one channel per speaker; the upload has {info.channels} channel",
-                )
-            if options.split_channels:
-                job.options = {**(job.options or {}), "channel_count": info.channels}
+        accepted = accept_upload_or_422(blobs=runtime.blobs, settings=settings, job=job)
+        if accepted is not None:
+            for column, value in accepted.job_updates(job.options).items():
+                setattr(job, column, value)
         _queue(session, runtime, job, refused="job was started or cancelled meanwhile")
         log.info("job started", extra={"action": "job_started", "job_id": str(job.id)})
         return JobStatusResponse(job_id=job.id, status="queued")

@@ -45,7 +45,7 @@ from starlette.formparsers import MultiPartException, MultiPartParser, parse_opt
 
 from functions.api.results import JobResults, load_results
 from functions.api.schemas import safe_filename
-from functions.api.security import Principal, PrincipalDep, SecurityError, check_upload
+from functions.api.security import Principal, PrincipalDep, SecurityError, accept_upload_or_422
 from shared.bus import publish_committed
 from shared.core.config import Settings
 from shared.core.tracing import current_traceparent
@@ -807,13 +807,13 @@ def _create_and_start(
         )
         try:
             _write_upload(runtime, container, blob_path, request.upload, limit)
-            info = check_upload(blobs=runtime.blobs, settings=settings, job=job)
+            accepted = accept_upload_or_422(blobs=runtime.blobs, settings=settings, job=job)
         except BaseException:
             session.rollback()
             runtime.blobs.delete(container, blob_path)
             raise
-        if info is not None:
-            job.audio_duration_seconds = info.duration_seconds
+        if accepted is not None:
+            job.audio_duration_seconds = accepted.info.duration_seconds
         session.flush()
         if not start_job(
             session=session,

@@ -14,12 +14,10 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
-import tempfile
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Protocol
 
 import jwt
@@ -29,10 +27,8 @@ from sqlalchemy import Float, bindparam, func, select
 from sqlalchemy.dialects.postgresql import insert
 
 from shared.domain.models import RateLimitBucket
-from shared.domain.workflow import AUDIO_WORKFLOWS
-from shared.engines.audio import AudioError, AudioInfo, probe
+from shared.jobs.intake import AcceptedAudio, AudioRefused, accept_upload
 from shared.jobs.keys import BOOTSTRAP_KEY_ID, find_active_key, matches_bootstrap
-from shared.storage.local import LocalBlobStore
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -345,38 +341,9 @@ def require_principal(
 PrincipalDep = Annotated[Principal, Depends(require_principal)]
 
 
-def check_upload(*, blobs: BlobStore, settings: Settings, job: Job) -> AudioInfo | None:
-    """Refuse (422) an upload that is too large, or, for audio workflows, not audio or too long.
-
-    Returns what the probe found (None for transcript uploads). Runs before the job is
-    queued, so the job stays pending_upload and the client can upload again to the same URL.
-    """
-    if job.audio_blob_path is None:
-        return None
-    container, blob = settings.audio_container, job.audio_blob_path
-    size = blobs.size(container, blob)
-    if size > settings.max_upload_bytes:
-        raise SecurityError(
-            422, "upload_too_large", f"the upload is {size} bytes; the maximum is {settings.max_upload_bytes} bytes"
-        )
-    if job.workflow_type not in AUDIO_WORKFLOWS:
-        return None
+def accept_upload_or_422(*, blobs: BlobStore, settings: Settings, job: Job) -> AcceptedAudio | None:
+    """The intake's rules (shared/jobs/intake.py) on the job's upload, a refusal answered 422 with its code."""
     try:
-        if isinstance(blobs, LocalBlobStore):
-            info = probe(blobs.path(container, blob))
-        else:
-            # Other stores are probed from a local copy; the upload was already capped in size above.
-            with tempfile.TemporaryDirectory(prefix="speechflow-probe-") as folder:
-                local = Path(folder) / "upload"
-                blobs.download_to(container, blob, local)
-                info = probe(local)
-    except AudioError as error:
-        raise SecurityError(422, "invalid_audio", f"the upload cannot be used: {error}") from None
-    duration = info.duration_seconds
-    if not math.isfinite(duration) or duration > settings.max_audio_seconds:
-        raise SecurityError(
-            422,
-            "audio_too_long",
-            f"the audio lasts {duration:.0f} s; the maximum is {settings.max_audio_seconds:g} s",
-        )
-    return info
+        return accept_upload(blobs=blobs, settings=settings, job=job)
+    except AudioRefused as refusal:
+        raise SecurityError(422, refusal.code, refusal.message) from None

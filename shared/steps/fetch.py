@@ -20,7 +20,6 @@ channels=split are permanent, with the reason on the step.
 from __future__ import annotations
 
 import logging
-import math
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -36,7 +35,7 @@ from shared.core.netsafety import Resolver, UnsafeFetchUrl, check_fetch_url, sys
 from shared.domain.options import JobOptions
 from shared.domain.registry import StepSpec
 from shared.domain.results import FetchedAudio
-from shared.engines.audio import AudioError, AudioInfo, probe
+from shared.jobs.intake import accept_audio
 
 if TYPE_CHECKING:
     from shared.core.config import Settings
@@ -204,19 +203,6 @@ def _save(
     return written
 
 
-def check_audio(path: Path, *, max_seconds: float, host: str) -> AudioInfo:
-    """The probe the API runs on an upload before it queues a job (functions/api/security.py
-    check_upload): audio it can read, of a finite duration within MAX_AUDIO_SECONDS."""
-    try:
-        info = probe(path)
-    except AudioError as error:
-        raise PermanentError(f"the file at {host} is not usable audio: {error}") from None
-    duration = info.duration_seconds
-    if not math.isfinite(duration) or duration > max_seconds:
-        raise PermanentError(f"the audio at {host} lasts {duration:.0f} s; the maximum is {max_seconds:g} s")
-    return info
-
-
 def _checkpoint(step: StepContext) -> Callable[[], None]:
     def check() -> None:
         if step.shutting_down:
@@ -240,17 +226,19 @@ def process(step: StepContext) -> FetchedAudio:
         fetched = download(
             url, path, settings=step.settings, checkpoint=_checkpoint(step), on_progress=step.report_progress
         )
-        info = check_audio(path, max_seconds=step.settings.max_audio_seconds, host=host)
-        if options.split_channels and info.channels < 2:
-            raise PermanentError(
-                f"channels=split needs one channel per speaker; the audio at {host} has {info.channels} channel"
-            )
+        accepted = accept_audio(
+            path,
+            settings=step.settings,
+            options=options,
+            unusable=f"the file at {host} is not usable audio",
+            lasting=f"the audio at {host} lasts",
+            holding=f"the audio at {host} has",
+        )
+        info = accepted.info
         step.runtime.blobs.put_file(
             step.settings.audio_container, blob, path, content_type=fetched.content_type or "application/octet-stream"
         )
-    step.job_updates["audio_duration_seconds"] = info.duration_seconds
-    if options.split_channels:
-        step.job_updates["options"] = {**step.job.options, "channel_count": info.channels}
+    step.job_updates.update(accepted.job_updates(step.job.options))
     result = FetchedAudio(
         url_host=host,
         size_bytes=fetched.size_bytes,
