@@ -215,6 +215,13 @@ def run_api(settings: Settings) -> int:
     return 0
 
 
+def run_realtime(settings: Settings) -> int:
+    """Live transcription over WebSockets (gpu_worker/realtime), its own Whisper model."""
+    from gpu_worker.realtime.server import main as serve_live
+
+    return serve_live(settings)
+
+
 def run_worker(settings: Settings, kind: str) -> int:
     from gpu_worker.__main__ import main as worker_main
 
@@ -230,6 +237,8 @@ def components(settings: Settings) -> list[str]:
     names += [name for name in step_components(settings) if name in RUNNERS or _has_worker(name)]
     if settings.uses_service_bus:
         names.append("relay")
+    if importlib.util.find_spec("gpu_worker") is not None and importlib.util.find_spec("faster_whisper") is not None:
+        names.append("realtime")
     if importlib.util.find_spec("streamlit") is not None:
         names.append("dashboard")
     return names
@@ -255,6 +264,7 @@ RUNNERS: dict[str, Runner] = {
     "webhooks": run_webhooks,
     "deadletters": run_deadletters,
     "retention": run_retention,
+    "realtime": run_realtime,
 }
 
 

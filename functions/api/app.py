@@ -20,6 +20,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from functions.api.openai_audio import make_openai_audio_router
+from functions.api.realtime import make_realtime_router
 from functions.api.results import ResultUnavailable, load_results, render
 from functions.api.schemas import (
     CreateJobRequest,
@@ -65,6 +66,7 @@ from shared.runtime import Runtime
 from shared.speech.prompt_tokens import tokens_over_limit
 from shared.speech.transcriber import MAX_PROMPT_TOKENS
 from shared.status import TERMINAL_STATUSES
+from shared.storage.local import load_signing_key
 from shared.tracing import configure_tracing, current_traceparent
 from shared.usage import Rates, Usage, job_usage, total_usage
 from shared.webhooks import deliver_now
@@ -226,6 +228,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
 
     _add_job_routes(app, settings)
     app.include_router(make_openai_audio_router(settings))
+    app.include_router(make_realtime_router(settings, load_signing_key(settings)))
     _add_health_routes(app)
     # FastAPI makes a server span per request (continuing a caller's traceparent) once a provider is set.
     configure_tracing(settings, service_name="speechflow-api")
