@@ -148,9 +148,12 @@ def _audio(value: object) -> bytes:
     if len(value) > MAX_APPEND_BYTES * 4 // 3 + 4:
         raise ProtocolError("one append may carry at most 15 MiB of audio", code="audio_too_large", param="audio")
     try:
-        return base64.b64decode(value, validate=True)
+        audio = base64.b64decode(value, validate=True)
     except (binascii.Error, ValueError):
         raise ProtocolError("`audio` is not valid base64", code="invalid_base64", param="audio") from None
+    if len(audio) > MAX_APPEND_BYTES:
+        raise ProtocolError("one append may carry at most 15 MiB of audio", code="audio_too_large", param="audio")
+    return audio
 
 
 def _mapping(value: object, param: str) -> dict[str, Any]:
