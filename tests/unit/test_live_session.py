@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import itertools
 import json
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -118,7 +119,7 @@ def test_server_vad_turns_send_deltas_that_add_up_to_the_completed_transcript(tm
     assert order.index("conversation.item.input_audio_transcription.completed") < order.index("conversation.item.done")
     words = completed[0]["words"]
     assert [w["word"] for w in words] == first_words
-    assert all(a["start"] <= b["start"] for a, b in zip(words, words[1:], strict=False))
+    assert all(a["start"] <= b["start"] for a, b in itertools.pairwise(words))
     assert completed[0]["usage"]["type"] == "duration" and completed[0]["usage"]["seconds"] > 6
     assert completed[0]["language"] == "eng"
     # The final continued the words already sent.

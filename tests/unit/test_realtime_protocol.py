@@ -207,7 +207,7 @@ def test_a_client_secret_stands_for_its_key_until_it_expires_and_cannot_be_forge
     assert client_secret_principal(value, signing_key=key, now=1059.0) == "key_ab12"
     assert client_secret_principal(value, signing_key=key, now=1060.0) is None  # expired
     assert client_secret_principal(value, signing_key=b"x" * 32, now=1001.0) is None  # another server's
-    body, signature = value.split(".")
+    _body, signature = value.split(".")
     other, _ = issue_client_secret(principal_id="key_zz99", signing_key=key, ttl_seconds=60, now=1000.0)
     assert client_secret_principal(other.split(".")[0] + "." + signature, signing_key=key, now=1001.0) is None
     assert client_secret_principal("ek_garbage", signing_key=key, now=1001.0) is None
