@@ -65,7 +65,7 @@ def make_realtime_router(settings: Settings, signing_key: bytes) -> APIRouter:
             )
         except InvalidStatus as refused:
             answer = refused.response
-            body = answer.body or b""
+            body = bytes(answer.body or b"")
             await websocket.send_denial_response(
                 Response(body, status_code=answer.status_code, media_type="application/json")
             )
