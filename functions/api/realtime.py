@@ -111,5 +111,10 @@ async def _pump(client: WebSocket, upstream: ClientConnection) -> None:
     with contextlib.suppress(Exception):
         await upstream.close()
     code = upstream.close_code or 1000
+    reason = upstream.close_reason or ""
+    if code == 1006:
+        # The live worker went away without a word (killed, restarted): 1012 tells the client to try again;
+        # what it had sent is recorded as a job when the worker comes back.
+        code, reason = 1012, "the live worker restarted: reconnect"
     with contextlib.suppress(Exception):
-        await client.close(code=code if code != 1006 else 1011, reason=upstream.close_reason or "")
+        await client.close(code=code, reason=reason)

@@ -10,9 +10,11 @@ The job's options come from the WebSocket URL's query (`workflow_type`, `speaker
 
 from __future__ import annotations
 
+import json
 import logging
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
@@ -80,13 +82,54 @@ class JobRecorder:
         self.runtime = runtime
 
     def __call__(self, session: LiveSession, principal_id: str, query: dict[str, list[str]]) -> uuid.UUID | None:
-        path = session.recording.path
-        try:
-            if session.recording.total == 0:
-                return None
-            return self._record(session, principal_id, live_job_request(query, self.runtime.settings))
-        finally:
-            path.unlink(missing_ok=True)
+        if session.recording.total == 0:
+            return None
+        return self._record(session, principal_id, live_job_request(query, self.runtime.settings))
+
+    def recover(self, workdir: Path) -> list[uuid.UUID]:
+        """Sessions a killed worker left behind (their audio and who opened them), recorded as ordinary jobs:
+        the audio is uploaded and the job started, so its workflow transcribes it from the start. Nothing a
+        client sent is lost; only the live turns are, and they are heard again."""
+        recovered: list[uuid.UUID] = []
+        for sidecar in sorted(workdir.glob("*.json")):
+            audio = sidecar.with_suffix(".wav")
+            try:
+                opened = json.loads(sidecar.read_text())
+                request = live_job_request(opened["query"], self.runtime.settings)
+                seconds = _finish_wav(audio)
+                if seconds > 0.1:
+                    recovered.append(self._start_from_audio(sidecar.stem, opened["principal_id"], request, audio))
+            except (OSError, ValueError, KeyError, LiveJobRefused) as error:
+                log.warning("live session not recovered: %s", error, extra={"action": "live_recover_failed"})
+            audio.unlink(missing_ok=True)
+            sidecar.unlink(missing_ok=True)
+        return recovered
+
+    def _start_from_audio(self, session_id: str, principal_id: str, request: LiveJobRequest, audio: Path) -> uuid.UUID:
+        runtime, settings = self.runtime, self.runtime.settings
+        job_id = uuid.UUID(session_id)
+        audio_path = f"{job_id}/live.wav"
+        runtime.blobs.put_file(settings.audio_container, audio_path, audio, content_type="audio/wav")
+        with runtime.sessions() as db, db.begin():
+            create_job(
+                session=db,
+                job_id=job_id,
+                audio_filename="live.wav",
+                workflow_type=request.workflow_type,
+                source_language=None,  # Whisper identifies it, as the live turns did
+                target_language=request.target_language,
+                callback_url=request.callback_url,
+                source_job_id=None,
+                audio_blob_path=audio_path,
+                api_key_id=principal_id,
+                options={**request.options, "live": True, "recovered": True},
+            )
+            start_job(session=db, bus=runtime.bus, queue=settings.job_events_queue, job_id=job_id)
+        from shared.bus import publish_committed
+
+        publish_committed(runtime.bus)
+        log.info("live session recovered as a job", extra={"action": "live_job_recovered", "job_id": str(job_id)})
+        return job_id
 
     def _record(self, session: LiveSession, principal_id: str, request: LiveJobRequest) -> uuid.UUID:
         runtime, settings = self.runtime, self.runtime.settings
@@ -114,8 +157,6 @@ class JobRecorder:
         if request.workflow_type == "full_pipeline":
             identified = LanguageResult(language=language or "und", duration=round(duration, 3), backend="live")
             results["LID"] = identified.model_dump(mode="json", exclude_none=True)
-        import json
-
         for step, result in results.items():
             runtime.blobs.put(
                 settings.results_container,
@@ -163,6 +204,21 @@ class JobRecorder:
             extra={"action": "live_job_recorded", "job_id": str(job_id), "seconds": round(duration, 3)},
         )
         return job_id
+
+
+def _finish_wav(path: Path) -> float:
+    """A WAV whose writer was killed has a header that says it holds nothing: rewrite it for the PCM that
+    follows. Returns its seconds."""
+    import wave
+
+    data = path.read_bytes()[44:]
+    data = data[: len(data) - len(data) % 2]
+    with wave.open(str(path), "wb") as fixed:
+        fixed.setnchannels(1)
+        fixed.setsampwidth(2)
+        fixed.setframerate(16000)
+        fixed.writeframes(data)
+    return len(data) / 2 / 16000
 
 
 def _main_language(session: LiveSession) -> str | None:

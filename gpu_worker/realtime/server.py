@@ -36,9 +36,10 @@ from websockets.http11 import Request, Response
 from websockets.typing import Subprotocol
 
 from gpu_worker.realtime.protocol import ProtocolError, error_event
-from gpu_worker.realtime.session import Limits, LiveSession, SessionOver, TurnDecoder
+from gpu_worker.realtime.session import DecodeLoad, Limits, LiveSession, SessionOver, TurnDecoder
 from shared.config import Settings
 from shared.keys import BOOTSTRAP_KEY_ID, client_secret_principal, find_active_key, matches_bootstrap
+from shared.metrics import LIVE_SESSIONS
 
 log = logging.getLogger(__name__)
 
@@ -121,10 +122,13 @@ class LiveServer:
         self._workdir = workdir or Path(tempfile.gettempdir())
         self.sessions: dict[str, LiveSession] = {}
         self._per_key: Counter[str] = Counter()
+        self._load = DecodeLoad()
         self.port: int | None = None
 
     async def _check(self, connection: ServerConnection, request: Request) -> Response | None:
         split = urlsplit(request.path)
+        if split.path in ("/health", "/ready", "/metrics") and "upgrade" not in request.headers:
+            return self._probe(split.path)
         if split.path.rstrip("/") != PATH:
             return _refusal(HTTPStatus.NOT_FOUND, "not_found", f"no WebSocket route {split.path}")
         query = parse_qs(split.query)
@@ -151,6 +155,16 @@ class LiveServer:
         connection.query = query  # type: ignore[attr-defined]
         connection.redact = bool(job.options.get("redact_pii"))  # type: ignore[attr-defined]
         return None
+
+    def _probe(self, path: str) -> Response:
+        """Liveness, readiness (how many sessions it holds) and Prometheus metrics, on the live port."""
+        if path == "/metrics":
+            from shared.metrics import exposition
+
+            body, content_type = exposition()
+            return Response(200, "OK", _headers({"Content-Type": content_type}), body)
+        answer = {"status": "ok", "sessions": len(self.sessions), "max_sessions": self.settings.realtime_max_sessions}
+        return Response(200, "OK", _headers({"Content-Type": "application/json"}), json.dumps(answer).encode())
 
     @staticmethod
     def _subprotocol(connection: ServerConnection, offered: Sequence[Subprotocol]) -> Subprotocol | None:
@@ -187,10 +201,17 @@ class LiveServer:
             executor=self._executor,
             recording=self._workdir / f"{session_id}.wav",
             limits=Limits(max_session_seconds=self.settings.realtime_max_session_seconds),
+            load=self._load,
             redact=_redactor() if connection.redact else None,  # type: ignore[attr-defined]
         )
         self.sessions[session_id] = session
         self._per_key[caller.principal_id] += 1
+        LIVE_SESSIONS.inc()
+        if self._recorder is not None:
+            # Who and what, beside the audio on disk: a worker killed mid-session leaves both, and the
+            # next start records them as a job (JobRecorder.recover).
+            sidecar = session.recording.path.with_suffix(".json")
+            sidecar.write_text(json.dumps({"principal_id": caller.principal_id, "query": query}))
         log.info("live session opened", extra={"action": "live_session_opened", "session_id": session_id})
         decoding = asyncio.create_task(session.run())
         try:
@@ -213,14 +234,15 @@ class LiveServer:
                 await connection.close()
             self.sessions.pop(session_id, None)
             self._per_key[caller.principal_id] -= 1
+            LIVE_SESSIONS.dec()
             log.info(
                 "live session closed",
                 extra={"action": "live_session_closed", "session_id": session_id, "turns": len(session.completed)},
             )
             if self._recorder is not None:
                 await asyncio.to_thread(self._recorder, session, caller.principal_id, query)
-            else:
-                session.recording.path.unlink(missing_ok=True)
+            session.recording.path.unlink(missing_ok=True)
+            session.recording.path.with_suffix(".json").unlink(missing_ok=True)
 
     def _over_limit(self, caller: Caller) -> str | None:
         if len(self.sessions) >= self.settings.realtime_max_sessions:
@@ -289,6 +311,10 @@ def main(settings: Settings) -> int:
     from shared.storage.local import load_signing_key
 
     runtime = Runtime(settings)
+    workdir = settings.speechflow_home / "live"
+    workdir.mkdir(parents=True, exist_ok=True)
+    recorder = JobRecorder(runtime)
+    recorder.recover(workdir)
     decoder = build_decoder(settings)
     executor = ThreadPoolExecutor(max_workers=settings.realtime_decoders, thread_name_prefix="live-decode")
     server = LiveServer(
@@ -296,10 +322,9 @@ def main(settings: Settings) -> int:
         credentials=Credentials(settings, runtime.sessions, load_signing_key(settings)),
         decoder=decoder,
         executor=executor,
-        recorder=JobRecorder(runtime),
-        workdir=settings.speechflow_home / "live",
+        recorder=recorder,
+        workdir=workdir,
     )
-    (settings.speechflow_home / "live").mkdir(parents=True, exist_ok=True)
 
     async def run() -> None:
         stopping = asyncio.Event()

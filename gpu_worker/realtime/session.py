@@ -35,6 +35,7 @@ from gpu_worker.realtime.protocol import (
     event_id,
     parse,
 )
+from shared.metrics import LIVE_AUDIO_SECONDS, LIVE_PARTIALS_SKIPPED, LIVE_TURN_LATENCY
 from shared.speech.streaming import (
     SAMPLE_RATE,
     AudioInput,
@@ -89,7 +90,17 @@ class Limits:
     max_session_seconds: float = 3600.0
     max_turn_seconds: float = 25.0
     busy_decodes: int = 4
-    """With this many decodes waiting for the process's threads, partials are skipped (finals never)."""
+    """With this many decodes of the process waiting or running, partials are skipped (finals never)."""
+    max_backlog_seconds: float = 60.0
+    """Audio heard but not yet finally transcribed, at most: past it the session stops reading the socket
+    until its finals catch up (a client sending faster than real time waits; memory stays bounded)."""
+
+
+@dataclass
+class DecodeLoad:
+    """The decodes a live worker has waiting or running, over all its sessions."""
+
+    in_flight: int = 0
 
 
 @dataclass
@@ -163,6 +174,7 @@ class LiveSession:
         recording: Path,
         config: SessionConfig | None = None,
         limits: Limits | None = None,
+        load: DecodeLoad | None = None,
         vad: StreamingVad | None = None,
         redact: Redact | None = None,
     ) -> None:
@@ -187,8 +199,8 @@ class LiveSession:
         self._previous_item: str | None = None
         self.completed: list[CompletedTurn] = []
         self.started_at = time.monotonic()
-        self.decoding = 0
-        """Decodes of this session waiting or running on the decode threads."""
+        self.load = load or DecodeLoad()
+        self.partials_skipped = 0
         self.turn_latencies: list[float] = []
 
     # --- the client's events
@@ -223,12 +235,26 @@ class LiveSession:
         kind = "transcription_session.updated" if config.schema == "beta" else "session.updated"
         await self._emit(kind, session=config.describe(self.id))
 
+    def backlog_seconds(self) -> float:
+        """Audio committed or open but not yet through its final decode."""
+        waiting = [turn.start for turn in list(self._finals._queue) if turn is not None]  # type: ignore[attr-defined]
+        if self._open is not None:
+            waiting.append(self._open.start)
+        if not waiting:
+            return 0.0
+        return (self.recording.total - min(waiting)) / SAMPLE_RATE
+
     async def _append(self, data: bytes) -> None:
+        while self.backlog_seconds() > self.limits.max_backlog_seconds and not self._closing:
+            await asyncio.sleep(0.05)  # the socket is not read meanwhile: the client's sends wait
         samples = self._input.convert(data)
         if self.recording.total + samples.size > self.limits.max_session_seconds * SAMPLE_RATE:
             raise SessionOver("the session reached its longest allowed length")
         self.recording.add(samples)
+        LIVE_AUDIO_SECONDS.inc(samples.size / SAMPLE_RATE)
         if self.config.turn_detection is None:
+            if self.recording.total - self._buffer_start > self.limits.max_backlog_seconds * SAMPLE_RATE:
+                await self._commit()  # a buffer never committed is committed in pieces, not kept whole
             return
         for event in self._detector.feed(self._vad.probabilities(samples)):
             await self._on_turn_event(event)
@@ -339,7 +365,9 @@ class LiveSession:
         self._wake.set()
 
     async def _partial(self, turn: Turn) -> None:
-        if self.decoding >= self.limits.busy_decodes:
+        if self.load.in_flight >= self.limits.busy_decodes:
+            self.partials_skipped += 1
+            LIVE_PARTIALS_SKIPPED.inc()
             return  # under load partials go first
         end = self.recording.total
         audio = self.recording.window(turn.start, end)
@@ -454,15 +482,16 @@ class LiveSession:
         committed_at = getattr(turn, "committed_at", None)
         if committed_at is not None:
             self.turn_latencies.append(time.monotonic() - committed_at)
+            LIVE_TURN_LATENCY.observe(self.turn_latencies[-1])
         self._trim()
 
     async def _decode(self, function: Callable[..., Any], audio: npt.NDArray[np.float32], **options: Any) -> Any:
-        self.decoding += 1
+        self.load.in_flight += 1
         try:
             loop = asyncio.get_running_loop()
             return await loop.run_in_executor(self._executor, lambda: function(audio, **options))
         finally:
-            self.decoding -= 1
+            self.load.in_flight -= 1
 
     # --- helpers
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
+import os
+import signal
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
@@ -19,7 +21,7 @@ import httpx
 import numpy as np
 import pytest
 from openai import OpenAI
-from websockets.exceptions import InvalidStatus
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
 from tests.e2e.conftest import RunningStack, free_port
@@ -285,3 +287,26 @@ def test_a_key_gets_at_most_its_sessions_at_once(stack: RunningStack) -> None:
             with pytest.raises(Exception):
                 third.recv(timeout=10)
             assert third.close_code == 1013
+
+
+def test_a_live_worker_killed_mid_session_closes_retryably_and_loses_no_job(stack: RunningStack) -> None:
+    """SIGKILL the live component mid-turn: the client gets 1012 (reconnect), the supervisor restarts the
+    component, and what the client had sent becomes a job transcribed from its audio."""
+    pcm, _ = pcm24k("librivox-0870")
+    with connect(ws_url(stack), additional_headers=auth(stack)) as socket:
+        job_id = json.loads(socket.recv(timeout=10))["session"]["id"]
+        for chunk in list(appends(pcm))[:50]:
+            socket.send(json.dumps({"type": "input_audio_buffer.append", "audio": chunk}))
+        time.sleep(0.5)
+        (pid,) = [pid for pid, component in stack.children().items() if component == "realtime"]
+        os.kill(pid, signal.SIGKILL)
+        with pytest.raises(ConnectionClosed):
+            while True:
+                socket.recv(timeout=30)
+        assert socket.close_code == 1012
+    _wait_live(stack)  # restarted; it records the orphaned session as it starts
+    job = wait_job(stack, job_id, timeout=180)
+    assert job["status"] == "completed", job
+    assert job["options"].get("recovered") is True
+    text = stack.client.get(f"/jobs/{job_id}/results").json()["transcript"]["text"]
+    assert "Dashwood" in text or "leisure" in text, text
