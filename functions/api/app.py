@@ -21,6 +21,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from functions.api.blobs import make_blob_router
 from functions.api.openai_audio import make_openai_audio_router
+from functions.api.realtime import make_realtime_router
 from functions.api.results import ResultUnavailable, load_results, render
 from functions.api.schemas import (
     CreateJobRequest,
@@ -68,6 +69,7 @@ from shared.jobs.webhooks import deliver_now
 from shared.runtime import Runtime
 from shared.runtime.metrics import exposition
 from shared.steps.fetch import filename_from_url, url_host
+from shared.storage.local import load_signing_key
 from shared.worker.health import install_state_metrics, readiness, worker_states
 
 log = logging.getLogger(__name__)
@@ -224,6 +226,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
 
     _add_job_routes(app, settings)
     app.include_router(make_openai_audio_router(settings))
+    app.include_router(make_realtime_router(settings, load_signing_key(settings)))
     _add_health_routes(app)
     # FastAPI makes a server span per request (continuing a caller's traceparent) once a provider is set.
     configure_tracing(settings, service_name="speechflow-api")

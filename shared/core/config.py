@@ -168,6 +168,25 @@ class Settings(BaseSettings):
     max_audio_seconds: float = Field(default=4 * 3600.0, validation_alias="MAX_AUDIO_SECONDS")
     """Longer uploads fail at once with a clear message."""
     openai_wait_seconds: float = Field(default=300.0, gt=0, validation_alias="OPENAI_WAIT_SECONDS")
+
+    # --- live transcription (gpu_worker/realtime)
+    realtime_host: str = Field(default="127.0.0.1", validation_alias="REALTIME_HOST")
+    realtime_port: int = Field(default=7072, ge=0, le=65535, validation_alias="REALTIME_PORT")
+    """Where the live component listens; under `make up` the API passes /v1/realtime on to it."""
+    realtime_max_sessions: int = Field(default=8, ge=1, validation_alias="REALTIME_MAX_SESSIONS")
+    """Live sessions one live worker holds at once; one more is refused with an `error`, then closed."""
+    realtime_max_sessions_per_key: int = Field(default=4, ge=1, validation_alias="REALTIME_MAX_SESSIONS_PER_KEY")
+    realtime_max_session_seconds: float = Field(default=3600.0, gt=0, validation_alias="REALTIME_MAX_SESSION_SECONDS")
+    """The longest audio one session may send; past it the session is closed (its job keeps what was heard)."""
+    realtime_decoders: int = Field(default=2, ge=1, validation_alias="REALTIME_DECODERS")
+    """Decodes the live worker runs side by side (one Whisper model, this many CTranslate2 workers)."""
+    realtime_threads: int = Field(default=1, ge=1, validation_alias="REALTIME_THREADS")
+    """CPU threads of each live decode."""
+    realtime_final_beam_size: int = Field(default=1, ge=1, validation_alias="REALTIME_FINAL_BEAM_SIZE")
+    """Beam of a turn's final decode: 1 (greedy) keeps a turn's end-to-final latency low on CPUs."""
+    realtime_client_secret_seconds: int = Field(
+        default=600, ge=10, le=7200, validation_alias="REALTIME_CLIENT_SECRET_SECONDS"
+    )
     """How long POST /v1/audio/transcriptions and /translations wait for their job before answering 504 with
     the job id to poll. On Azure Functions the HTTP trigger's 230 s load-balancer limit cuts it shorter."""
 

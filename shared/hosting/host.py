@@ -217,6 +217,14 @@ def run_api(settings: Settings) -> int:
     os.execve(sys.executable, argv, environment_snapshot())  # noqa: S606 - our own interpreter and module
 
 
+def run_realtime(settings: Settings) -> int:
+    """Live transcription over WebSockets (`python -m gpu_worker.realtime`), its own Whisper model. This
+    process becomes it (exec): a runner above this layer, started by its command line, never imported."""
+    del settings  # the server reads the same environment into its own Settings
+    argv = [sys.executable, "-m", "gpu_worker.realtime"]
+    os.execve(sys.executable, argv, environment_snapshot())  # noqa: S606 - our own interpreter and module
+
+
 def run_worker(settings: Settings, kind: str) -> int:
     return worker_for(settings, kind).run()
 
@@ -228,6 +236,8 @@ def components(settings: Settings) -> list[str]:
     names += [name for name in step_components(settings) if name in RUNNERS or _has_worker(name)]
     if settings.uses_service_bus:
         names.append("relay")
+    if importlib.util.find_spec("gpu_worker") is not None and importlib.util.find_spec("faster_whisper") is not None:
+        names.append("realtime")
     if importlib.util.find_spec("streamlit") is not None:
         names.append("dashboard")
     return names
@@ -253,6 +263,7 @@ RUNNERS: dict[str, Runner] = {
     "webhooks": run_webhooks,
     "deadletters": run_deadletters,
     "retention": run_retention,
+    "realtime": run_realtime,
 }
 
 

@@ -7,6 +7,7 @@ and long, so a fast hash is enough, and a stolen table gives nothing to present.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import secrets
@@ -80,3 +81,33 @@ def matches_bootstrap(presented: str, bootstrap: str | None) -> bool:
     if not bootstrap:
         return False
     return hmac.compare_digest(digest(presented), digest(bootstrap))
+
+
+CLIENT_SECRET_PREFIX = "ek_"  # noqa: S105 - a prefix, not a secret
+
+
+def issue_client_secret(*, principal_id: str, signing_key: bytes, ttl_seconds: int, now: float) -> tuple[str, int]:
+    """A short-lived credential for a browser's live session (`ek_…`), standing for `principal_id`
+    until it expires: signed, not stored. Returns it and its expiry (Unix seconds)."""
+    expires = int(now) + ttl_seconds
+    payload = f"{principal_id}:{expires}".encode()
+    body = base64.urlsafe_b64encode(payload).decode().rstrip("=")
+    signature = hmac.new(signing_key, b"client-secret:" + payload, hashlib.sha256).hexdigest()[:32]
+    return f"{CLIENT_SECRET_PREFIX}{body}.{signature}", expires
+
+
+def client_secret_principal(presented: str, *, signing_key: bytes, now: float) -> str | None:
+    """The principal a client secret stands for, or None if it is forged, malformed or expired."""
+    if not presented.startswith(CLIENT_SECRET_PREFIX) or len(presented) > 512:
+        return None
+    body, _, signature = presented[len(CLIENT_SECRET_PREFIX) :].partition(".")
+    try:
+        payload = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
+        principal_id, _, expires = payload.decode().rpartition(":")
+        expiry = int(expires)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    expected = hmac.new(signing_key, b"client-secret:" + payload, hashlib.sha256).hexdigest()[:32]
+    if not principal_id or not hmac.compare_digest(expected, signature) or expiry <= now:
+        return None
+    return principal_id

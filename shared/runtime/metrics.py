@@ -20,6 +20,7 @@ from prometheus_client import (
     REGISTRY,
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     generate_latest,
 )
@@ -65,6 +66,16 @@ COMPUTE_SECONDS = Counter(
     ["step_type", "device"],
 )
 LLM_TOKENS = Counter("speechflow_llm_tokens", "Text model tokens of completed steps.", ["direction"])
+LIVE_SESSIONS = Gauge("speechflow_live_sessions", "Live transcription sessions open on this worker.")
+LIVE_TURN_LATENCY = Histogram(
+    "speechflow_live_turn_latency_seconds",
+    "From a live turn's commit (the end of its speech, or the client's commit) to its completed transcript.",
+    buckets=(0.1, 0.25, 0.5, 0.75, 1, 1.5, 2, 3, 5, 10, float("inf")),
+)
+LIVE_AUDIO_SECONDS = Counter("speechflow_live_audio_seconds", "Audio seconds received by live sessions.")
+LIVE_PARTIALS_SKIPPED = Counter(
+    "speechflow_live_partials_skipped", "Partial decodes left out under load (finals never are)."
+)
 
 
 def record_step(

@@ -1,0 +1,193 @@
+"""A live session's events (gpu_worker/realtime/session.py) with the real VAD on real speech and a decoder
+that reads from the reference text (the test double): turns, deltas that add up, manual commits, clears,
+bad events, and what the session keeps for its job."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import itertools
+import json
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from gpu_worker.realtime.protocol import SessionConfig
+from gpu_worker.realtime.session import FinalDecode, LiveSession, Word
+
+AUDIO = Path(__file__).resolve().parents[2] / "fixtures" / "audio" / "en"
+RATE = 16000
+
+
+class ReadingDecoder:
+    """Decodes by reading: a partial gives the reference's words heard so far (2.5 words a second, the
+    last one misheard), the final gives them all, continuing `prefix`."""
+
+    def __init__(self, words: list[str]) -> None:
+        self.words = words
+        self.prefixes: list[str | None] = []
+        self.finals = 0
+
+    def partial(self, audio: np.ndarray, *, language: str | None, prompt: str | None) -> tuple[str, str]:
+        heard = min(len(self.words), int(len(audio) / RATE * 2.5))
+        words = [*self.words[: max(0, heard - 1)], " mumble"] if heard else []
+        return "".join(words), "en"
+
+    def final(self, audio: np.ndarray, *, language: str | None, prompt: str | None, prefix: str | None) -> FinalDecode:
+        self.finals += 1
+        self.prefixes.append(prefix)
+        step = len(audio) / RATE / max(1, len(self.words))
+        return FinalDecode(
+            words=[Word(word, i * step, (i + 1) * step, 0.9) for i, word in enumerate(self.words)], language="en"
+        )
+
+
+def speech(name: str) -> tuple[bytes, list[str]]:
+    """PCM16 at 16 kHz: silence, the clip, silence; and the clip's reference words."""
+    from shared.engines.audio import decode
+
+    clip = decode(AUDIO / f"{name}.wav")
+    audio = np.concatenate([np.zeros(RATE // 2, np.float32), clip, np.zeros(RATE, np.float32)])
+    words = [" " + word for word in (AUDIO / f"{name}.txt").read_text().split()]
+    return (np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes(), words
+
+
+def append(pcm: bytes) -> str:
+    return json.dumps({"type": "input_audio_buffer.append", "audio": base64.b64encode(pcm).decode()})
+
+
+async def run_session(
+    tmp_path: Path, decoder: ReadingDecoder, messages: list[str], *, config: SessionConfig | None = None
+) -> tuple[list[dict[str, Any]], LiveSession]:
+    events: list[dict[str, Any]] = []
+
+    async def send(event: dict[str, Any]) -> None:
+        events.append(event)
+
+    with ThreadPoolExecutor(2) as executor:
+        session = LiveSession(
+            session_id="00000000-0000-0000-0000-0000000000aa",
+            send=send,
+            decoder=decoder,
+            executor=executor,
+            recording=tmp_path / "live.wav",
+            config=config or SessionConfig(rate=RATE),
+        )
+        await session.start()
+        decoding = asyncio.create_task(session.run())
+        for message in messages:
+            await session.receive(message)
+            await asyncio.sleep(0)  # let decodes interleave as on a socket
+        await session.close()
+        await decoding
+        session.recording.close()
+    return events, session
+
+
+def chunks(pcm: bytes, milliseconds: int = 100) -> list[str]:
+    size = RATE * 2 * milliseconds // 1000
+    return [append(pcm[at : at + size]) for at in range(0, len(pcm), size)]
+
+
+def of_type(events: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [event for event in events if event["type"] == kind]
+
+
+def test_server_vad_turns_send_deltas_that_add_up_to_the_completed_transcript(tmp_path: Path) -> None:
+    first, first_words = speech("librivox-0870")
+    second, second_words = speech("librivox-0880")
+    decoder = ReadingDecoder(first_words)
+    events, session = asyncio.run(run_session(tmp_path, decoder, chunks(first)))
+
+    assert events[0]["type"] == "session.created" and events[0]["session"]["id"] == session.id
+    started = of_type(events, "input_audio_buffer.speech_started")
+    stopped = of_type(events, "input_audio_buffer.speech_stopped")
+    completed = of_type(events, "conversation.item.input_audio_transcription.completed")
+    assert len(started) == len(stopped) == len(completed) == 1
+    item = completed[0]["item_id"]
+    assert started[0]["item_id"] == stopped[0]["item_id"] == item
+    assert 0 < started[0]["audio_start_ms"] < 600 < stopped[0]["audio_end_ms"]
+    deltas = [e["delta"] for e in of_type(events, "conversation.item.input_audio_transcription.delta")]
+    assert len(deltas) >= 2, "partial words came before the final"
+    assert "".join(deltas) == completed[0]["transcript"] == "".join(first_words)
+    assert " mumble" not in "".join(deltas)  # a word the decodes did not agree on is never sent
+    order = [e["type"] for e in events]
+    assert order.index("input_audio_buffer.committed") < order.index("conversation.item.added")
+    assert order.index("conversation.item.input_audio_transcription.completed") < order.index("conversation.item.done")
+    words = completed[0]["words"]
+    assert [w["word"] for w in words] == first_words
+    assert all(a["start"] <= b["start"] for a, b in itertools.pairwise(words))
+    assert completed[0]["usage"]["type"] == "duration" and completed[0]["usage"]["seconds"] > 6
+    assert completed[0]["language"] == "eng"
+    # The final continued the words already sent.
+    assert decoder.prefixes[-1] == "".join(deltas[:-1]).strip()
+    assert session.completed[0].text == "".join(first_words).strip()
+    assert session.recording.total == len(first) // 2
+    del second, second_words
+
+
+def test_a_manual_commit_transcribes_the_buffer_and_an_empty_one_is_an_error(tmp_path: Path) -> None:
+    pcm, words = speech("librivox-0880")
+    manual = SessionConfig(rate=RATE, turn_detection=None)
+    commit = json.dumps({"type": "input_audio_buffer.commit", "event_id": "c1"})
+    events, _ = asyncio.run(run_session(tmp_path, ReadingDecoder(words), [commit, *chunks(pcm), commit], config=manual))
+
+    errors = of_type(events, "error")
+    assert [e["error"]["code"] for e in errors] == ["input_audio_buffer_commit_empty"]
+    assert not of_type(events, "input_audio_buffer.speech_started")  # no server VAD
+    completed = of_type(events, "conversation.item.input_audio_transcription.completed")
+    assert len(completed) == 1 and completed[0]["transcript"] == "".join(words)
+    deltas = of_type(events, "conversation.item.input_audio_transcription.delta")
+    assert "".join(d["delta"] for d in deltas) == completed[0]["transcript"]
+
+
+def test_clear_drops_the_buffer_and_bad_events_leave_the_session_going(tmp_path: Path) -> None:
+    pcm, words = speech("librivox-0880")
+    manual = SessionConfig(rate=RATE, turn_detection=None)
+    half = chunks(pcm)[: len(chunks(pcm)) // 2]
+    messages = [
+        "{nope",
+        json.dumps({"type": "input_audio_buffer.append", "audio": "%%%"}),
+        json.dumps({"type": "conversation.item.create"}),
+        *half,
+        json.dumps({"type": "input_audio_buffer.clear"}),
+        json.dumps({"type": "input_audio_buffer.commit"}),
+        *chunks(pcm),
+        json.dumps({"type": "input_audio_buffer.commit"}),
+    ]
+    events, session = asyncio.run(run_session(tmp_path, ReadingDecoder(words), messages, config=manual))
+
+    codes = [e["error"]["code"] for e in of_type(events, "error")]
+    assert codes == ["invalid_json", "invalid_base64", "invalid_event", "input_audio_buffer_commit_empty"]
+    assert len(of_type(events, "input_audio_buffer.cleared")) == 1
+    completed = of_type(events, "conversation.item.input_audio_transcription.completed")
+    assert len(completed) == 1
+    # The turn is the audio sent after the clear, not before it.
+    (turn,) = session.completed
+    assert turn.start == pytest.approx(len(b"".join(base64.b64decode(json.loads(m)["audio"]) for m in half)) / 2 / RATE)
+
+
+def test_the_beta_schema_answers_in_beta_events(tmp_path: Path) -> None:
+    pcm, words = speech("librivox-0880")
+    update = json.dumps(
+        {"type": "transcription_session.update", "session": {"input_audio_format": "pcm16", "turn_detection": None}}
+    )
+    commit = json.dumps({"type": "input_audio_buffer.commit"})
+    events, _ = asyncio.run(run_session(tmp_path, ReadingDecoder(words), [update, *chunks(pcm), commit]))
+    kinds = [e["type"] for e in events]
+    assert "transcription_session.updated" in kinds and "conversation.item.created" in kinds
+    assert "conversation.item.added" not in kinds
+
+
+def test_a_closed_session_keeps_the_turn_it_was_in(tmp_path: Path) -> None:
+    """A client that goes away mid-turn: what was heard is committed and transcribed for the job."""
+    pcm, words = speech("librivox-0870")
+    cut = chunks(pcm)[:40]  # 4 s: mid-sentence, no silence yet
+    events, session = asyncio.run(run_session(tmp_path, ReadingDecoder(words), cut))
+
+    assert len(session.completed) == 1
+    assert of_type(events, "conversation.item.input_audio_transcription.completed")
+    assert session.recording.path.stat().st_size > 4 * RATE * 2
