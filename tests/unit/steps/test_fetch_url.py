@@ -12,7 +12,7 @@ import httpx
 import pytest
 from pydantic import ValidationError
 
-from functions.api.app import shown_options
+from functions.api.routes.jobs import shown_options
 from functions.api.schemas import CreateJobRequest
 from shared.core.config import Settings
 from shared.core.errors import PermanentError, TransientError
