@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session, selectinload
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from functions.api.live_page import make_live_page_router
 from functions.api.openai_audio import make_openai_audio_router
 from functions.api.realtime import make_realtime_router
 from functions.api.results import ResultUnavailable, load_results, render
@@ -229,6 +230,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     _add_job_routes(app, settings)
     app.include_router(make_openai_audio_router(settings))
     app.include_router(make_realtime_router(settings, load_signing_key(settings)))
+    app.include_router(make_live_page_router())
     _add_health_routes(app)
     # FastAPI makes a server span per request (continuing a caller's traceparent) once a provider is set.
     configure_tracing(settings, service_name="speechflow-api")

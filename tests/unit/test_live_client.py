@@ -12,6 +12,7 @@ import queue
 import socket
 import struct
 import wave
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,10 @@ import pytest
 from rich.console import Console
 
 from shared import cli, live_client
+from shared.config import Settings
+from shared.db import migrate
 from shared.live_client import Captions, LiveError, Progress, realtime_url, session_update, stream
+from tests.support.pipeline import API_KEY, build_stack
 
 ITEM = "item_abc_0001"
 
@@ -278,3 +282,25 @@ def test_a_refused_session_update_ends_the_session_with_its_message() -> None:
     server = ScriptedServer(refuse_update=True)
     with pytest.raises(LiveError, match="unsupported language 'zz'"):
         stream(server, b"\x00\x00" * 2400, speed=100, update=session_update(language="zz"), on_event=lambda _e: None)
+
+
+# --- the live-captions page
+
+
+def test_the_live_page_is_served_without_a_key_and_holds_none(
+    make_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
+    settings = make_settings(database_url=f"sqlite:///{tmp_path / 'live.db'}")
+    migrate(settings)
+    stack = build_stack(settings)
+    try:
+        page = stack.client.get("/live", headers={"x-api-key": ""})
+    finally:
+        stack.client.close()
+        stack.runtime.close()
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert page.headers["cache-control"] == "no-store" and page.headers["referrer-policy"] == "no-referrer"
+    html = page.text
+    for needed in ("/v1/realtime/client_secrets", '"openai-insecure-api-key."', "audioWorklet", "getUserMedia"):
+        assert needed in html
+    assert API_KEY not in html
