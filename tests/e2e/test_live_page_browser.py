@@ -11,6 +11,7 @@ import base64
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -31,6 +32,7 @@ from websockets.sync.client import ClientConnection, connect
 from tests.conftest import REPO, service_missing
 from tests.e2e.conftest import RunningStack, free_port
 from tests.e2e.test_listen_cli import wait_live
+from tests.support.wer import wer
 
 pytestmark = [pytest.mark.slow, pytest.mark.model]
 
@@ -188,9 +190,13 @@ def test_the_live_page_captions_the_microphone(stack: RunningStack, page: Page) 
         assert longer.startswith(shorter), partials
     print("partial lines seen:", partials)
     page.screenshot(ARTIFACTS / "live-captions.png")
-    lowered = finals.lower()
-    assert "leisure" in lowered and "prudently" in lowered, finals
-    assert "00:0" in finals  # the time range of the line
+    first = finals.strip().splitlines()[0]
+    times = re.match(r"(\d\d):(\d\d\.\d) → (\d\d):(\d\d\.\d)\s*", first)
+    assert times, first  # each line starts with its time range
+    assert float(times[2]) < 2.0 and 6.5 < float(times[4]) < 10.0, first  # the clip: from 0.5 s, 7 s long
+    caption = first[times.end() :]
+    assert "leisure" in caption.lower() and "prudently" in caption.lower(), finals
+    assert wer(CLIP.with_suffix(".txt").read_text(), caption) <= 0.25, caption
     assert page.evaluate("document.getElementById('status-text').textContent") == "Listening"
     job_line = str(page.evaluate("document.getElementById('job').textContent"))
     assert job_line.startswith("Recorded as job ")
