@@ -304,3 +304,28 @@ def test_the_live_page_is_served_without_a_key_and_holds_none(
     for needed in ("/v1/realtime/client_secrets", '"openai-insecure-api-key."', "audioWorklet", "getUserMedia"):
         assert needed in html
     assert API_KEY not in html
+
+
+@pytest.mark.parametrize(
+    ("status", "error", "says"),
+    [
+        (401, live_client.LiveError, "the live endpoint refused the session (401): no key"),
+        (503, live_client.LiveUnreachable, "live transcription is not available at ws://h/v1/realtime (503): no key"),
+    ],
+)
+def test_a_refused_handshake_says_why(
+    status: int, error: type[Exception], says: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from websockets.datastructures import Headers
+    from websockets.exceptions import InvalidStatus
+    from websockets.http11 import Response
+
+    body = json.dumps({"error": {"code": "x", "message": "no key"}}).encode()
+
+    def refuse(*_args: Any, **_kwargs: Any) -> Any:
+        raise InvalidStatus(Response(status, "refused", Headers(), body))
+
+    monkeypatch.setattr("websockets.sync.client.connect", refuse)
+    with pytest.raises(error) as raised:
+        live_client.open_connection("ws://h/v1/realtime", "k")
+    assert str(raised.value) == says
