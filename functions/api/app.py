@@ -18,6 +18,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from functions.api.blobs import make_blob_router
 from functions.api.deps import _ERROR_CODES, ApiError, _error
+from functions.api.live_page import make_live_page_router
 from functions.api.openai_audio import make_openai_audio_router
 from functions.api.realtime import make_realtime_router
 from functions.api.routes import health, jobs, results, usage
@@ -146,6 +147,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     app.include_router(usage.router)
     app.include_router(make_openai_audio_router(settings))
     app.include_router(make_realtime_router(settings, load_signing_key(settings)))
+    app.include_router(make_live_page_router())
     app.include_router(health.router)
     # FastAPI makes a server span per request (continuing a caller's traceparent) once a provider is set.
     configure_tracing(settings, service_name="speechflow-api")

@@ -201,7 +201,10 @@ class LiveServer:
             decoder=self._decoder,
             executor=self._executor,
             recording=self._workdir / f"{session_id}.wav",
-            limits=Limits(max_session_seconds=self.settings.realtime_max_session_seconds),
+            limits=Limits(
+                max_session_seconds=self.settings.realtime_max_session_seconds,
+                max_partials=max(1, self.settings.realtime_decoders - 1),
+            ),
             load=self._load,
             redact=_redactor() if connection.redact else None,  # type: ignore[attr-defined]
         )
@@ -303,7 +306,9 @@ def build_decoder(settings: Settings) -> TurnDecoder:
         cpu_threads=settings.realtime_threads,
         num_workers=settings.realtime_decoders,
     )
-    return WhisperTurnDecoder(model, final_beam_size=settings.realtime_final_beam_size)
+    return WhisperTurnDecoder(
+        model, final_beam_size=settings.realtime_final_beam_size, final_context=settings.realtime_final_context
+    )
 
 
 def main(settings: Settings) -> int:

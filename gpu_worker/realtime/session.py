@@ -93,6 +93,8 @@ class Limits:
     max_turn_seconds: float = 25.0
     busy_decodes: int = 4
     """With this many decodes of the process waiting or running, partials are skipped (finals never)."""
+    max_partials: int = 1
+    """Partial decodes the process runs at once: the other decode threads stay free for finals."""
     max_backlog_seconds: float = 60.0
     """Audio heard but not yet finally transcribed, at most: past it the session stops reading the socket
     until its finals catch up (a client sending faster than real time waits; memory stays bounded)."""
@@ -103,6 +105,7 @@ class DecodeLoad:
     """The decodes a live worker has waiting or running, over all its sessions."""
 
     in_flight: int = 0
+    partials: int = 0
 
 
 @dataclass
@@ -367,16 +370,20 @@ class LiveSession:
         self._wake.set()
 
     async def _partial(self, turn: Turn) -> None:
-        if self.load.in_flight >= self.limits.busy_decodes:
+        if self.load.in_flight >= self.limits.busy_decodes or self.load.partials >= self.limits.max_partials:
             self.partials_skipped += 1
             LIVE_PARTIALS_SKIPPED.inc()
             return  # under load partials go first
         end = self.recording.total
         audio = self.recording.window(turn.start, end)
         turn.decoded_to = end
-        text, language = await self._decode(
-            self._decoder.partial, audio, language=self._language(turn), prompt=self._prompt()
-        )
+        self.load.partials += 1
+        try:
+            text, language = await self._decode(
+                self._decoder.partial, audio, language=self._language(turn), prompt=self._prompt()
+            )
+        finally:
+            self.load.partials -= 1
 
         turn.language = turn.language or language
         if self._open is not turn or turn.early is not None:

@@ -3,6 +3,7 @@
 - `speechflow submit FILE… | --url URL…`: create a job per file (or per audio URL), upload each through
   its upload_url, start it, and with `--wait` follow them all in one progress display, then print or
   save the results;
+- `speechflow listen FILE`: stream a file to live transcription, captions as they come (shared/cli/live_client.py);
 - `speechflow jobs list | show ID | results ID | cancel ID`;
 - `speechflow keys create|list|revoke` manages API keys, straight in the database Settings points to.
 
@@ -206,6 +207,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _connection_arguments(cmd)
 
+    live = sub.add_parser(
+        "listen", help="stream an audio file to live transcription and show the captions as they come"
+    )
+    live.add_argument("file", type=Path, help="the audio file, sent as a microphone would send it")
+    live.add_argument("--speed", type=float, default=1.0, help="send this many times faster than real time")
+    live.add_argument("--language", "-l", help="the language spoken (ISO 639-1 or 639-3); found per turn otherwise")
+    live.add_argument("--json", action="store_true", help="print the server's events as JSON lines instead")
+    _connection_arguments(live)
+
     jobs = sub.add_parser("jobs", help="list, show, read and cancel jobs")
     jobs_sub = jobs.add_subparsers(dest="jobs_command", required=True)
     listing = jobs_sub.add_parser("list", help="your jobs, newest first")
@@ -256,6 +266,8 @@ def main(
         _check_arguments(args)
         settings = get_settings()
         api = args.api or settings.public_base_url
+        if args.command == "listen":
+            return _listen_command(args, api, args.api_key or _default_api_key(settings), console=console)
         if http is not None:
             return _run(args, http, http, console=console, sleep=sleep)
         api_key = (
@@ -280,6 +292,28 @@ def main(
         return 2
 
 
+def _default_api_key(settings: Settings) -> str | None:
+    return (settings.api_key.get_secret_value() if settings.api_key else None) or local_api_key(settings)
+
+
+def _listen_command(args: argparse.Namespace, api: str, api_key: str | None, *, console: Console) -> int:
+    """`speechflow listen` (shared/cli/live_client.py): refusals as CliError, an endpoint not answering as
+    Unreachable."""
+    # lazy: websockets, PyAV and numpy load only for `speechflow listen`, not for the other commands
+    from shared.cli.live_client import LiveError, LiveUnreachable, listen
+    from shared.engines.audio import AudioError  # lazy: as above
+
+    try:
+        listen(args.file, api=api, api_key=api_key, speed=args.speed, language=args.language, as_json=args.json)
+    except (LiveError, AudioError) as error:
+        raise CliError(f"{args.file.name}: {error}") from None
+    except LiveUnreachable as error:
+        raise Unreachable(str(error)) from None
+    except ValueError as error:
+        raise CliError(str(error)) from None
+    return 0
+
+
 def _uploader() -> httpx.Client:
     # A large upload may take long as a whole; each write may not.
     return httpx.Client(timeout=httpx.Timeout(30.0, write=None))
@@ -300,6 +334,11 @@ def _check_arguments(args: argparse.Namespace) -> None:
             raise CliError("--speakers: give a number from 1 to 20")
         if args.output is not None and len(args.files) + len(args.url) > 1 and args.output.is_file():
             raise CliError(f"--output {args.output}: several jobs need a folder, not a file")
+    if args.command == "listen":
+        if not args.file.is_file():
+            raise CliError(f"{args.file} is not a file")
+        if not 0.1 <= args.speed <= 100:
+            raise CliError("--speed: give a number from 0.1 to 100")
     if args.command == "jobs" and args.jobs_command == "list" and not 1 <= args.limit <= 500:
         raise CliError("--limit: give a number from 1 to 500")
 

@@ -184,6 +184,9 @@ class Settings(BaseSettings):
     """CPU threads of each live decode."""
     realtime_final_beam_size: int = Field(default=1, ge=1, validation_alias="REALTIME_FINAL_BEAM_SIZE")
     """Beam of a turn's final decode: 1 (greedy) keeps a turn's end-to-final latency low on CPUs."""
+    realtime_final_context: Literal["turn", "window"] = Field(default="turn", validation_alias="REALTIME_FINAL_CONTEXT")
+    """`turn`: a turn's final decode encodes the turn's own length of audio (several times faster on CPU);
+    `window`: Whisper's full 30 s window (bench/realtime.py compares them)."""
     realtime_client_secret_seconds: int = Field(
         default=600, ge=10, le=7200, validation_alias="REALTIME_CLIENT_SECRET_SECONDS"
     )
