@@ -18,18 +18,25 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-import uuid
 from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, Table, and_, case, delete, func, literal, or_, update
+from sqlalchemy import Connection, and_, case, delete, func, or_, update
 from sqlalchemy import select as sql_select
-from sqlalchemy.dialects import postgresql, sqlite
 
 from shared.bus.port import Outgoing, QueueDepth, ReceivedMessage
-from shared.bus.wakeup import NOTIFY_CHANNEL, WakeUps, wake_key
+from shared.bus.sql_dialects import (
+    ACTIVE,
+    DEAD,
+    DONE,
+    MAX_DELIVERY_REASON,
+    claim_statement,
+    insert_many_unless_present,
+    insert_unless_present,
+    messages_table,
+)
+from shared.bus.wakeup import WakeUps, wake_key
 from shared.core.errors import MessageLockLost
-from shared.domain.models import QueueMessage
 from shared.domain.registry import all_queues
 
 if TYPE_CHECKING:
@@ -40,15 +47,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-MAX_DELIVERY_REASON = "MaxDeliveryCountExceeded"
-
-ACTIVE, DEAD, DONE = "active", "dead", "done"
-
 _POLL_FIRST_S = 0.005
 _POLL_MAX_S = 0.1
 _PURGE_BATCH = 500
 
-_table = cast(Table, QueueMessage.__table__)
+_table = messages_table
 _c = _table.c
 
 
@@ -128,26 +131,7 @@ class SqlQueue:
             for m in messages
         ]
         connection = session.connection()
-        statement: Any
-        if self._postgres:
-            staged = (
-                postgresql.insert(_table)
-                .values(rows)
-                .on_conflict_do_nothing(index_elements=["queue", "message_id"])
-                .returning(_c.queue, _c.message_id)
-                .cte("staged")
-            )
-            # One notification per queue and transaction reaches the listeners (PostgreSQL folds repeats).
-            statement = sql_select(
-                staged.c.queue, staged.c.message_id, func.pg_notify(literal(NOTIFY_CHANNEL), staged.c.queue)
-            )
-        else:
-            statement = (
-                sqlite.insert(_table)
-                .values(rows)
-                .on_conflict_do_nothing(index_elements=["queue", "message_id"])
-                .returning(_c.queue, _c.message_id)
-            )
+        statement = insert_many_unless_present(rows, postgres=self._postgres)
         inserted = {(row.queue, row.message_id) for row in connection.execute(statement)}
         for queue in {queue for queue, _ in inserted}:
             self._wakeups.after_commit(session, queue)
@@ -200,7 +184,7 @@ class SqlQueue:
             "visible_ms": now + max(0, round(delay * 1000)),
             "delivery_count": 0,
         }
-        if self._insert_unless_present(executor, values):
+        if insert_unless_present(executor, values, postgres=self._postgres):
             return True
         # (queue, message_id) is taken. A completed message older than the duplicate detection window no
         # longer counts: forget it and try once more. Active and dead-lettered messages always count.
@@ -212,33 +196,13 @@ class SqlQueue:
                 _c.settled_ms < now - self._duplicate_window_ms,
             )
         )
-        if expired.rowcount and self._insert_unless_present(executor, values):
+        if expired.rowcount and insert_unless_present(executor, values, postgres=self._postgres):
             return True
         log.debug(
             "duplicate message dropped",
             extra={"action": "queue.duplicate", "queue": queue, "message_id": message_id},
         )
         return False
-
-    def _insert_unless_present(self, executor: Connection, values: dict[str, Any]) -> bool:
-        if self._postgres:
-            # One round trip: insert, and notify waiting consumers (delivered on commit) only if it went in.
-            staged = (
-                postgresql.insert(_table)
-                .values(values)
-                .on_conflict_do_nothing(index_elements=["queue", "message_id"])
-                .returning(_c.queue)
-                .cte("staged")
-            )
-            statement = sql_select(func.pg_notify(literal(NOTIFY_CHANNEL), staged.c.queue))
-            return executor.execute(statement).first() is not None
-        inserted = executor.execute(
-            sqlite.insert(_table)
-            .values(values)
-            .on_conflict_do_nothing(index_elements=["queue", "message_id"])
-            .returning(_c.id)
-        )
-        return inserted.first() is not None
 
     # --- receiving
 
@@ -287,7 +251,18 @@ class SqlQueue:
             # `now` is taken once the transaction holds its locks (SQLite: BEGIN IMMEDIATE may wait).
             now = now_ms()
             while not messages:
-                rows = connection.execute(self._claim_statement(queue, state, now, limit)).all()
+                rows = connection.execute(
+                    claim_statement(
+                        queue,
+                        state,
+                        now,
+                        limit,
+                        postgres=self._postgres,
+                        lock_ms=self._lock_ms,
+                        max_delivery_count=self._max_delivery_count,
+                        max_delivery_description=self._max_delivery_description(),
+                    )
+                ).all()
                 if not rows:
                     next_due = connection.execute(
                         sql_select(
@@ -311,61 +286,6 @@ class SqlQueue:
         if moved_to_dead_letter:
             self._wakeups.announce([dead_letter_key])
         return messages, next_due
-
-    def _claim_statement(self, queue: str, state: str, now: int, limit: int) -> Any:
-        candidate = (
-            sql_select(_c.id)
-            .where(
-                _c.queue == queue,
-                _c.state == state,
-                _c.visible_ms <= now,
-                or_(_c.locked_until_ms.is_(None), _c.locked_until_ms < now),
-            )
-            .order_by(_c.visible_ms, _c.id)
-            .limit(limit)
-        )
-        if self._postgres:
-            candidate = candidate.with_for_update(skip_locked=True)
-        lock_token = str(uuid.uuid4())
-        locked_until = now + self._lock_ms
-        values: dict[str, Any]
-        if state == DEAD:
-            # The dead-letter sub-queue has no max delivery count: its messages stay until completed.
-            values = {
-                "lock_token": lock_token,
-                "locked_until_ms": locked_until,
-                "delivery_count": _c.delivery_count + 1,
-            }
-        else:
-            exhausted = _c.delivery_count >= self._max_delivery_count
-            values = {
-                "state": case((exhausted, DEAD), else_=_c.state),
-                "dead_letter_reason": case((exhausted, MAX_DELIVERY_REASON), else_=_c.dead_letter_reason),
-                "dead_letter_description": case(
-                    (exhausted, self._max_delivery_description()), else_=_c.dead_letter_description
-                ),
-                "lock_token": case((exhausted, None), else_=lock_token),
-                "locked_until_ms": case((exhausted, None), else_=locked_until),
-                "delivery_count": case((exhausted, _c.delivery_count), else_=_c.delivery_count + 1),
-            }
-        return (
-            update(_table)
-            .where(_c.id.in_(candidate.scalar_subquery()) if limit > 1 else _c.id == candidate.scalar_subquery())
-            .values(values)
-            .returning(
-                _c.id,
-                _c.message_id,
-                _c.body,
-                _c.properties,
-                _c.state,
-                _c.delivery_count,
-                _c.lock_token,
-                _c.locked_until_ms,
-                _c.enqueued_ms,
-                _c.dead_letter_reason,
-                _c.dead_letter_description,
-            )
-        )
 
     @staticmethod
     def _received(queue: str, row: Any) -> ReceivedMessage:
