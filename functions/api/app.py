@@ -32,7 +32,7 @@ from shared.core.tracing import configure_tracing
 from shared.domain.models import Job
 from shared.jobs.store import upload_refusal
 from shared.runtime import Runtime
-from shared.storage.local import load_signing_key
+from shared.storage.signing import load_signing_key
 from shared.worker.health import install_state_metrics
 
 log = logging.getLogger(__name__)

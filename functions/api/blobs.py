@@ -26,16 +26,9 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import FileResponse, JSONResponse
 from starlette.requests import ClientDisconnect
 
-from shared.storage.local import (
-    CREATE,
-    READ,
-    WRITE,
-    Block,
-    BlockKind,
-    BlockRejected,
-    LocalBlobStore,
-    SignedUrlRejected,
-)
+from shared.storage.blocks import Block, BlockKind, BlockRejected
+from shared.storage.local import LocalBlobStore
+from shared.storage.signing import CREATE, READ, WRITE, SignedUrlRejected
 
 if TYPE_CHECKING:
     from shared.core.config import Settings

@@ -43,7 +43,7 @@ from shared.engines.speech.bundled_model import resolve_model
 from shared.jobs.keys import BOOTSTRAP_KEY_ID, client_secret_principal, find_active_key, matches_bootstrap
 from shared.runtime import Runtime
 from shared.runtime.metrics import LIVE_SESSIONS, exposition
-from shared.storage.local import load_signing_key
+from shared.storage.signing import load_signing_key
 
 log = logging.getLogger(__name__)
 

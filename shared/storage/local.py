@@ -15,38 +15,44 @@ ETag of the file it describes, so a blob replaced by any other write simply has 
 from __future__ import annotations
 
 import base64
-import binascii
 import contextlib
 import hashlib
-import hmac
 import json
 import math
 import os
 import re
-import secrets
 import shutil
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cached_property
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Literal
+from typing import IO, TYPE_CHECKING
 from urllib.parse import quote
 
-from shared.core.errors import BlobNotFound, SpeechFlowError
+from shared.core.errors import BlobNotFound
+from shared.storage.blocks import (
+    MAX_BLOCK_BYTES,
+    MAX_COMMITTED_BLOCKS,
+    MAX_UNCOMMITTED_BLOCKS,
+    UNCOMMITTED_BLOCK_TTL_SECONDS,
+    Block,
+    BlockKind,
+    BlockRejected,
+    decode_block_id,
+)
+from shared.storage.signing import (
+    READ,
+    UPLOAD_PERMISSIONS,
+    UrlSigner,
+    load_signing_key,
+)
 
 if TYPE_CHECKING:
     from shared.core.config import Settings
 
-READ = "r"
-CREATE = "c"
-WRITE = "w"
-UPLOAD_PERMISSIONS = CREATE + WRITE
-"""What an upload URL grants, as in an Azure SAS made with BlobSasPermissions(create=True, write=True)."""
 
-_SIGNATURE_VERSION = "speechflow-blob-v1"
 _CONTAINER_NAME = re.compile(r"[a-z0-9](?:[a-z0-9]|-(?=[a-z0-9])){2,62}")
 """Azure's container naming rule: 3-63 lowercase letters, digits and single inner hyphens."""
 _MAX_BLOB_NAME = 1024
@@ -55,54 +61,6 @@ _STAGING = ".staging"
 """Where blobs are written before they are renamed into place; not a valid container name."""
 _BLOCKS = ".blocks"
 _BLOCK_LISTS = ".blocklists"
-
-UNCOMMITTED_BLOCK_TTL_SECONDS = 7 * 24 * 3600
-"""Uncommitted blocks are dropped a week after the last Put Block on their blob, as Azure does."""
-MAX_BLOCK_ID_BYTES = 64
-MAX_BLOCK_BYTES = 4000 * 1024 * 1024
-"""Azure's limit on one Put Block; the upload size limit (MAX_UPLOAD_BYTES) is usually lower."""
-MAX_UNCOMMITTED_BLOCKS = 100_000
-MAX_COMMITTED_BLOCKS = 50_000
-BlockKind = Literal["Committed", "Uncommitted", "Latest"]
-
-
-class SignedUrlRejected(SpeechFlowError):
-    """The URL's signature does not allow this request."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-
-
-class BlockRejected(SpeechFlowError):
-    """A block request that Azure would refuse; carries Azure's status and error code."""
-
-    def __init__(self, status_code: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status_code = status_code
-        self.code = code
-
-
-@dataclass(frozen=True)
-class Block:
-    """One block of a block blob: its id (base64, as the client sent it) and its size in bytes."""
-
-    id: str
-    size: int
-
-
-def decode_block_id(block_id: str) -> bytes:
-    """The raw bytes of a block id; raise BlockRejected unless it is canonical base64 of 1-64 bytes."""
-    try:
-        raw = base64.b64decode(block_id, validate=True)
-    except (binascii.Error, ValueError):
-        raw = b""
-    # Only the canonical encoding is accepted, so one block never goes by two ids.
-    if not raw or base64.b64encode(raw).decode("ascii") != block_id:
-        raise BlockRejected(400, "InvalidQueryParameterValue", f"the block id {block_id!r} is not valid base64")
-    if len(raw) > MAX_BLOCK_ID_BYTES:
-        raise BlockRejected(400, "OutOfRangeInput", f"a block id is at most {MAX_BLOCK_ID_BYTES} bytes long")
-    return raw
 
 
 def validate_container_name(container: str) -> str:
@@ -131,95 +89,6 @@ def validate_blob_name(blob: str) -> str:
     if Path(blob).drive or Path(blob).is_absolute():
         raise ValueError(f"invalid blob name {blob!r}: must be a relative path")
     return blob
-
-
-class UrlSigner:
-    """Signs and checks blob URLs with HMAC-SHA256 over (permission, expiry, container, blob)."""
-
-    def __init__(self, key: bytes) -> None:
-        if len(key) < 16:
-            raise ValueError("the signing key must be at least 16 bytes")
-        self._key = key
-
-    def signature(self, *, permission: str, expiry: int, container: str, blob: str) -> str:
-        # No part can hold a newline (names are validated, the rest are letters and digits), so
-        # distinct (permission, expiry, container, blob) tuples never produce the same message.
-        message = "\n".join((_SIGNATURE_VERSION, permission, str(expiry), container, blob))
-        return hmac.new(self._key, message.encode("utf-8"), hashlib.sha256).hexdigest()
-
-    def query(self, *, permission: str, expiry: int, container: str, blob: str) -> str:
-        signature = self.signature(permission=permission, expiry=expiry, container=container, blob=blob)
-        return f"se={expiry}&sp={permission}&sig={signature}"
-
-    def verify(
-        self,
-        *,
-        container: str,
-        blob: str,
-        required: str,
-        expiry: str | None,
-        permission: str | None,
-        signature: str | None,
-        now: float | None = None,
-    ) -> None:
-        """Raise SignedUrlRejected unless the query parameters sign this container/blob, are not
-        expired and grant one of the permission letters in `required`."""
-        if not expiry or not permission or not signature:
-            raise SignedUrlRejected(
-                "AuthenticationFailed", "the URL is not signed: the se, sp and sig parameters are required"
-            )
-        if not expiry.isdigit():
-            raise SignedUrlRejected("AuthenticationFailed", "the URL's expiry (se) is not a Unix time")
-        expected = self.signature(permission=permission, expiry=int(expiry), container=container, blob=blob)
-        if not hmac.compare_digest(expected, signature.lower()):
-            message = f"the URL's signature is not valid for {container}/{blob}"
-            raise SignedUrlRejected("AuthenticationFailed", message)
-        if (time.time() if now is None else now) >= int(expiry):
-            expired_at = datetime.fromtimestamp(int(expiry), UTC).isoformat()
-            raise SignedUrlRejected("AuthenticationFailed", f"the URL expired at {expired_at}")
-        if not set(permission) & set(required):
-            raise SignedUrlRejected(
-                "AuthorizationPermissionMismatch",
-                f"the URL grants {permission!r} but this request needs one of {required!r}",
-            )
-
-
-def load_signing_key(settings: Settings) -> bytes:
-    """The configured signing key, or the one kept at SPEECHFLOW_HOME/signing.key, created on first use.
-
-    Several processes (API, workers, host) may start at once: the key file is written in full under
-    a temporary name, then hard-linked into place, which fails if another process won; everyone
-    then reads the winner's key.
-    """
-    if settings.signing_key is not None:
-        return settings.signing_key.get_secret_value().encode("utf-8")
-    path = settings.speechflow_home / "signing.key"
-    with contextlib.suppress(FileNotFoundError):
-        return _read_key_file(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # mkstemp creates the file 0600, and the hard link keeps that mode.
-    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=".signing.key.")
-    try:
-        with os.fdopen(descriptor, "w", encoding="ascii") as file:
-            file.write(secrets.token_hex(32) + "\n")
-            file.flush()
-            os.fsync(file.fileno())
-        with contextlib.suppress(FileExistsError):
-            os.link(temporary, path)
-    finally:
-        Path(temporary).unlink(missing_ok=True)
-    return _read_key_file(path)
-
-
-def _read_key_file(path: Path) -> bytes:
-    text = path.read_text(encoding="ascii").strip()
-    try:
-        key = bytes.fromhex(text)
-    except ValueError:
-        raise ValueError(f"{path} does not hold a hex signing key; delete it to get a new one") from None
-    if len(key) < 16:
-        raise ValueError(f"{path} holds a signing key under 16 bytes; delete it to get a new one")
-    return key
 
 
 class StagedBlob:

@@ -30,7 +30,9 @@ from shared.core.config import Settings
 from shared.core.errors import BlobNotFound, TransientError
 from shared.storage import BlobStore, make_blob_store
 from shared.storage.azure_blob import AzureBlobStore
-from shared.storage.local import UNCOMMITTED_BLOCK_TTL_SECONDS, LocalBlobStore, load_signing_key
+from shared.storage.blocks import UNCOMMITTED_BLOCK_TTL_SECONDS
+from shared.storage.local import LocalBlobStore
+from shared.storage.signing import load_signing_key
 from tests.support.azurite import azurite_connection_string  # noqa: F401
 from tests.support.blob_server import free_port, serve_blobs
 

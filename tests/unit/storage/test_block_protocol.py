@@ -8,7 +8,7 @@ from xml.etree import ElementTree
 import pytest
 
 from functions.api.blobs import block_list_xml, parse_block_list
-from shared.storage.local import MAX_BLOCK_ID_BYTES, Block, BlockRejected, decode_block_id
+from shared.storage.blocks import MAX_BLOCK_ID_BYTES, Block, BlockRejected, decode_block_id
 
 
 def encoded(raw: bytes) -> str:
