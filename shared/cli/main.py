@@ -26,11 +26,10 @@ import httpx
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
+from shared.cli.keys import manage_keys
 from shared.core.config import Settings, SettingsError, get_settings, local_api_key
-from shared.core.db import make_engine, make_sessionmaker, migrate, transaction
 from shared.domain.status import JOB_STATUSES
 from shared.domain.workflow import WORKFLOW_TYPES, WORKFLOWS
-from shared.jobs.keys import create_key, list_keys, revoke_key
 
 TERMINAL = {"completed", "partial_complete", "failed", "cancelled"}
 CHUNK = 1024 * 1024
@@ -476,37 +475,6 @@ def _emit_many(outputs: list[tuple[str, str]], output: Path | None, fmt: str, *,
     for label, text in outputs:
         sys.stdout.write(f"==> {label} <==\n")
         _emit(text, None, console=console)
-
-
-def manage_keys(args: argparse.Namespace, *, settings: Settings, console: Console) -> int:
-    from sqlalchemy.exc import SQLAlchemyError
-
-    if settings.effective_database_url.startswith("sqlite"):
-        migrate(
-            settings
-        )  # the embedded default creates its database on first use; elsewhere migrations are a deploy step
-    engine = make_engine(settings)
-    try:
-        with transaction(make_sessionmaker(engine)) as session:
-            if args.keys_command == "create":
-                new = create_key(session=session, name=args.name)
-                console.print(f"created key {new.id} ({new.name}); it is shown once, keep it now:")
-                print(new.key)
-            elif args.keys_command == "list":
-                for key in list_keys(session=session):
-                    state = f"revoked {key.revoked_at:%Y-%m-%d %H:%M}" if key.revoked_at else "active"
-                    print(f"{key.id}\t{key.name}\t{key.created_at:%Y-%m-%d %H:%M}\t{state}")
-            elif not revoke_key(session=session, key_id=args.key_id):
-                console.print(f"[red]error:[/red] no active key {args.key_id}")
-                return 1
-            else:
-                console.print(f"key {args.key_id} revoked")
-    except SQLAlchemyError as error:
-        console.print(f"[red]error:[/red] cannot use the database: {error.__class__.__name__}")
-        return 2
-    finally:
-        engine.dispose()
-    return 0
 
 
 if __name__ == "__main__":
