@@ -13,19 +13,17 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from pydantic import ValidationError
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session, selectinload
 
 from shared.core.config import Settings
 from shared.core.errors import BlobNotFound
-from shared.domain.messages import result_blob_path
 from shared.domain.models import Job, ProcessingStep, utcnow
 from shared.domain.registry import step_types
-from shared.domain.results import Diarization, SpeakerTalk, Transcript
-from shared.domain.speaker_join import with_speakers
+from shared.domain.results import SpeakerTalk, Transcript
 from shared.domain.status import JOB_STATUSES
 from shared.domain.usage import Rates, Usage, job_usage, total_usage
+from shared.jobs.results import JobResults, load_results
 from shared.jobs.retention import jobs_due_for_audio_deletion, jobs_due_for_purge, pending_purges
 from shared.runtime import Runtime
 
@@ -297,32 +295,26 @@ def job_detail(*, session: Session, job_id: uuid.UUID) -> JobDetail | None:
     )
 
 
+def _results(runtime: Runtime, job_id: uuid.UUID) -> JobResults:
+    """The job's results through the typed reader: completed steps only."""
+    with runtime.sessions() as session:
+        job = session.scalars(select(Job).options(selectinload(Job.steps)).where(Job.id == job_id)).first()
+        return load_results(runtime, job) if job is not None else JobResults()
+
+
 def transcript_preview(*, runtime: Runtime, job_id: uuid.UUID, max_chars: int = 2000) -> str | None:
     """The beginning of the job's transcript (its TRANSCRIBE result), or None if there is none yet."""
-    try:
-        raw = runtime.blobs.get(runtime.settings.results_container, result_blob_path(job_id, "TRANSCRIBE"))
-    except BlobNotFound:
+    transcript = _results(runtime, job_id).get("TRANSCRIBE", Transcript)
+    if transcript is None:
         return None
-    try:
-        text = Transcript.model_validate_json(raw).full_text()
-    except ValidationError:
-        log.warning("transcript result is not valid", extra={"action": "result_invalid", "job_id": str(job_id)})
-        return None
+    text: str = transcript.full_text()
     return text if len(text) <= max_chars else text[:max_chars].rstrip() + " …"
 
 
 def job_speakers(*, runtime: Runtime, job_id: uuid.UUID) -> list[SpeakerTalk]:
     """Who spoke and for how long, where the job was diarized or its channels split; [] otherwise."""
-    container = runtime.settings.results_container
-    try:
-        stored = runtime.blobs.get(container, result_blob_path(job_id, "TRANSCRIBE"))
-        transcript = Transcript.model_validate_json(stored)
-    except (BlobNotFound, ValidationError):
-        return []
-    diarization = None
-    with contextlib.suppress(BlobNotFound, ValidationError):
-        diarization = Diarization.model_validate_json(runtime.blobs.get(container, result_blob_path(job_id, "DIARIZE")))
-    return list(with_speakers(transcript, diarization).speakers or [])
+    transcript = _results(runtime, job_id).transcript
+    return list(transcript.speakers or []) if transcript is not None else []
 
 
 def uploaded_audio(*, runtime: Runtime, detail: JobDetail) -> bytes | None:

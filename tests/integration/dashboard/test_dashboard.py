@@ -274,6 +274,9 @@ def test_job_detail_shows_who_spoke_and_for_how_long(seeded: Seeded, make_settin
             runtime.blobs.put(
                 settings.results_container, result_blob_path(seeded.completed, step_type), json.dumps(result).encode()
             )
+        # Results are read only from completed steps (docs/ARCHITECTURE.md, rule 3): the DIARIZE step too.
+        with runtime.sessions() as session, session.begin():
+            session.add(ProcessingStep(job_id=seeded.completed, step_type="DIARIZE", status="completed", attempt=1))
     finally:
         runtime.close()
     app = AppTest.from_file(APP, default_timeout=30)
