@@ -1,6 +1,6 @@
-"""The azure-ai-jobs function: runs the steps whose queue is azure-ai-jobs (TRANSLATE and SUMMARIZE,
-through the text model) with the processors of the step registry (shared/steps). The local host runs
-the same processors through its step consumer."""
+"""The azure-ai-jobs function: the Service Bus trigger that runs the steps whose queue is azure-ai-jobs
+(TRANSLATE and SUMMARIZE, through the text model) with the one step handler
+(shared/worker/step_handler.py), as the local host's step consumer does."""
 
 from __future__ import annotations
 
@@ -8,15 +8,12 @@ import logging
 import time
 
 import azure.functions as func
-from pydantic import ValidationError
 
 from shared.core.config import get_settings
 from shared.core.errors import TransientError
-from shared.domain.messages import StepMessage
-from shared.domain.registry import steps_on_queue
 from shared.runtime import Runtime, process_runtime
-from shared.steps.runner import processor_for, run_step
-from shared.worker.step_handler import worker_id_of
+from shared.runtime.loop import DeadLetter
+from shared.worker.step_handler import StepHandler, queue_processors, worker_id_of
 
 log = logging.getLogger(__name__)
 
@@ -26,28 +23,31 @@ BUSY_MARGIN_SECONDS = 2.0
 
 
 def handle_step_message(runtime: Runtime, body: str) -> None:
-    """Run one step of this queue. A malformed message raises ValueError (dead-lettered); a step another
-    live worker holds is waited for once (the Functions host keeps renewing this message's lock), then
-    left to redelivery (TransientError)."""
-    try:
-        message = StepMessage.model_validate_json(body)
-    except ValidationError as error:
-        raise ValueError(f"malformed step message: {error.errors()[:1]}") from error
-    mine = {spec.name for spec in steps_on_queue(runtime.settings, runtime.settings.azure_ai_queue)}
-    processor = processor_for(message.step_type)
-    if processor is None or message.step_type not in mine:
-        raise ValueError(f"azure-ai-jobs does not run {message.step_type} steps")
-    outcome = run_step(runtime, message, processor, worker_id=worker_id_of("azure-ai"))
-    if outcome != "busy":
-        return
-    wait = runtime.settings.lock_duration_seconds + BUSY_MARGIN_SECONDS
-    log.info(
-        "step held by another worker; waiting for its lease",
-        extra={"action": "step_busy", "job_id": str(message.job_id), "step_type": message.step_type},
-    )
-    time.sleep(wait)
-    if run_step(runtime, message, processor, worker_id=worker_id_of("azure-ai")) == "busy":
+    """Run one step of this queue with the step handler every consumer uses (shared/worker/step_handler.py),
+    and settle as the Functions host can: return → complete; an exception → abandon (delivered again,
+    dead-lettered at the max delivery count). A malformed message or a step of another queue raises
+    ValueError. The host cannot leave a message locked as the loop does for a step another live worker
+    holds ("busy"): it keeps renewing this message's lock while we wait once for that worker's lease, then
+    leaves it to redelivery (TransientError)."""
+    message = StepHandler.message_of(body)
+    if isinstance(message, DeadLetter):
+        raise ValueError(f"malformed step message: {message.description}")
+    queue = runtime.settings.azure_ai_queue
+    handler = StepHandler(runtime, queue_processors(runtime.settings, queue), worker_id=worker_id_of("azure-ai"))
+    settlement = handler.run(message, queue=queue)
+    if settlement == "leave":
+        log.info(
+            "step held by another worker; waiting for its lease",
+            extra={"action": "step_busy", "job_id": str(message.job_id), "step_type": message.step_type},
+        )
+        time.sleep(runtime.settings.lock_duration_seconds + BUSY_MARGIN_SECONDS)
+        settlement = handler.run(message, queue=queue)
+    if isinstance(settlement, DeadLetter):
+        raise ValueError(settlement.description)
+    if settlement == "leave":
         raise TransientError(f"{message.step_type} of job {message.job_id} is still held by another worker")
+    if settlement == "abandon":
+        raise TransientError(f"{message.step_type} of job {message.job_id} was handed back")
 
 
 @bp.function_name("azure_ai")

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 from pydantic import ValidationError
+from sqlalchemy.orm import Session
 
 from shared.core.config import Settings
 from shared.core.tracing import configure_tracing, traceparent_of
@@ -71,27 +72,53 @@ class StepHandler:
         self.worker_id = worker_id
         self.on_outcome = on_outcome
 
-    def __call__(self, delivery: Delivery) -> Settlement:
+    @staticmethod
+    def message_of(body: str) -> StepMessage | DeadLetter:
+        """The step message in `body`, or the dead-lettering of a malformed one."""
         try:
-            message = StepMessage.model_validate_json(delivery.body)
+            return StepMessage.model_validate_json(body)
         except ValidationError as error:
             return DeadLetter("InvalidMessage", str(error)[:1000])
+
+    def __call__(self, delivery: Delivery) -> Settlement:
+        message = self.message_of(delivery.body)
+        if isinstance(message, DeadLetter):
+            return message
+        return self.run(
+            message,
+            queue=delivery.message.queue,
+            properties=delivery.message.properties,
+            shutdown_requested=delivery.shutdown.grace_over.is_set,
+            settle_in=delivery.settle_in,
+        )
+
+    def run(
+        self,
+        message: StepMessage,
+        *,
+        queue: str,
+        properties: dict[str, Any] | None = None,
+        shutdown_requested: Callable[[], bool] = lambda: False,
+        settle_in: Callable[[Session], object] | None = None,
+    ) -> Settlement:
+        """Run the message's step and say how to settle the message: the step handler of every consumer,
+        the loop's (`__call__`) and the Functions host's (functions/azure_ai.py) alike."""
         processor = self.processors(message.step_type)
         if processor is None:
-            return DeadLetter("UnexpectedStepType", f"{delivery.message.queue} does not run {message.step_type} steps")
+            return DeadLetter("UnexpectedStepType", f"{queue} does not run {message.step_type} steps")
         if message.traceparent is None:
             # A producer that put the trace context only in the application properties.
-            traced = traceparent_of(None, delivery.message.properties)
+            traced = traceparent_of(None, properties)
             message = message.model_copy(update={"traceparent": traced}) if traced else message
         outcome = run_step(
             self.runtime,
             message,
             processor,
             worker_id=self.worker_id,
-            # The consumer renews the message lock itself; run_step keeps the step's lease.
+            # The consumer (or the Functions host) renews the message lock; run_step keeps the step's lease.
             renew_message_lock=None,
-            shutdown_requested=delivery.shutdown.grace_over.is_set,
-            settle_in=delivery.settle_in,
+            shutdown_requested=shutdown_requested,
+            settle_in=settle_in,
         )
         if self.on_outcome is not None:
             self.on_outcome(message, outcome)
