@@ -191,3 +191,124 @@ def test_a_closed_session_keeps_the_turn_it_was_in(tmp_path: Path) -> None:
     assert len(session.completed) == 1
     assert of_type(events, "conversation.item.input_audio_transcription.completed")
     assert session.recording.path.stat().st_size > 4 * RATE * 2
+
+
+class SlowDecoder(ReadingDecoder):
+    """Finals that take 0.3 s each: a client streaming faster than that builds a backlog."""
+
+    def final(self, audio: np.ndarray, *, language: str | None, prompt: str | None, prefix: str | None) -> FinalDecode:
+        import time
+
+        time.sleep(0.3)
+        return super().final(audio, language=language, prompt=prompt, prefix=prefix)
+
+
+def test_under_load_partials_go_first_and_every_final_still_comes(tmp_path: Path) -> None:
+    from gpu_worker.realtime.session import DecodeLoad
+
+    pcm, words = speech("librivox-0870")
+    busy = DecodeLoad(in_flight=0, partials=1)  # another session's partial holds the only partial slot
+
+    async def run() -> tuple[list[dict[str, Any]], LiveSession]:
+        events: list[dict[str, Any]] = []
+
+        async def send(event: dict[str, Any]) -> None:
+            events.append(event)
+
+        with ThreadPoolExecutor(2) as executor:
+            session = LiveSession(
+                session_id="00000000-0000-0000-0000-0000000000bb",
+                send=send,
+                decoder=ReadingDecoder(words),
+                executor=executor,
+                recording=tmp_path / "busy.wav",
+                config=SessionConfig(rate=RATE),
+                load=busy,
+            )
+            decoding = asyncio.create_task(session.run())
+            for message in chunks(pcm):
+                await session.receive(message)
+                await asyncio.sleep(0)
+            await session.close()
+            await decoding
+            session.recording.close()
+        return events, session
+
+    events, session = asyncio.run(run())
+
+    assert session.partials_skipped > 0
+    completed = of_type(events, "conversation.item.input_audio_transcription.completed")
+    deltas = of_type(events, "conversation.item.input_audio_transcription.delta")
+    assert len(completed) == 1 and len(deltas) == 1  # no partial words: the whole turn with its final
+    assert deltas[0]["delta"] == completed[0]["transcript"] == "".join(words)
+
+
+def test_a_client_faster_than_real_time_waits_and_the_backlog_stays_bounded(tmp_path: Path) -> None:
+    from gpu_worker.realtime.session import Limits
+
+    pcm, words = speech("librivox-0880")  # about 4.5 s of audio a turn
+    manual = SessionConfig(rate=RATE, turn_detection=None)
+    commit = json.dumps({"type": "input_audio_buffer.commit"})
+    messages = [message for _ in range(6) for message in [*chunks(pcm, 500), commit]]
+    backlog: list[float] = []
+
+    async def run() -> LiveSession:
+        async def send(event: dict[str, Any]) -> None:
+            del event
+
+        with ThreadPoolExecutor(2) as executor:
+            session = LiveSession(
+                session_id="00000000-0000-0000-0000-0000000000cc",
+                send=send,
+                decoder=SlowDecoder(words),
+                executor=executor,
+                recording=tmp_path / "fast.wav",
+                config=manual,
+                limits=Limits(max_backlog_seconds=6.0),
+            )
+            decoding = asyncio.create_task(session.run())
+            for message in messages:
+                await session.receive(message)  # as fast as the client can send
+                backlog.append(session.backlog_seconds())
+            await session.close()
+            await decoding
+            session.recording.close()
+        return session
+
+    session = asyncio.run(run())
+
+    assert len(session.completed) == 6
+    # Six turns arrive at once; the session never holds much more than its limit waiting for finals.
+    assert max(backlog) <= 6.0 + 5.0
+    assert max(backlog) > 4.0
+
+
+def test_a_session_past_its_longest_length_is_over(tmp_path: Path) -> None:
+    from gpu_worker.realtime.session import Limits, SessionOver
+
+    pcm, words = speech("librivox-0880")
+
+    async def run() -> None:
+        async def send(event: dict[str, Any]) -> None:
+            del event
+
+        with ThreadPoolExecutor(1) as executor:
+            session = LiveSession(
+                session_id="00000000-0000-0000-0000-0000000000dd",
+                send=send,
+                decoder=ReadingDecoder(words),
+                executor=executor,
+                recording=tmp_path / "long.wav",
+                config=SessionConfig(rate=RATE),
+                limits=Limits(max_session_seconds=2.0),
+            )
+            try:
+                with pytest.raises(SessionOver):
+                    for message in chunks(pcm):
+                        await session.receive(message)
+                assert session.recording.total <= 2 * RATE
+            finally:
+                await session.close()
+                session.recording.close()
+
+    asyncio.run(run())
