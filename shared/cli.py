@@ -28,6 +28,7 @@ from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedCo
 
 from shared.config import Settings, SettingsError, get_settings, local_api_key
 from shared.status import JOB_STATUSES
+from shared.subtitle_cues import CueRules
 from shared.workflow import WORKFLOW_TYPES, WORKFLOWS
 
 TERMINAL = {"completed", "partial_complete", "failed", "cancelled"}
@@ -170,8 +171,18 @@ def follow(
         sleep(poll_seconds)
 
 
-def results(client: httpx.Client, job_id: str, fmt: str, part: str = "transcript") -> str:
-    params = {} if fmt == "json" else {"format": fmt, "part": part}
+def results(
+    client: httpx.Client,
+    job_id: str,
+    fmt: str,
+    part: str = "transcript",
+    cue_rules: dict[str, float] | None = None,
+) -> str:
+    """The results as JSON, subtitles or text; `cue_rules` (max_line_chars, max_lines, max_cue_seconds)
+    cut srt and vtt cues."""
+    params: dict[str, Any] = {} if fmt == "json" else {"format": fmt, "part": part}
+    if fmt in ("srt", "vtt") and cue_rules:
+        params.update(cue_rules)
     response = client.get(f"/jobs/{job_id}/results", params=params)
     if fmt == "json":
         return json.dumps(_check(response, "reading the results"), indent=2, ensure_ascii=False)
@@ -200,6 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
     cmd.add_argument("--wait", action="store_true", help="wait for the jobs to finish and print their results")
     cmd.add_argument("--format", "-f", choices=FORMATS, default="json")
     cmd.add_argument("--part", choices=PARTS, default="transcript", help="for srt, vtt and txt")
+    _cue_arguments(cmd)
     cmd.add_argument(
         "--output", "-o", type=Path, help="save the results to this file (a folder for several jobs) instead"
     )
@@ -224,6 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
     read = jobs_sub.add_parser("results", help="a job's results")
     read.add_argument("--format", "-f", choices=FORMATS, default="json")
     read.add_argument("--part", choices=PARTS, default="transcript", help="for srt, vtt and txt")
+    _cue_arguments(read)
     read.add_argument("--output", "-o", type=Path, help="save the results to this file instead of printing them")
     cancel = jobs_sub.add_parser("cancel", help="cancel a job that has not ended")
     for command in (listing, show, read, cancel):
@@ -239,6 +252,33 @@ def build_parser() -> argparse.ArgumentParser:
     revoke = keys_sub.add_parser("revoke", help="revoke a key at once")
     revoke.add_argument("key_id", help="the id shown by `keys list` (the part after sfk_)")
     return parser
+
+
+def _cue_arguments(command: argparse.ArgumentParser) -> None:
+    rules = command.add_argument_group("subtitle cues (srt, vtt; 42 characters, 2 lines, 7 s when any is given)")
+    rules.add_argument("--max-line-chars", type=int, metavar="N", help="characters a line")
+    rules.add_argument("--max-lines", type=int, metavar="N", help="lines a cue")
+    rules.add_argument("--max-cue-seconds", type=float, metavar="S", help="seconds a cue stays on screen")
+
+
+def _cue_rules(args: argparse.Namespace) -> dict[str, float]:
+    """The cue rules given, checked as the API checks them (shared/subtitle_cues.py)."""
+    given = {
+        name: value
+        for name, value in (
+            ("max_line_chars", args.max_line_chars),
+            ("max_lines", args.max_lines),
+            ("max_cue_seconds", args.max_cue_seconds),
+        )
+        if value is not None
+    }
+    if given and args.format not in ("srt", "vtt"):
+        raise CliError("--max-line-chars, --max-lines and --max-cue-seconds need --format srt or vtt")
+    try:
+        CueRules.of(max_line_chars=args.max_line_chars, max_lines=args.max_lines, max_cue_seconds=args.max_cue_seconds)
+    except ValueError as error:
+        raise CliError(f"--{str(error).replace('_', '-', 2)}") from None
+    return given
 
 
 def _connection_arguments(command: argparse.ArgumentParser) -> None:
@@ -336,6 +376,8 @@ def _check_arguments(args: argparse.Namespace) -> None:
             raise CliError(f"{args.file} is not a file")
         if not 0.1 <= args.speed <= 100:
             raise CliError("--speed: give a number from 0.1 to 100")
+    if args.command == "submit" or (args.command == "jobs" and args.jobs_command == "results"):
+        _cue_rules(args)
     if args.command == "jobs" and args.jobs_command == "list" and not 1 <= args.limit <= 500:
         raise CliError("--limit: give a number from 1 to 500")
 
@@ -362,7 +404,7 @@ def _run(
     elif command == "show":
         print(json.dumps(_check(client.get(f"/jobs/{args.job_id}"), "reading the job"), indent=2, ensure_ascii=False))
     elif command == "results":
-        _emit(results(client, args.job_id, args.format, args.part), args.output, console=console)
+        _emit(results(client, args.job_id, args.format, args.part, _cue_rules(args)), args.output, console=console)
     else:
         # DELETE on a job that has ended purges its data; `cancel` only ever stops a running one.
         job = _check(client.get(f"/jobs/{args.job_id}"), "reading the job")
@@ -438,7 +480,7 @@ def _submit_command(
             continue
         if job["status"] == "partial_complete":
             console.print(f"[yellow]{label}: partially complete:[/yellow] {job.get('error_message') or ''}")
-        outputs.append((label, results(client, job_id, args.format, args.part)))
+        outputs.append((label, results(client, job_id, args.format, args.part, _cue_rules(args))))
     _emit_many(outputs, args.output, args.format, console=console)
     return 1 if failed else 0
 

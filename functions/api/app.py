@@ -68,6 +68,7 @@ from shared.speech.prompt_tokens import tokens_over_limit
 from shared.speech.transcriber import MAX_PROMPT_TOKENS
 from shared.status import TERMINAL_STATUSES
 from shared.storage.local import load_signing_key
+from shared.subtitle_cues import CUE_SECONDS, LINE_CHARS, LINES, CueRules
 from shared.tracing import configure_tracing, current_traceparent
 from shared.usage import Rates, Usage, job_usage, total_usage
 from shared.webhooks import deliver_now
@@ -547,8 +548,18 @@ def _add_job_routes(app: FastAPI, settings: Settings) -> None:
         principal: PrincipalDep,
         format: ResultFormat = "json",
         part: ResultPart = "transcript",
+        max_line_chars: Annotated[int | None, Query(ge=LINE_CHARS[0], le=LINE_CHARS[1])] = None,
+        max_lines: Annotated[int | None, Query(ge=LINES[0], le=LINES[1])] = None,
+        max_cue_seconds: Annotated[float | None, Query(ge=CUE_SECONDS[0], le=CUE_SECONDS[1])] = None,
     ) -> Any:
-        """Everything the job has produced so far; `format=srt|vtt|txt` gives subtitles or text."""
+        """Everything the job has produced so far; `format=srt|vtt|txt` gives subtitles or text.
+        Subtitles are cut to `max_line_chars`, `max_lines` (a cue) and `max_cue_seconds` when any is
+        given, the others then following broadcast practice (42 characters, 2 lines, 7 s)."""
+        rules = CueRules.of(max_line_chars=max_line_chars, max_lines=max_lines, max_cue_seconds=max_cue_seconds)
+        if rules is not None and format not in ("srt", "vtt"):
+            raise ApiError(
+                422, "validation_error", "max_line_chars, max_lines and max_cue_seconds apply to format=srt or vtt"
+            )
         job = _job_or_404(session, job_id, principal)
         if job.purge_requested_at is not None:
             when = f"at {job.purged_at.isoformat()}" if job.purged_at else "(purge in progress)"
@@ -558,7 +569,7 @@ def _add_job_routes(app: FastAPI, settings: Settings) -> None:
             raise ApiError(409, "not_ready", f"job is {job.status}; no results yet")
         if format != "json":
             try:
-                return render(found, format, part=part, job_id=job.id)
+                return render(found, format, part=part, job_id=job.id, rules=rules)
             except ResultUnavailable as unavailable:
                 raise ApiError(unavailable.status, unavailable.code, unavailable.message) from None
         language = found.language

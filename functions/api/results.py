@@ -19,6 +19,7 @@ from shared.pipeline import known, spec_of
 from shared.pipeline.speakers import with_speakers
 from shared.results import Diarization, LanguageResult, ResultModel, Summary, Transcript, Translation
 from shared.runtime import Runtime
+from shared.subtitle_cues import CueRules
 from shared.workflow import split_part
 
 log = logging.getLogger(__name__)
@@ -97,8 +98,10 @@ def load_results(runtime: Runtime, job: Job) -> JobResults:
     return results
 
 
-def render(results: JobResults, fmt: str, *, part: str, job_id: uuid.UUID) -> PlainTextResponse:
-    """A transcript part as subtitles (srt, vtt) or text (txt)."""
+def render(
+    results: JobResults, fmt: str, *, part: str, job_id: uuid.UUID, rules: CueRules | None = None
+) -> PlainTextResponse:
+    """A transcript part as subtitles (srt, vtt; cues cut to `rules` when given) or text (txt)."""
     source: Transcript | None = results.transcript if part == "transcript" else results.translation
     if source is None or (not source.segments and not source.text):
         raise ResultUnavailable(409, "not_ready", f"no {part} for this job")
@@ -110,9 +113,9 @@ def render(results: JobResults, fmt: str, *, part: str, job_id: uuid.UUID) -> Pl
             " ask for format=txt or json",
         )
     if fmt == "srt":
-        body = subtitles.to_srt(source.segments)
+        body = subtitles.to_srt(source.segments, rules=rules)
     elif fmt == "vtt":
-        body = subtitles.to_vtt(source.segments)
+        body = subtitles.to_vtt(source.segments, rules=rules)
     else:
         body = subtitles.to_txt(source)
     return PlainTextResponse(
