@@ -9,6 +9,7 @@ there is time (the first thing to go under load), never taking a confirmed word 
 
 from __future__ import annotations
 
+import array
 import asyncio
 import base64
 import logging
@@ -37,6 +38,7 @@ from gpu_worker.realtime.protocol import (
 )
 from shared.metrics import LIVE_AUDIO_SECONDS, LIVE_PARTIALS_SKIPPED, LIVE_TURN_LATENCY
 from shared.speech.streaming import (
+    FRAME_SAMPLES,
     SAMPLE_RATE,
     AudioInput,
     LocalAgreement,
@@ -203,6 +205,8 @@ class LiveSession:
         self.completed: list[CompletedTurn] = []
         self.started_at = time.monotonic()
         self.load = load or DecodeLoad()
+        self._speech = array.array("f")
+        """Silero VAD's speech probability of every 32 ms frame of the session, whatever the turn detection."""
         self.partials_skipped = 0
         self.turn_latencies: list[float] = []
 
@@ -255,11 +259,13 @@ class LiveSession:
             raise SessionOver("the session reached its longest allowed length")
         self.recording.add(samples)
         LIVE_AUDIO_SECONDS.inc(samples.size / SAMPLE_RATE)
+        probabilities = self._vad.probabilities(samples)
+        self._speech.extend(probabilities)
         if self.config.turn_detection is None:
             if self.recording.total - self._buffer_start > self.limits.max_backlog_seconds * SAMPLE_RATE:
                 await self._commit()  # a buffer never committed is committed in pieces, not kept whole
             return
-        for event in self._detector.feed(self._vad.probabilities(samples)):
+        for event in self._detector.feed(probabilities):
             await self._on_turn_event(event)
         turn = self._open
         if (
@@ -407,8 +413,18 @@ class LiveSession:
         )
         return found
 
+    def has_speech(self, start: int, end: int) -> bool:
+        """Whether VAD heard speech between these samples (a turn of silence is not decoded: Whisper
+        would make words up)."""
+        threshold = self.config.turn_detection.threshold if self.config.turn_detection else 0.5
+        first, last = start // FRAME_SAMPLES, max(start // FRAME_SAMPLES + 1, -(-end // FRAME_SAMPLES))
+        return any(probability >= threshold for probability in self._speech[first:last])
+
     async def _final(self, turn: Turn) -> None:
         assert turn.end is not None
+        if not self.has_speech(turn.start, turn.end):
+            await self._finish_silent(turn)
+            return
         confirmed = turn.agreement.confirmed
         try:
             # A decode started at the pause that ended the turn heard all of its speech: no second one.
@@ -443,7 +459,7 @@ class LiveSession:
         language = found.language or turn.language
         shown, shown_words = transcript, timed
         if self._redact is not None:
-            shown, shown_words = self._redact(transcript, timed, language)
+            shown, shown_words = await asyncio.to_thread(self._redact, transcript, timed, language)
             remainder = shown
         if remainder:
             await self._emit(
@@ -491,6 +507,29 @@ class LiveSession:
             self.turn_latencies.append(time.monotonic() - committed_at)
             LIVE_TURN_LATENCY.observe(self.turn_latencies[-1])
         self._trim()
+
+    async def _finish_silent(self, turn: Turn) -> None:
+        """A committed turn with no speech in it: an empty transcript, as OpenAI answers one."""
+        assert turn.end is not None
+        await self._emit(
+            "conversation.item.input_audio_transcription.completed",
+            item_id=turn.item_id,
+            content_index=0,
+            transcript="",
+            usage={"type": "duration", "seconds": round((turn.end - turn.start) / SAMPLE_RATE, 3)},
+            words=[],
+            language=None,
+        )
+        if self.config.schema == "ga":
+            item = {
+                "id": turn.item_id,
+                "object": "realtime.item",
+                "type": "message",
+                "status": "completed",
+                "role": "user",
+                "content": [{"type": "input_audio", "transcript": ""}],
+            }
+            await self._emit("conversation.item.done", previous_item_id=turn.previous_item_id, item=item)
 
     async def _decode(self, function: Callable[..., Any], audio: npt.NDArray[np.float32], **options: Any) -> Any:
         self.load.in_flight += 1
