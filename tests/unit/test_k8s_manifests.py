@@ -601,3 +601,38 @@ def test_the_signing_key_reaches_the_api_and_the_live_pods_from_one_vault_secret
     assert holders == {"speechflow-api": "live-signing-key", LIVE: "live-signing-key"}
     for name in ("speechflow-functions", "speechflow-workers"):
         assert "objectName: live-signing-key" in providers[name]["spec"]["parameters"]["objects"]
+
+
+def test_the_live_pre_stop_hook_waits_until_no_session_is_left() -> None:
+    import http.server
+    import json
+    import threading
+
+    answers = [2, 1, 0]
+    asked: list[str] = []
+
+    class Ready(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            asked.append(self.path)
+            body = json.dumps({"status": "ok", "sessions": answers[min(len(asked), len(answers)) - 1]}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            del format, args
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Ready)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    script = container(LIVE)["lifecycle"]["preStop"]["exec"]["command"][-1]
+    port = live_port()["containerPort"]
+    try:
+        exec(script.replace(f":{port}/", f":{server.server_address[1]}/").replace("time.sleep(5)", "time.sleep(0.01)"))
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert asked == ["/ready"] * 3
+    # Nothing listening (the server already gone): the hook returns at once instead of holding the pod.
+    exec(script.replace(f":{port}/", f":{server.server_address[1]}/"))
