@@ -319,14 +319,7 @@ class LiveSession:
         self._buffer_start = turn.end
         self._previous_item = turn.item_id
         await self._emit("input_audio_buffer.committed", item_id=turn.item_id, previous_item_id=turn.previous_item_id)
-        item = {
-            "id": turn.item_id,
-            "object": "realtime.item",
-            "type": "message",
-            "status": "completed",
-            "role": "user",
-            "content": [{"type": "input_audio", "transcript": None}],
-        }
+        item = _user_item(turn.item_id, None)
         if self.config.schema == "beta":
             await self._emit("conversation.item.created", previous_item_id=turn.previous_item_id, item=item)
         else:
@@ -492,16 +485,7 @@ class LiveSession:
             language=_iso639_3(language),
             **extra,
         )
-        if self.config.schema == "ga":
-            item = {
-                "id": turn.item_id,
-                "object": "realtime.item",
-                "type": "message",
-                "status": "completed",
-                "role": "user",
-                "content": [{"type": "input_audio", "transcript": shown}],
-            }
-            await self._emit("conversation.item.done", previous_item_id=turn.previous_item_id, item=item)
+        await self._item_done(turn, shown)
         committed_at = getattr(turn, "committed_at", None)
         if committed_at is not None:
             self.turn_latencies.append(time.monotonic() - committed_at)
@@ -520,15 +504,11 @@ class LiveSession:
             words=[],
             language=None,
         )
-        if self.config.schema == "ga":
-            item = {
-                "id": turn.item_id,
-                "object": "realtime.item",
-                "type": "message",
-                "status": "completed",
-                "role": "user",
-                "content": [{"type": "input_audio", "transcript": ""}],
-            }
+        await self._item_done(turn, "")
+
+    async def _item_done(self, turn: Turn, transcript: str) -> None:
+        if self.config.schema == "ga":  # the beta schema has no such event
+            item = _user_item(turn.item_id, transcript)
             await self._emit("conversation.item.done", previous_item_id=turn.previous_item_id, item=item)
 
     async def _decode(self, function: Callable[..., Any], audio: npt.NDArray[np.float32], **options: Any) -> Any:
@@ -577,6 +557,18 @@ class LiveSession:
 
     async def _emit(self, kind: str, **fields: Any) -> None:
         await self._send({"type": kind, "event_id": event_id(), **fields})
+
+
+def _user_item(item_id: str, transcript: str | None) -> dict[str, Any]:
+    """The conversation item of a turn, as the Realtime API shows a user's audio message."""
+    return {
+        "id": item_id,
+        "object": "realtime.item",
+        "type": "message",
+        "status": "completed",
+        "role": "user",
+        "content": [{"type": "input_audio", "transcript": transcript}],
+    }
 
 
 class SessionOver(Exception):

@@ -8,6 +8,7 @@ import asyncio
 import base64
 import itertools
 import json
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -60,8 +61,16 @@ def append(pcm: bytes) -> str:
 
 
 async def run_session(
-    tmp_path: Path, decoder: ReadingDecoder, messages: list[str], *, config: SessionConfig | None = None
+    tmp_path: Path,
+    decoder: ReadingDecoder,
+    messages: list[str],
+    *,
+    config: SessionConfig | None = None,
+    after_each: Callable[[LiveSession], object] | None = None,
+    **options: Any,
 ) -> tuple[list[dict[str, Any]], LiveSession]:
+    """Feed the messages to a session as its socket would, then close it; its events and the session.
+    `options` go to LiveSession (limits, load); `after_each` sees the session after every message."""
     events: list[dict[str, Any]] = []
 
     async def send(event: dict[str, Any]) -> None:
@@ -75,15 +84,20 @@ async def run_session(
             executor=executor,
             recording=tmp_path / "live.wav",
             config=config or SessionConfig(rate=RATE),
+            **options,
         )
         await session.start()
         decoding = asyncio.create_task(session.run())
-        for message in messages:
-            await session.receive(message)
-            await asyncio.sleep(0)  # let decodes interleave as on a socket
-        await session.close()
-        await decoding
-        session.recording.close()
+        try:
+            for message in messages:
+                await session.receive(message)
+                if after_each is not None:
+                    after_each(session)
+                await asyncio.sleep(0)  # let decodes interleave as on a socket
+        finally:
+            await session.close()
+            await decoding
+            session.recording.close()
     return events, session
 
 
@@ -208,33 +222,7 @@ def test_under_load_partials_go_first_and_every_final_still_comes(tmp_path: Path
 
     pcm, words = speech("librivox-0870")
     busy = DecodeLoad(in_flight=0, partials=1)  # another session's partial holds the only partial slot
-
-    async def run() -> tuple[list[dict[str, Any]], LiveSession]:
-        events: list[dict[str, Any]] = []
-
-        async def send(event: dict[str, Any]) -> None:
-            events.append(event)
-
-        with ThreadPoolExecutor(2) as executor:
-            session = LiveSession(
-                session_id="00000000-0000-0000-0000-0000000000bb",
-                send=send,
-                decoder=ReadingDecoder(words),
-                executor=executor,
-                recording=tmp_path / "busy.wav",
-                config=SessionConfig(rate=RATE),
-                load=busy,
-            )
-            decoding = asyncio.create_task(session.run())
-            for message in chunks(pcm):
-                await session.receive(message)
-                await asyncio.sleep(0)
-            await session.close()
-            await decoding
-            session.recording.close()
-        return events, session
-
-    events, session = asyncio.run(run())
+    events, session = asyncio.run(run_session(tmp_path, ReadingDecoder(words), chunks(pcm), load=busy))
 
     assert session.partials_skipped > 0
     completed = of_type(events, "conversation.item.input_audio_transcription.completed")
@@ -252,30 +240,16 @@ def test_a_client_faster_than_real_time_waits_and_the_backlog_stays_bounded(tmp_
     messages = [message for _ in range(6) for message in [*chunks(pcm, 500), commit]]
     backlog: list[float] = []
 
-    async def run() -> LiveSession:
-        async def send(event: dict[str, Any]) -> None:
-            del event
-
-        with ThreadPoolExecutor(2) as executor:
-            session = LiveSession(
-                session_id="00000000-0000-0000-0000-0000000000cc",
-                send=send,
-                decoder=SlowDecoder(words),
-                executor=executor,
-                recording=tmp_path / "fast.wav",
-                config=manual,
-                limits=Limits(max_backlog_seconds=6.0),
-            )
-            decoding = asyncio.create_task(session.run())
-            for message in messages:
-                await session.receive(message)  # as fast as the client can send
-                backlog.append(session.backlog_seconds())
-            await session.close()
-            await decoding
-            session.recording.close()
-        return session
-
-    session = asyncio.run(run())
+    _, session = asyncio.run(
+        run_session(
+            tmp_path,
+            SlowDecoder(words),
+            messages,  # as fast as the client can send
+            config=manual,
+            limits=Limits(max_backlog_seconds=6.0),
+            after_each=lambda live: backlog.append(live.backlog_seconds()),
+        )
+    )
 
     assert len(session.completed) == 6
     # Six turns arrive at once; the session never holds much more than its limit waiting for finals.
@@ -287,28 +261,5 @@ def test_a_session_past_its_longest_length_is_over(tmp_path: Path) -> None:
     from gpu_worker.realtime.session import Limits, SessionOver
 
     pcm, words = speech("librivox-0880")
-
-    async def run() -> None:
-        async def send(event: dict[str, Any]) -> None:
-            del event
-
-        with ThreadPoolExecutor(1) as executor:
-            session = LiveSession(
-                session_id="00000000-0000-0000-0000-0000000000dd",
-                send=send,
-                decoder=ReadingDecoder(words),
-                executor=executor,
-                recording=tmp_path / "long.wav",
-                config=SessionConfig(rate=RATE),
-                limits=Limits(max_session_seconds=2.0),
-            )
-            try:
-                with pytest.raises(SessionOver):
-                    for message in chunks(pcm):
-                        await session.receive(message)
-                assert session.recording.total <= 2 * RATE
-            finally:
-                await session.close()
-                session.recording.close()
-
-    asyncio.run(run())
+    with pytest.raises(SessionOver):
+        asyncio.run(run_session(tmp_path, ReadingDecoder(words), chunks(pcm), limits=Limits(max_session_seconds=2.0)))
