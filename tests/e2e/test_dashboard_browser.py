@@ -30,7 +30,7 @@ from websockets.sync.client import ClientConnection, connect
 
 from shared.config import Settings
 from tests.conftest import REPO, service_missing
-from tests.integration.test_dashboard import OPERATOR_KEY, TRANSCRIPT, Seeded, seed
+from tests.integration.test_dashboard import OPERATOR_KEY, TRANSCRIPT, Seeded, fake_live_component, seed
 
 ARTIFACTS = REPO / ".test-artifacts"
 CHROMIUM_FLAGS = (
@@ -121,7 +121,20 @@ def chromium() -> str:
 
 
 @pytest.fixture
-def dashboard(make_settings: Callable[..., Settings]) -> Iterator[tuple[str, Seeded]]:
+def realtime_port() -> int:
+    """Where the dashboard looks for the live component: nothing answers there unless a test serves it."""
+    return free_port()
+
+
+@pytest.fixture
+def live_component(realtime_port: int) -> Iterator[None]:
+    """A fake live component (its /ready and /metrics) where the dashboard looks for one."""
+    with fake_live_component(realtime_port):
+        yield
+
+
+@pytest.fixture
+def dashboard(make_settings: Callable[..., Settings], realtime_port: int) -> Iterator[tuple[str, Seeded]]:
     settings = make_settings()
     seeded = seed(settings)
     port = free_port()
@@ -130,6 +143,8 @@ def dashboard(make_settings: Callable[..., Settings]) -> Iterator[tuple[str, See
         "SPEECHFLOW_HOME": str(settings.speechflow_home),
         "PYTHONPATH": str(REPO),
         "DASHBOARD_OPERATOR_KEY": OPERATOR_KEY,
+        "REALTIME_HOST": "127.0.0.1",
+        "REALTIME_PORT": str(realtime_port),
     }
     environment.pop("DATABASE_URL", None)
     server = subprocess.Popen(
@@ -207,6 +222,7 @@ def test_a_person_sees_jobs_queues_and_a_job_drill_down(dashboard: tuple[str, Se
     page.open(f"{base}/?view=Overview")
     page.sign_in(OPERATOR_KEY)
     page.wait_for_text("Total jobs", "Active (queued + processing)", "Status breakdown")
+    page.wait_for_text("Live transcription", "Live sessions open / capacity", "not running", "Live jobs in window")
     page.screenshot(ARTIFACTS / "dashboard-overview.png")
 
     page.open(f"{base}/?view=Queues")
@@ -241,3 +257,16 @@ def test_a_person_sees_jobs_queues_and_a_job_drill_down(dashboard: tuple[str, Se
     )
     page.screenshot(ARTIFACTS / "dashboard-job-detail.png")
     assert (ARTIFACTS / "dashboard-job-detail.png").stat().st_size > 10_000
+
+
+def test_a_person_sees_the_live_component_on_the_overview(
+    live_component: None, dashboard: tuple[str, Seeded], page: Page
+) -> None:
+    base, _ = dashboard
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.open(f"{base}/?view=Overview")
+    page.sign_in(OPERATOR_KEY)
+    text = page.wait_for_text("Live transcription", "Live sessions open / capacity", "3 / 8", "Partials skipped")
+    assert "not running" not in text
+    page.wait_for_text("Turn latency p50", "0.50 s", "Turn latency p95", "0.75 s", "latency over 20 turns")
+    page.screenshot(ARTIFACTS / "dashboard-live.png")
