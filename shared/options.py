@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 
 def without_nul(value: str) -> str:
@@ -39,6 +39,11 @@ class JobOptions(BaseModel):
     """Words and names to favour."""
     redact_pii: bool = False
     """Mask card and phone numbers, other identifying numbers, e-mail addresses and names in the results."""
+    redact_pii_audio: bool = False
+    """Also make a copy of the audio with those stretches beeped or silenced (the REDACT_AUDIO step);
+    implies redact_pii."""
+    redact_pii_audio_method: Literal["beep", "silence"] = "beep"
+    """What replaces a masked stretch of the audio: a 1 kHz tone, or silence."""
     retention_seconds: int | None = Field(default=None, ge=60)
     """Keep this job's data at most this long after it ends (never longer than the server's retention)."""
     languages: tuple[str, ...] | None = Field(default=None, min_length=1, max_length=20)
@@ -46,6 +51,14 @@ class JobOptions(BaseModel):
     audio_url: Annotated[str, StringConstraints(max_length=8192), NoNul] | None = None
     """Where the FETCH step gets the audio instead of an upload. Its query may hold a secret (an Azure
     SAS): logs and answers name the host only."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _audio_redaction_masks_the_text(cls, data: Any) -> Any:
+        # Redacted audio beeps what the masked transcript masks: asking for it asks for the masking.
+        if isinstance(data, Mapping) and data.get("redact_pii_audio") is True:
+            return {**data, "redact_pii": True}
+        return data
 
     @property
     def wants_speakers(self) -> bool:
@@ -64,5 +77,15 @@ class JobOptions(BaseModel):
         return self.model_dump(mode="json", exclude_defaults=True)
 
 
-AUDIO_ONLY_OPTIONS = ("speaker_labels", "speakers_expected", "channels", "prompt", "hotwords", "audio_url", "languages")
+AUDIO_ONLY_OPTIONS = (
+    "speaker_labels",
+    "speakers_expected",
+    "channels",
+    "prompt",
+    "hotwords",
+    "audio_url",
+    "languages",
+    "redact_pii_audio",
+    "redact_pii_audio_method",
+)
 """Options that only mean something for a workflow whose input is audio."""

@@ -22,6 +22,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from functions.api.live_page import make_live_page_router
 from functions.api.openai_audio import make_openai_audio_router
 from functions.api.realtime import make_realtime_router
+from functions.api.redacted_audio import redacted_audio_response
 from functions.api.results import ResultUnavailable, load_results, render
 from functions.api.schemas import (
     CreateJobRequest,
@@ -581,6 +582,28 @@ def _add_job_routes(app: FastAPI, settings: Settings) -> None:
             translation=_text_part(found.translation),
             summary=_summary_part(found.summary),
         )
+
+    @app.get(
+        "/jobs/{job_id}/redacted-audio",
+        response_class=Response,
+        responses={
+            **ERRORS,
+            200: {"content": {"audio/wav": {}}, "description": "The upload with masked PII beeped or silenced"},
+            410: {"model": ErrorResponse, "description": "Deleted with the upload (retention) or by a purge"},
+        },
+        tags=["jobs"],
+    )
+    def redacted_audio(
+        *, job_id: uuid.UUID, session: SessionDep, runtime: RuntimeDep, principal: PrincipalDep
+    ) -> Response:
+        """The upload as a WAV of the same length, sample rate and channels, with every stretch where
+        masked PII was spoken replaced (`redact_pii_audio: true`; a 1 kHz beep or silence). 404 when
+        not asked for, 409 until it is made, 410 once deleted."""
+        job = _job_or_404(session, job_id, principal)
+        try:
+            return redacted_audio_response(runtime, job)
+        except ResultUnavailable as unavailable:
+            raise ApiError(unavailable.status, unavailable.code, unavailable.message) from None
 
     @app.get("/usage", response_model=UsageSummaryResponse, responses=ERRORS, tags=["jobs"])
     def usage(

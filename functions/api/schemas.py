@@ -80,6 +80,11 @@ class CreateJobRequest(BaseModel):
     them. full_pipeline and lid_only, without source_language."""
     redact_pii: bool = False
     """Mask card and phone numbers, other identifying numbers, e-mail addresses and names in every result."""
+    redact_pii_audio: bool = False
+    """Also make the audio with every masked stretch replaced (GET /jobs/{id}/redacted-audio, a WAV of the
+    upload's length, rate and channels); implies redact_pii. full_pipeline and transcribe_only."""
+    redact_pii_audio_method: Literal["beep", "silence"] = "beep"
+    """With redact_pii_audio: a 1 kHz tone (`beep`) or `silence` over each masked stretch."""
     retention_seconds: int | None = Field(default=None, ge=60)
     """Delete this job's audio and results this long after it ends (at most the server's retention)."""
 
@@ -141,6 +146,10 @@ class CreateJobRequest(BaseModel):
                 raise ValueError("give source_language (the language) or languages (the possible ones), not both")
             if self.workflow_type not in LANGUAGE_IDENTIFYING:
                 raise ValueError(f"languages narrows language identification, which {self.workflow_type} does not run")
+        if "redact_pii_audio_method" in self.model_fields_set and not self.redact_pii_audio:
+            raise ValueError("redact_pii_audio_method applies only with redact_pii_audio: true")
+        if self.redact_pii_audio and self.workflow_type == "lid_only":
+            raise ValueError("redact_pii_audio needs a transcript: full_pipeline or transcribe_only, not lid_only")
         if self.workflow_type not in AUDIO_WORKFLOWS:
             given = [name for name in AUDIO_ONLY_OPTIONS if name in self.model_fields_set]
             if given:
