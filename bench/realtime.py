@@ -59,7 +59,18 @@ class SessionRun:
     completed: list[tuple[float, str]] = field(default_factory=list)
     first_deltas: dict[str, float] = field(default_factory=dict)
     item_order: list[str] = field(default_factory=list)
+    item_start_ms: dict[str, int] = field(default_factory=dict)
+    completed_at: dict[str, float] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
+
+    def by_reading(self, spans: list[tuple[int, int]]) -> list[list[str]]:
+        """The items (turns the server found) of each reading, by where their speech started."""
+        readings: list[list[str]] = [[] for _ in spans]
+        for item in self.item_order:
+            at = self.item_start_ms.get(item, 0) * 48  # ms → 24 kHz PCM16 bytes
+            index = max((i for i, (start, _) in enumerate(spans) if start - 48 * 400 <= at), default=0)
+            readings[index].append(item)
+        return readings
 
 
 def recording() -> tuple[bytes, list[tuple[int, int]], str]:
@@ -126,9 +137,18 @@ def stream(url: str, key: str, pcm: bytes, spans: list[tuple[int, int]], silence
                     if at < end <= at + chunk:
                         turn.last_sent = now
 
-        sender = threading.Thread(target=send)
+        sender_done = threading.Event()
+
+        def send_then_mark() -> None:
+            send()
+            time.sleep(2.0)  # the last turn's silence, and its final
+            sender_done.set()
+
+        sender = threading.Thread(target=send_then_mark)
         sender.start()
-        while len(run.completed) < len(spans):
+        while len(run.completed) < len(spans) or len(run.completed) < len(run.item_order):
+            if sender_done.is_set() and len(run.completed) >= len(run.item_order) and run.completed:
+                break
             try:
                 event = json.loads(socket.recv(timeout=60))
             except TimeoutError:
@@ -137,10 +157,13 @@ def stream(url: str, key: str, pcm: bytes, spans: list[tuple[int, int]], silence
             kind = event["type"]
             if kind == "conversation.item.input_audio_transcription.delta":
                 run.first_deltas.setdefault(event["item_id"], time.monotonic())
+            elif kind == "input_audio_buffer.speech_started":
+                run.item_start_ms[event["item_id"]] = event["audio_start_ms"]
             elif kind == "input_audio_buffer.committed":
                 run.item_order.append(event["item_id"])
             elif kind == "conversation.item.input_audio_transcription.completed":
                 run.completed.append((time.monotonic(), event["transcript"]))
+                run.completed_at[event["item_id"]] = time.monotonic()
             elif kind == "error":
                 run.errors.append(event["error"]["message"])
         sender.join()
@@ -228,11 +251,13 @@ def main() -> int:
             rates = []
             for run in runs:
                 errors += run.errors
-                for turn, (done_at, _) in zip(run.turns, run.completed, strict=False):
-                    finals.append(done_at - turn.last_sent)
-                for turn, item in zip(run.turns, run.item_order, strict=False):
-                    if item in run.first_deltas:
-                        firsts.append(run.first_deltas[item] - turn.first_sent)
+                for turn, items in zip(run.turns, run.by_reading(spans), strict=True):
+                    done = [run.completed_at[item] for item in items if item in run.completed_at]
+                    if done:
+                        finals.append(max(done) - turn.last_sent)
+                    deltas = [run.first_deltas[item] for item in items if item in run.first_deltas]
+                    if deltas:
+                        firsts.append(min(deltas) - turn.first_sent)
                 rates.append(wer(reference, " ".join(text for _, text in run.completed)))
             peak = memory(live_pid, "VmHWM")
             print(

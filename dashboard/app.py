@@ -19,7 +19,7 @@ import streamlit as st
 from shared.core.config import Settings, local_api_key
 from shared.domain.status import JOB_STATUSES
 from shared.domain.workflow import WORKFLOW_TYPES
-from shared.jobs import ops
+from shared.jobs import live_ops, ops
 from shared.runtime import Runtime
 
 VIEWS = ("Overview", "Queues", "Steps", "Jobs", "Job detail")
@@ -62,6 +62,11 @@ def _seconds(value: float | None) -> str:
     return f"{value / 3600:.1f} h"
 
 
+def _latency(value: float | None) -> str:
+    """Sub-second latencies with two decimals (a live turn's 0.35 s is not 0.3 s)."""
+    return "–" if value is None else f"{value:.2f} s" if value < 10 else _seconds(value)
+
+
 # --- views
 
 
@@ -82,6 +87,7 @@ def overview_view(window: timedelta) -> None:
     st.bar_chart(frame, y="jobs", horizontal=True)
     st.dataframe(frame, width="stretch")
     usage_section(window)
+    live_section(window)
     retention_section()
 
 
@@ -99,6 +105,36 @@ def usage_section(window: timedelta) -> None:
     cost.metric("Estimated cost", f"{shown['estimated_cost']['amount']:.4f} {shown['estimated_cost']['currency']}")
     if shown["steps"]:
         st.dataframe(pd.DataFrame(shown["steps"]), width="stretch", hide_index=True)
+
+
+def live_section(window: timedelta) -> None:
+    """Live transcription: the live component now (its /ready and /metrics, shared/jobs/live_ops.py) and the
+    live sessions recorded as jobs in the window."""
+    rt = runtime()
+    status = live_ops.read_live_status(rt.settings)
+    with rt.sessions() as session:
+        jobs = ops.live_jobs_since(session=session, since=datetime.now(UTC) - window)
+    st.subheader("Live transcription")
+    metrics = status.metrics or live_ops.LiveMetrics()
+    open_now, p50, p95, audio, skipped = st.columns(5)
+    open_now.metric("Live sessions open / capacity", status.capacity)
+    p50.metric("Turn latency p50", _latency(metrics.turn_latency_p50))
+    p95.metric("Turn latency p95", _latency(metrics.turn_latency_p95))
+    audio.metric("Live audio received", _seconds(metrics.audio_seconds))
+    skipped.metric("Partials skipped", "–" if metrics.partials_skipped is None else f"{metrics.partials_skipped:.0f}")
+    if not status.running:
+        st.caption(f"The live component is not running: {status.reason}.")
+    elif status.metrics is None:
+        st.caption("The live component answered /ready but not /metrics.")
+    else:
+        st.caption(
+            f"Since the live component started; latency over {metrics.turns} turns (commit → transcript),"
+            " estimated from the histogram's buckets."
+        )
+    count, minutes, recovered = st.columns(3)
+    count.metric("Live jobs in window", jobs.count)
+    minutes.metric("Live audio in window", f"{jobs.audio_seconds / 60:.1f} min")
+    recovered.metric("Recovered after a crash", jobs.recovered)
 
 
 def retention_section() -> None:

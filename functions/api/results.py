@@ -10,6 +10,7 @@ from fastapi.responses import PlainTextResponse
 
 from shared.domain import subtitles
 from shared.domain.results import Transcript
+from shared.domain.subtitle_cues import CueRules
 from shared.jobs.results import JobResults, load_results
 
 log = logging.getLogger(__name__)
@@ -25,8 +26,10 @@ class ResultUnavailable(Exception):
         self.status, self.code, self.message = status, code, message
 
 
-def render(results: JobResults, fmt: str, *, part: str, job_id: uuid.UUID) -> PlainTextResponse:
-    """A transcript part as subtitles (srt, vtt) or text (txt)."""
+def render(
+    results: JobResults, fmt: str, *, part: str, job_id: uuid.UUID, rules: CueRules | None = None
+) -> PlainTextResponse:
+    """A transcript part as subtitles (srt, vtt; cues cut to `rules` when given) or text (txt)."""
     source: Transcript | None = results.transcript if part == "transcript" else results.translation
     if source is None or (not source.segments and not source.text):
         raise ResultUnavailable(409, "not_ready", f"no {part} for this job")
@@ -38,9 +41,9 @@ def render(results: JobResults, fmt: str, *, part: str, job_id: uuid.UUID) -> Pl
             " ask for format=txt or json",
         )
     if fmt == "srt":
-        body = subtitles.to_srt(source.segments)
+        body = subtitles.to_srt(source.segments, rules=rules)
     elif fmt == "vtt":
-        body = subtitles.to_vtt(source.segments)
+        body = subtitles.to_vtt(source.segments, rules=rules)
     else:
         body = subtitles.to_txt(source)
     return PlainTextResponse(

@@ -93,6 +93,10 @@ class CreateJobRequest(ClientOptions):
                 raise ValueError("give source_language (the language) or languages (the possible ones), not both")
             if self.workflow_type not in LANGUAGE_IDENTIFYING:
                 raise ValueError(f"languages narrows language identification, which {self.workflow_type} does not run")
+        if "redact_pii_audio_method" in self.model_fields_set and not self.redact_pii_audio:
+            raise ValueError("redact_pii_audio_method applies only with redact_pii_audio: true")
+        if self.redact_pii_audio and self.workflow_type == "lid_only":
+            raise ValueError("redact_pii_audio needs a transcript: full_pipeline or transcribe_only, not lid_only")
         if self.workflow_type not in AUDIO_WORKFLOWS:
             given = [name for name in AUDIO_ONLY_OPTIONS if name in self.model_fields_set]
             if given:

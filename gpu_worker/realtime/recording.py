@@ -30,6 +30,7 @@ from shared.domain.options import JobOptions
 from shared.domain.results import LanguageResult, Segment, Transcript, Word
 from shared.jobs.store import create_job, start_job
 from shared.runtime import Runtime
+from shared.steps.outputs import redact, side_files
 
 log = logging.getLogger(__name__)
 
@@ -152,6 +153,17 @@ class JobRecorder:
         )
         audio_path = f"{job_id}/live.wav"
         runtime.blobs.put_file(settings.audio_container, audio_path, session.recording.path, content_type="audio/wav")
+        # What every step's result goes through before it is stored (shared/steps/outputs.py).
+
+        if request.options.get("redact_pii"):
+            transcript = redact(transcript, language=language or "eng")  # type: ignore[assignment]
+        for extension, text, content_type in side_files(transcript):
+            runtime.blobs.put(
+                settings.results_container,
+                result_blob_path(job_id, "TRANSCRIBE", extension),
+                text.encode("utf-8"),
+                content_type=content_type,
+            )
         results = {"TRANSCRIBE": transcript.model_dump(mode="json", exclude_none=True)}
         if request.workflow_type == "full_pipeline":
             identified = LanguageResult(language=language or "und", duration=round(duration, 3), backend="live")

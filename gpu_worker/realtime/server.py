@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import signal
@@ -206,7 +207,7 @@ class LiveServer:
                 max_partials=max(1, self.settings.realtime_decoders - 1),
             ),
             load=self._load,
-            redact=_redactor() if connection.redact else None,  # type: ignore[attr-defined]
+            redact=_masked if connection.redact else None,  # type: ignore[attr-defined]
         )
         self.sessions[session_id] = session
         self._per_key[caller.principal_id] += 1
@@ -276,6 +277,14 @@ class LiveServer:
             await stopping.wait()
 
 
+def _masked(text: str, words: list[dict[str, Any]], language: str | None) -> tuple[str, list[dict[str, Any]]]:
+    """A turn's transcript and words masked; the session calls it on a thread, so the masker loads (once
+    per process) with the first turn that needs it, not in the handshake."""
+    redact: Callable[[str, list[dict[str, Any]], str | None], tuple[str, list[dict[str, Any]]]] = _redactor()
+    return redact(text, words, language)
+
+
+@functools.cache
 def _redactor() -> Any:
     """PII masking of live turns, with the redactor the PII step uses."""
     # lazy: the PII recogniser takes seconds to import; only jobs that mask PII pay it

@@ -9,6 +9,7 @@ there is time (the first thing to go under load), never taking a confirmed word 
 
 from __future__ import annotations
 
+import array
 import asyncio
 import base64
 import logging
@@ -37,6 +38,7 @@ from gpu_worker.realtime.protocol import (
 )
 from shared.domain.languages import to_iso639_3
 from shared.engines.speech.streaming import (
+    FRAME_SAMPLES,
     SAMPLE_RATE,
     AudioInput,
     LocalAgreement,
@@ -205,6 +207,8 @@ class LiveSession:
         self.completed: list[CompletedTurn] = []
         self.started_at = time.monotonic()
         self.load = load or DecodeLoad()
+        self._speech = array.array("f")
+        """Silero VAD's speech probability of every 32 ms frame of the session, whatever the turn detection."""
         self.partials_skipped = 0
         self.turn_latencies: list[float] = []
 
@@ -257,11 +261,13 @@ class LiveSession:
             raise SessionOver("the session reached its longest allowed length")
         self.recording.add(samples)
         LIVE_AUDIO_SECONDS.inc(samples.size / SAMPLE_RATE)
+        probabilities = self._vad.probabilities(samples)
+        self._speech.extend(probabilities)
         if self.config.turn_detection is None:
             if self.recording.total - self._buffer_start > self.limits.max_backlog_seconds * SAMPLE_RATE:
                 await self._commit()  # a buffer never committed is committed in pieces, not kept whole
             return
-        for event in self._detector.feed(self._vad.probabilities(samples)):
+        for event in self._detector.feed(probabilities):
             await self._on_turn_event(event)
         turn = self._open
         if (
@@ -315,14 +321,7 @@ class LiveSession:
         self._buffer_start = turn.end
         self._previous_item = turn.item_id
         await self._emit("input_audio_buffer.committed", item_id=turn.item_id, previous_item_id=turn.previous_item_id)
-        item = {
-            "id": turn.item_id,
-            "object": "realtime.item",
-            "type": "message",
-            "status": "completed",
-            "role": "user",
-            "content": [{"type": "input_audio", "transcript": None}],
-        }
+        item = _user_item(turn.item_id, None)
         if self.config.schema == "beta":
             await self._emit("conversation.item.created", previous_item_id=turn.previous_item_id, item=item)
         else:
@@ -408,8 +407,18 @@ class LiveSession:
         )
         return found
 
+    def has_speech(self, start: int, end: int) -> bool:
+        """Whether VAD heard speech between these samples (a turn of silence is not decoded: Whisper
+        would make words up)."""
+        threshold = self.config.turn_detection.threshold if self.config.turn_detection else 0.5
+        first, last = start // FRAME_SAMPLES, max(start // FRAME_SAMPLES + 1, -(-end // FRAME_SAMPLES))
+        return any(probability >= threshold for probability in self._speech[first:last])
+
     async def _final(self, turn: Turn) -> None:
         assert turn.end is not None
+        if not self.has_speech(turn.start, turn.end):
+            await self._finish_silent(turn)
+            return
         confirmed = turn.agreement.confirmed
         try:
             # A decode started at the pause that ended the turn heard all of its speech: no second one.
@@ -444,7 +453,7 @@ class LiveSession:
         language = found.language or turn.language
         shown, shown_words = transcript, timed
         if self._redact is not None:
-            shown, shown_words = self._redact(transcript, timed, language)
+            shown, shown_words = await asyncio.to_thread(self._redact, transcript, timed, language)
             remainder = shown
         if remainder:
             await self._emit(
@@ -477,21 +486,31 @@ class LiveSession:
             language=_iso639_3(language),
             **extra,
         )
-        if self.config.schema == "ga":
-            item = {
-                "id": turn.item_id,
-                "object": "realtime.item",
-                "type": "message",
-                "status": "completed",
-                "role": "user",
-                "content": [{"type": "input_audio", "transcript": shown}],
-            }
-            await self._emit("conversation.item.done", previous_item_id=turn.previous_item_id, item=item)
+        await self._item_done(turn, shown)
         committed_at = getattr(turn, "committed_at", None)
         if committed_at is not None:
             self.turn_latencies.append(time.monotonic() - committed_at)
             LIVE_TURN_LATENCY.observe(self.turn_latencies[-1])
         self._trim()
+
+    async def _finish_silent(self, turn: Turn) -> None:
+        """A committed turn with no speech in it: an empty transcript, as OpenAI answers one."""
+        assert turn.end is not None
+        await self._emit(
+            "conversation.item.input_audio_transcription.completed",
+            item_id=turn.item_id,
+            content_index=0,
+            transcript="",
+            usage={"type": "duration", "seconds": round((turn.end - turn.start) / SAMPLE_RATE, 3)},
+            words=[],
+            language=None,
+        )
+        await self._item_done(turn, "")
+
+    async def _item_done(self, turn: Turn, transcript: str) -> None:
+        if self.config.schema == "ga":  # the beta schema has no such event
+            item = _user_item(turn.item_id, transcript)
+            await self._emit("conversation.item.done", previous_item_id=turn.previous_item_id, item=item)
 
     async def _decode(self, function: Callable[..., Any], audio: npt.NDArray[np.float32], **options: Any) -> Any:
         self.load.in_flight += 1
@@ -525,6 +544,9 @@ class LiveSession:
             detector.threshold = detection.threshold
             detector.prefix_padding_ms = detection.prefix_padding_ms
             detector.silence_duration_ms = detection.silence_duration_ms
+        # The final decode starts this far into a pause (a turn's final takes about 0.5 s on 2 cores): late
+        # enough that the short pauses inside a sentence rarely start one in vain.
+        detector.early_final_ms = max(160, detector.silence_duration_ms * 3 // 5)
         detector.frames_seen = frames_seen
         return detector
 
@@ -536,6 +558,18 @@ class LiveSession:
 
     async def _emit(self, kind: str, **fields: Any) -> None:
         await self._send({"type": kind, "event_id": event_id(), **fields})
+
+
+def _user_item(item_id: str, transcript: str | None) -> dict[str, Any]:
+    """The conversation item of a turn, as the Realtime API shows a user's audio message."""
+    return {
+        "id": item_id,
+        "object": "realtime.item",
+        "type": "message",
+        "status": "completed",
+        "role": "user",
+        "content": [{"type": "input_audio", "transcript": transcript}],
+    }
 
 
 class SessionOver(Exception):

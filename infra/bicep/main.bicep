@@ -62,6 +62,10 @@ param openAiCapacity int = 50
 @description('Key Vault purge protection; leave on in production, turn off for throw-away environments.')
 param keyVaultPurgeProtection bool = true
 
+@description('Key that signs live client secrets (SPEECHFLOW_SIGNING_KEY), shared by the API and the live component. The default is new on every deployment: pass the current one to keep it, or restart both after provisioning (docs/DEPLOY.md).')
+@secure()
+param liveSigningKey string = newGuid()
+
 // Queue names as shared/core/config.py and the step registry (shared/domain/registry.py) name them.
 var queueNames = [
   'job-events'
@@ -81,6 +85,7 @@ var openAiDeploymentName = 'gpt-4.1'
 var databaseName = 'speechflow'
 var databaseUrlSecretName = 'database-url'
 var openAiKeySecretName = 'azure-openai-api-key'
+var liveSigningKeySecretName = 'live-signing-key'
 
 var resourceToken = toLower(uniqueString(subscription().id, resourceGroup().id, environmentName))
 var tags = {
@@ -95,6 +100,7 @@ module monitoring 'modules/monitoring.bicep' = {
     tags: tags
     workspaceName: 'log-${environmentName}-${resourceToken}'
     appInsightsName: 'appi-${environmentName}-${resourceToken}'
+    prometheusWorkspaceName: 'amw-${environmentName}-${resourceToken}'
   }
 }
 
@@ -162,6 +168,8 @@ module keyVault 'modules/keyvault.bicep' = {
     databaseUrl: 'postgresql://${postgresAdminLogin}:${uriComponent(postgresAdminPassword)}@${postgres.outputs.fqdn}:5432/${databaseName}?sslmode=require'
     openAiKeySecretName: openAiKeySecretName
     openAiAccountName: openAi.outputs.name
+    liveSigningKeySecretName: liveSigningKeySecretName
+    liveSigningKey: liveSigningKey
   }
 }
 
@@ -181,6 +189,7 @@ module aks 'modules/aks.bicep' = {
     tags: tags
     clusterName: 'aks-${environmentName}-${resourceToken}'
     logAnalyticsWorkspaceId: monitoring.outputs.workspaceId
+    prometheusWorkspaceId: monitoring.outputs.prometheusWorkspaceId
     systemVmSize: systemVmSize
     defaultVmSize: defaultVmSize
     gpuVmSize: gpuVmSize
@@ -213,8 +222,10 @@ module access 'modules/access.bicep' = {
     keyVaultName: keyVault.outputs.name
     databaseUrlSecretName: databaseUrlSecretName
     openAiKeySecretName: openAiKeySecretName
+    liveSigningKeySecretName: liveSigningKeySecretName
     openAiAccountName: openAi.outputs.name
     registryName: registry.outputs.name
+    prometheusWorkspaceName: monitoring.outputs.prometheusWorkspaceName
   }
 }
 
@@ -234,3 +245,5 @@ output AZURE_OPENAI_ENDPOINT string = openAi.outputs.endpoint
 output AZURE_OPENAI_DEPLOYMENT string = openAi.outputs.deploymentName
 output POSTGRES_SERVER_FQDN string = postgres.outputs.fqdn
 output APPLICATIONINSIGHTS_CONNECTION_STRING string = monitoring.outputs.appInsightsConnectionString
+// KEDA's prometheus trigger for the live component (k8s/10-live.yaml) queries this endpoint.
+output AZURE_MONITOR_PROMETHEUS_ENDPOINT string = monitoring.outputs.prometheusQueryEndpoint

@@ -26,6 +26,8 @@ import httpx
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
+from shared.cli.cues import cue_arguments, cue_rules
+from shared.cli.errors import CliError, Unreachable
 from shared.cli.keys import manage_keys
 from shared.core.config import Settings, SettingsError, get_settings, local_api_key
 from shared.domain.status import JOB_STATUSES
@@ -35,14 +37,6 @@ TERMINAL = {"completed", "partial_complete", "failed", "cancelled"}
 CHUNK = 1024 * 1024
 FORMATS = ["json", "txt", "srt", "vtt"]
 PARTS = ["transcript", "translation"]
-
-
-class CliError(Exception):
-    """A failure to report to the user in one line."""
-
-
-class Unreachable(Exception):
-    """SpeechFlow did not answer at all."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -171,8 +165,18 @@ def follow(
         sleep(poll_seconds)
 
 
-def results(client: httpx.Client, job_id: str, fmt: str, part: str = "transcript") -> str:
-    params = {} if fmt == "json" else {"format": fmt, "part": part}
+def results(
+    client: httpx.Client,
+    job_id: str,
+    fmt: str,
+    part: str = "transcript",
+    cue_rules: dict[str, float] | None = None,
+) -> str:
+    """The results as JSON, subtitles or text; `cue_rules` (max_line_chars, max_lines, max_cue_seconds)
+    cut srt and vtt cues."""
+    params: dict[str, Any] = {} if fmt == "json" else {"format": fmt, "part": part}
+    if fmt in ("srt", "vtt") and cue_rules:
+        params.update(cue_rules)
     response = client.get(f"/jobs/{job_id}/results", params=params)
     if fmt == "json":
         return json.dumps(_check(response, "reading the results"), indent=2, ensure_ascii=False)
@@ -201,6 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
     cmd.add_argument("--wait", action="store_true", help="wait for the jobs to finish and print their results")
     cmd.add_argument("--format", "-f", choices=FORMATS, default="json")
     cmd.add_argument("--part", choices=PARTS, default="transcript", help="for srt, vtt and txt")
+    cue_arguments(cmd)
     cmd.add_argument(
         "--output", "-o", type=Path, help="save the results to this file (a folder for several jobs) instead"
     )
@@ -225,6 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
     read = jobs_sub.add_parser("results", help="a job's results")
     read.add_argument("--format", "-f", choices=FORMATS, default="json")
     read.add_argument("--part", choices=PARTS, default="transcript", help="for srt, vtt and txt")
+    cue_arguments(read)
     read.add_argument("--output", "-o", type=Path, help="save the results to this file instead of printing them")
     cancel = jobs_sub.add_parser("cancel", help="cancel a job that has not ended")
     for command in (listing, show, read, cancel):
@@ -338,6 +344,8 @@ def _check_arguments(args: argparse.Namespace) -> None:
             raise CliError(f"{args.file} is not a file")
         if not 0.1 <= args.speed <= 100:
             raise CliError("--speed: give a number from 0.1 to 100")
+    if args.command == "submit" or (args.command == "jobs" and args.jobs_command == "results"):
+        cue_rules(args)
     if args.command == "jobs" and args.jobs_command == "list" and not 1 <= args.limit <= 500:
         raise CliError("--limit: give a number from 1 to 500")
 
@@ -364,7 +372,7 @@ def _run(
     elif command == "show":
         print(json.dumps(_check(client.get(f"/jobs/{args.job_id}"), "reading the job"), indent=2, ensure_ascii=False))
     elif command == "results":
-        _emit(results(client, args.job_id, args.format, args.part), args.output, console=console)
+        _emit(results(client, args.job_id, args.format, args.part, cue_rules(args)), args.output, console=console)
     else:
         # DELETE on a job that has ended purges its data; `cancel` only ever stops a running one.
         job = _check(client.get(f"/jobs/{args.job_id}"), "reading the job")
@@ -440,7 +448,7 @@ def _submit_command(
             continue
         if job["status"] == "partial_complete":
             console.print(f"[yellow]{label}: partially complete:[/yellow] {job.get('error_message') or ''}")
-        outputs.append((label, results(client, job_id, args.format, args.part)))
+        outputs.append((label, results(client, job_id, args.format, args.part, cue_rules(args))))
     _emit_many(outputs, args.output, args.format, console=console)
     return 1 if failed else 0
 

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
 from shared.domain.languages import UnsupportedLanguage, to_iso639_3
 
@@ -51,6 +51,12 @@ class ClientOptions(BaseModel):
     identification answers one of them. full_pipeline and lid_only, without source_language."""
     redact_pii: bool = False
     """Mask card and phone numbers, other identifying numbers, e-mail addresses and names in every result."""
+    redact_pii_audio: bool = False
+    """Also make the audio with every masked stretch replaced (GET /jobs/{id}/redacted-audio, a WAV of the
+    upload's length, rate and channels; the REDACT_AUDIO step); implies redact_pii. full_pipeline and
+    transcribe_only."""
+    redact_pii_audio_method: Literal["beep", "silence"] = "beep"
+    """With redact_pii_audio: a 1 kHz tone (`beep`) or `silence` over each masked stretch."""
     retention_seconds: int | None = Field(default=None, ge=60)
     """Delete this job's audio and results this long after it ends (at most the server's retention)."""
     audio_url: Annotated[str, StringConstraints(min_length=1, max_length=8192), NoNul] | None = None
@@ -58,6 +64,14 @@ class ClientOptions(BaseModel):
     Blob URL with a read SAS works). The job is queued at once; its FETCH step downloads and checks the
     file. audio_filename is then optional (the name is taken from the URL's path). Its query may hold a
     secret (a SAS): logs and answers name the host only."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _audio_redaction_masks_the_text(cls, data: Any) -> Any:
+        # Redacted audio beeps what the masked transcript masks: asking for it asks for the masking.
+        if isinstance(data, Mapping) and data.get("redact_pii_audio") is True:
+            return {**data, "redact_pii": True}
+        return data
 
     @field_validator("audio_url")
     @classmethod
@@ -105,5 +119,15 @@ class JobOptions(ClientOptions):
         return self.model_dump(mode="json", exclude_defaults=True)
 
 
-AUDIO_ONLY_OPTIONS = ("speaker_labels", "speakers_expected", "channels", "prompt", "hotwords", "audio_url", "languages")
+AUDIO_ONLY_OPTIONS = (
+    "speaker_labels",
+    "speakers_expected",
+    "channels",
+    "prompt",
+    "hotwords",
+    "audio_url",
+    "languages",
+    "redact_pii_audio",
+    "redact_pii_audio_method",
+)
 """Options that only mean something for a workflow whose input is audio."""

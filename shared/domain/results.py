@@ -73,6 +73,24 @@ class LanguageResult(ResultModel):
     model: str | None = None
 
 
+class RedactedStretch(ResultModel):
+    start: float
+    end: float
+    kind: str
+    """The placeholder whose words were spoken there (`[PHONE]`, …)."""
+
+
+class RedactedAudio(ResultModel):
+    """REDACT_AUDIO: the upload as a WAV with the stretches where masked PII was spoken replaced; the WAV
+    itself is `results/{job}/redact_audio.wav` (GET /jobs/{id}/redacted-audio)."""
+
+    method: str
+    sample_rate: int
+    channels: int
+    duration: float
+    stretches: list[RedactedStretch] = Field(default_factory=list)
+
+
 class Transcript(ResultModel):
     """TRANSCRIBE: the words spoken, in segments (with word timings where the engine gives them)."""
 

@@ -18,6 +18,7 @@ from typing import Any
 
 from shared.core.errors import PermanentError
 from shared.domain.results import Segment, Transcript, Word
+from shared.domain.subtitle_cues import CueRules, cut_cues
 
 MAX_LINE_CHARS = 42
 MAX_LINES = 2
@@ -38,22 +39,23 @@ class Cue:
 SegmentLike = Segment | Mapping[str, Any]
 
 
-def to_srt(segments: Iterable[SegmentLike]) -> str:
-    """SubRip: numbered cues, `HH:MM:SS,mmm --> HH:MM:SS,mmm`, a blank line after each."""
+def to_srt(segments: Iterable[SegmentLike], *, rules: CueRules | None = None) -> str:
+    """SubRip: numbered cues, `HH:MM:SS,mmm --> HH:MM:SS,mmm`, a blank line after each. With `rules`,
+    cues are cut to them (shared/domain/subtitle_cues.py)."""
     blocks = [
         f"{number}\n{_timestamp(cue.start, ',')} --> {_timestamp(cue.end, ',')}\n"
         + "\n".join(_with_speaker(cue.lines, f"[{cue.speaker}] " if cue.speaker else ""))
-        for number, cue in enumerate(cues(segments), start=1)
+        for number, cue in enumerate(_cues(segments, rules), start=1)
     ]
     return "".join(block + "\n\n" for block in blocks)
 
 
-def to_vtt(segments: Iterable[SegmentLike]) -> str:
-    """WebVTT: the `WEBVTT` header, then `HH:MM:SS.mmm --> HH:MM:SS.mmm` cues."""
+def to_vtt(segments: Iterable[SegmentLike], *, rules: CueRules | None = None) -> str:
+    """WebVTT: the `WEBVTT` header, then `HH:MM:SS.mmm --> HH:MM:SS.mmm` cues (cut to `rules` if given)."""
     blocks = [
         f"{_timestamp(cue.start, '.')} --> {_timestamp(cue.end, '.')}\n"
         + "\n".join(_with_speaker(cue.lines, f"<v {_vtt_escape(cue.speaker)}>" if cue.speaker else ""))
-        for cue in cues(segments)
+        for cue in _cues(segments, rules)
     ]
     return "WEBVTT\n\n" + "".join(block + "\n\n" for block in blocks)
 
@@ -105,6 +107,23 @@ def cues(
         else:
             result.extend(_split_by_lines(lines, start, end, max_lines, speaker=segment.speaker))
     return result
+
+
+def _cues(segments: Iterable[SegmentLike], rules: CueRules | None) -> list[Cue]:
+    if rules is None:
+        return cues(segments)
+    segments = list(segments)
+    if any(not _timed(segment) for segment in segments):
+        raise UntimedTranscript()
+    return [Cue(start=c.start, end=c.end, lines=c.lines, speaker=c.speaker) for c in cut_cues(segments, rules)]
+
+
+def _timed(segment: SegmentLike) -> bool:
+    if isinstance(segment, Segment):
+        return segment.timed or not segment.text.strip()
+    return (segment.get("start") is not None and segment.get("end") is not None) or not str(
+        segment.get("text") or ""
+    ).strip()
 
 
 def _with_speaker(lines: tuple[str, ...], prefix: str) -> list[str]:

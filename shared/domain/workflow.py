@@ -167,12 +167,18 @@ def transcription_parts(job: JobState) -> int:
     return chunk_count(job.audio_duration_seconds, job.chunk_seconds)
 
 
+def wants_redacted_audio(job: JobState) -> bool:
+    return bool(job.options.get("redact_pii_audio"))
+
+
 def _speech(first: tuple[str, ...]) -> tuple[Node, ...]:
     """TRANSCRIBE (fanned out over the chunks of a long recording, or over split channels) and, when
-    speakers are asked for, DIARIZE beside it."""
+    speakers are asked for, DIARIZE beside it; when redacted audio is asked for, REDACT_AUDIO after the
+    (masked) transcript. Its failure leaves the transcript intact: the job ends partial_complete."""
     return (
         Node("TRANSCRIBE", after=first, parts=transcription_parts),
         Node("DIARIZE", after=first, optional=True, include_when=wants_diarization),
+        Node("REDACT_AUDIO", after=("TRANSCRIBE",), optional=True, include_when=wants_redacted_audio),
     )
 
 

@@ -218,10 +218,10 @@ def run_api(settings: Settings) -> int:
 
 
 def run_realtime(settings: Settings) -> int:
-    """Live transcription over WebSockets (`python -m gpu_worker.realtime`), its own Whisper model. This
+    """Live transcription over WebSockets (`python -m gpu_worker realtime`), its own Whisper model. This
     process becomes it (exec): a runner above this layer, started by its command line, never imported."""
     del settings  # the server reads the same environment into its own Settings
-    argv = [sys.executable, "-m", "gpu_worker.realtime"]
+    argv = [sys.executable, "-m", "gpu_worker", "realtime"]
     os.execve(sys.executable, argv, environment_snapshot())  # noqa: S606 - our own interpreter and module
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import case, func, or_, select
 from sqlalchemy.orm import Session, selectinload
 
 from shared.core.config import Settings
@@ -375,3 +375,28 @@ def usage_since(*, session: Session, settings: Settings, since: datetime) -> Usa
         job_usage(audio_seconds=seconds, steps=steps.get(job_id, []), rates=rates) for job_id, seconds in audio.items()
     ]
     return total_usage(jobs, rates=rates)
+
+
+@dataclass(frozen=True)
+class LiveJobs:
+    """Live sessions recorded as jobs (options `"live": true`, gpu_worker/realtime/recording.py)."""
+
+    count: int
+    audio_seconds: float
+    recovered: int
+    """Of them, sessions recovered after the live component crashed (options `"recovered": true`)."""
+
+
+def live_jobs_since(*, session: Session, since: datetime) -> LiveJobs:
+    """Live jobs created since then: how many, their audio, how many were recovered. The JSON test
+    renders as json_extract on SQLite and a ->> cast on PostgreSQL."""
+    live = Job.options["live"].as_boolean().is_(True)
+    recovered = Job.options["recovered"].as_boolean().is_(True)
+    row = session.execute(
+        select(
+            func.count(),
+            func.coalesce(func.sum(Job.audio_duration_seconds), 0.0),
+            func.coalesce(func.sum(case((recovered, 1), else_=0)), 0),
+        ).where(Job.created_at >= since, live)
+    ).one()
+    return LiveJobs(count=int(row[0] or 0), audio_seconds=float(row[1] or 0.0), recovered=int(row[2] or 0))

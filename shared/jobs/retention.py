@@ -34,6 +34,7 @@ from sqlalchemy.orm import Session
 
 from shared.core.config import Settings
 from shared.core.db import transaction
+from shared.domain.messages import result_blob_path
 from shared.domain.models import Job, WebhookDelivery, utcnow
 from shared.domain.options import JobOptions
 from shared.jobs.store import get_job
@@ -245,13 +246,16 @@ def pending_purges(session: Session, *, limit: int = 500) -> list[uuid.UUID]:
 
 
 def delete_audio(runtime: Runtime, job_id: uuid.UUID, *, now: datetime | None = None) -> bool:
-    """Delete the job's upload and record it; the results stay. False if there was nothing to do."""
+    """Delete the job's upload (and its redacted copy) and record it; the results stay. False if there was
+    nothing to do."""
     with runtime.sessions() as session:
         job = session.get(Job, job_id)
         if job is None or job.audio_deleted_at is not None or not job.audio_blob_path:
             return False
         blob = job.audio_blob_path
     runtime.blobs.delete(runtime.settings.audio_container, blob)
+    # The redacted copy of the audio (redact_pii_audio) is personal data like the upload: it goes with it.
+    runtime.blobs.delete(runtime.settings.results_container, result_blob_path(job_id, "REDACT_AUDIO", "wav"))
     with transaction(runtime.sessions) as session:
         session.execute(
             update(Job).where(Job.id == job_id, Job.audio_deleted_at.is_(None)).values(audio_deleted_at=now or utcnow())

@@ -51,11 +51,19 @@ def redact(result: ResultModel, *, language: str) -> ResultModel:
 
 def write_side_files(step: StepContext, transcript: Transcript) -> None:
     """results/{job}/{step}.srt, .vtt (when timed) and .txt beside the JSON."""
+    for extension, text, content_type in side_files(transcript):
+        step.put_result_file(extension, text, content_type=content_type)
+
+
+def side_files(transcript: Transcript) -> list[tuple[str, str, str]]:
+    """The files written beside a transcript's JSON: (extension, text, content type)."""
+    files: list[tuple[str, str, str]] = []
     if transcript.timed:
-        step.put_result_file("srt", subtitles.to_srt(transcript.segments), content_type="application/x-subrip")
-        step.put_result_file("vtt", subtitles.to_vtt(transcript.segments), content_type="text/vtt")
+        files.append(("srt", subtitles.to_srt(transcript.segments), "application/x-subrip"))
+        files.append(("vtt", subtitles.to_vtt(transcript.segments), "text/vtt"))
     if not isinstance(transcript, Translation) or transcript.segments:
-        step.put_result_file("txt", subtitles.to_txt(transcript), content_type="text/plain; charset=utf-8")
+        files.append(("txt", subtitles.to_txt(transcript), "text/plain; charset=utf-8"))
+    return files
 
 
 def _language(step: StepContext, result: ResultModel) -> str:

@@ -7,96 +7,28 @@ A screenshot is saved under .test-artifacts/."""
 
 from __future__ import annotations
 
-import base64
-import contextlib
-import json
-import os
 import re
-import shutil
-import signal
-import subprocess
-import tempfile
 import time
-import urllib.request
 import wave
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
-from itertools import count, pairwise
+from itertools import pairwise
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
-from websockets.sync.client import ClientConnection, connect
 
-from tests.conftest import REPO, service_missing
+from tests.conftest import REPO
 from tests.e2e.conftest import RunningStack, free_port
 from tests.e2e.test_listen_cli import wait_live
+from tests.support.browser import Page, open_page, wait_for
 from tests.support.wer import wer
 
 pytestmark = [pytest.mark.slow, pytest.mark.model]
 
 ARTIFACTS = REPO / ".test-artifacts"
 CLIP = REPO / "tests" / "fixtures" / "audio" / "en" / "librivox-0870.wav"
-CHROMIUM_FLAGS = (
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--window-size=1000,800",
-    "--use-fake-ui-for-media-stream",
-    "--use-fake-device-for-media-stream",
-)
-
-
-def wait_for(check: Callable[[], Any], *, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    last_error: Exception | None = None
-    while time.monotonic() < deadline:
-        try:
-            result = check()
-            if result:
-                return result
-        except Exception as error:
-            last_error = error
-        time.sleep(0.25)
-    raise AssertionError(f"timed out waiting for {what}: {last_error}")
-
-
-class Page:
-    """One Chromium tab over the DevTools protocol."""
-
-    def __init__(self, devtools: ClientConnection) -> None:
-        self._socket = devtools
-        self._ids = count(1)
-
-    def call(self, method: str, **params: Any) -> dict[str, Any]:
-        request_id = next(self._ids)
-        self._socket.send(json.dumps({"id": request_id, "method": method, "params": params}))
-        while True:
-            reply = json.loads(self._socket.recv(timeout=30))
-            if reply.get("id") == request_id:
-                if "error" in reply:
-                    raise RuntimeError(reply["error"])
-                result: dict[str, Any] = reply.get("result", {})
-                return result
-
-    def evaluate(self, expression: str) -> Any:
-        return self.call("Runtime.evaluate", expression=expression, returnByValue=True)["result"].get("value")
-
-    def click(self, selector: str) -> None:
-        """A real mouse click in the middle of the element (a user gesture, as the microphone wants)."""
-        box = self.evaluate(
-            f"(() => {{ const r = document.querySelector({json.dumps(selector)}).getBoundingClientRect();"
-            " return [r.x + r.width / 2, r.y + r.height / 2]; })()"
-        )
-        for kind in ("mousePressed", "mouseReleased"):
-            self.call("Input.dispatchMouseEvent", type=kind, x=box[0], y=box[1], button="left", clickCount=1)
-
-    def screenshot(self, path: Path) -> None:
-        path.write_bytes(base64.b64decode(self.call("Page.captureScreenshot", format="png")["data"]))
+MICROPHONE_FLAGS = ("--window-size=1000,800", "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream")
 
 
 def microphone_wav(path: Path, silence_seconds: float = 4.0) -> Path:
@@ -124,42 +56,9 @@ def stack(start_stack: Callable[..., AbstractContextManager[RunningStack]]) -> I
 
 @pytest.fixture
 def page(tmp_path: Path) -> Iterator[Page]:
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    if chromium is None:
-        service_missing("chromium is not installed (apt-get install -y chromium)")
-    assert chromium is not None
-    port = free_port()
     microphone = microphone_wav(tmp_path / "microphone.wav")
-    with tempfile.TemporaryDirectory(prefix="speechflow-chromium-", ignore_cleanup_errors=True) as profile:
-        browser = subprocess.Popen(
-            [
-                chromium,
-                *CHROMIUM_FLAGS,
-                f"--use-file-for-fake-audio-capture={microphone}",
-                f"--user-data-dir={profile}",
-                f"--remote-debugging-port={port}",
-                "about:blank",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        try:
-
-            def page_socket() -> str | None:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=2) as response:
-                    targets = json.loads(response.read())
-                return next((t["webSocketDebuggerUrl"] for t in targets if t.get("type") == "page"), None)
-
-            devtools_url = wait_for(page_socket, timeout=30, what="chromium")
-            with connect(devtools_url, max_size=64 * 1024 * 1024) as devtools:
-                yield Page(devtools)
-        finally:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(browser.pid, signal.SIGTERM)
-            browser.wait(timeout=10)
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(browser.pid, signal.SIGKILL)
+    with open_page([*MICROPHONE_FLAGS, f"--use-file-for-fake-audio-capture={microphone}"]) as tab:
+        yield tab
 
 
 def test_the_live_page_captions_the_microphone(stack: RunningStack, page: Page) -> None:

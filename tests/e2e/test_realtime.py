@@ -310,3 +310,37 @@ def test_a_live_worker_killed_mid_session_closes_retryably_and_loses_no_job(stac
     assert job["options"].get("recovered") is True
     text = stack.client.get(f"/jobs/{job_id}/results").json()["transcript"]["text"]
     assert "Dashwood" in text or "leisure" in text, text
+
+
+def test_redact_pii_masks_each_turn_before_it_is_sent_and_in_the_job(stack: RunningStack) -> None:
+    import av
+
+    from shared.engines.audio import decode
+
+    clip = decode(Path(__file__).resolve().parents[1] / "fixtures" / "audio" / "en" / "espeak-pii_card.wav")
+    audio = np.clip(np.concatenate([np.zeros(8000, np.float32), clip, np.zeros(24000, np.float32)]), -1, 1) * 32767
+    resampler = av.AudioResampler(format="s16", layout="mono", rate=24000)
+    frame = av.AudioFrame.from_ndarray(audio.astype(np.int16).reshape(1, -1), format="s16", layout="mono")
+    frame.sample_rate = 16000
+    pcm = b"".join(p.to_ndarray().tobytes() for p in [*resampler.resample(frame), *resampler.resample(None)])
+    query = "intent=transcription&redact_pii=true"
+    with connect(ws_url(stack, query), additional_headers=auth(stack)) as socket:
+        job_id = json.loads(socket.recv(timeout=10))["session"]["id"]
+        for chunk in appends(pcm):
+            socket.send(json.dumps({"type": "input_audio_buffer.append", "audio": chunk}))
+        socket.send(json.dumps({"type": "input_audio_buffer.commit"}))
+        events: list[dict[str, Any]] = []
+        while not any(e["type"].endswith(".completed") for e in events):
+            events.append(json.loads(socket.recv(timeout=60)))
+
+    completed = next(e for e in events if e["type"].endswith(".completed"))
+    deltas = [e["delta"] for e in events if e["type"].endswith(".delta")]
+    # The card number's digits, whichever kind the masker judged them (a card, or an identifying number).
+    assert "[CREDIT_CARD]" in completed["transcript"] or "[ID_NUMBER]" in completed["transcript"]
+    assert not any(digit in completed["transcript"] for digit in "0123456789")
+    assert "".join(deltas) == completed["transcript"]  # no partial words went out unmasked
+    assert not any(any(d in w["word"] for d in "0123456789") for w in completed["words"])
+    job = wait_job(stack, job_id)
+    assert job["options"]["redact_pii"] is True
+    text = stack.client.get(f"/jobs/{job_id}/results").json()["transcript"]["text"]
+    assert "[" in text and not any(digit in text for digit in "0123456789")

@@ -17,6 +17,7 @@ from starlette.formparsers import MultiPartException, MultiPartParser, parse_opt
 from functions.api.openai_audio.errors import OpenAIError
 from shared.domain.languages import UnsupportedLanguage, to_iso639_3, to_whisper
 from shared.domain.options import JobOptions
+from shared.domain.subtitle_cues import CUE_SECONDS, LINE_CHARS, LINES, CueRules
 from shared.engines.speech.prompt_tokens import tokens_over_limit
 from shared.engines.speech.transcriber import MAX_PROMPT_TOKENS
 
@@ -60,6 +61,8 @@ class AudioRequest:
     response_format: ResponseFormat
     temperature: float
     granularities: frozenset[str]
+    cue_rules: CueRules | None = None
+    """How srt and vtt cues are cut (max_line_chars, max_lines, max_cue_seconds; shared/domain/subtitle_cues.py)."""
 
     @property
     def diarize(self) -> bool:
@@ -173,6 +176,7 @@ def parse_request(form: FormData, task: Task) -> AudioRequest:
     if (_text_field(form, "stream", max_length=10) or "false").lower() == "true":
         raise OpenAIError(400, "streaming is not supported; leave stream unset", param="stream")
     keywords = _list_field(form, "keywords")
+    cue_rules = _cue_rules(form, response_format)
     return AudioRequest(
         task=task,
         upload=upload,
@@ -184,7 +188,36 @@ def parse_request(form: FormData, task: Task) -> AudioRequest:
         response_format=response_format,  # type: ignore[arg-type]  # checked against RESPONSE_FORMATS above
         temperature=temperature,
         granularities=granularities,
+        cue_rules=cue_rules,
     )
+
+
+CUE_FIELDS = ("max_line_chars", "max_lines", "max_cue_seconds")
+
+
+def _cue_rules(form: FormData, response_format: str) -> CueRules | None:
+    """The subtitle rules of an srt or vtt answer; a 400 naming the field for a value out of range or
+    given with another format."""
+    given: dict[str, float] = {}
+    for name in CUE_FIELDS:
+        if (raw := _text_field(form, name, max_length=20)) is None:
+            continue
+        if response_format not in ("srt", "vtt"):
+            raise OpenAIError(400, f"{name} applies to response_format srt or vtt", param=name)
+        try:
+            value = float(raw) if name == "max_cue_seconds" else int(raw)
+        except ValueError:
+            raise OpenAIError(400, f"{name} must be a number, not {raw!r}", param=name) from None
+        given[name] = value
+    try:
+        return CueRules.of(
+            max_line_chars=int(given["max_line_chars"]) if "max_line_chars" in given else None,
+            max_lines=int(given["max_lines"]) if "max_lines" in given else None,
+            max_cue_seconds=given.get("max_cue_seconds"),
+        )
+    except ValueError as error:
+        param = next((name for name in CUE_FIELDS if str(error).startswith(name)), None)
+        raise OpenAIError(400, str(error), param=param) from None
 
 
 def _form_schema(task: Task) -> dict[str, Any]:
@@ -199,6 +232,24 @@ def _form_schema(task: Task) -> dict[str, Any]:
             "description": "diarized_json (transcriptions): segments with their speaker, A, B, …",
         },
         "temperature": {"type": "number", "minimum": 0, "maximum": 1, "default": 0},
+        "max_line_chars": {
+            "type": "integer",
+            "minimum": LINE_CHARS[0],
+            "maximum": LINE_CHARS[1],
+            "description": "srt and vtt: characters a line (42 when another cue rule is given).",
+        },
+        "max_lines": {
+            "type": "integer",
+            "minimum": LINES[0],
+            "maximum": LINES[1],
+            "description": "srt and vtt: lines a cue (2 when another cue rule is given).",
+        },
+        "max_cue_seconds": {
+            "type": "number",
+            "minimum": CUE_SECONDS[0],
+            "maximum": CUE_SECONDS[1],
+            "description": "srt and vtt: seconds a cue stays (7 when another cue rule is given).",
+        },
     }
     if task == "transcribe":
         properties["language"] = {"type": "string", "description": "ISO 639-1; without it LID runs first."}

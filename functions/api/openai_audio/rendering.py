@@ -323,9 +323,9 @@ def render_answer(
         )
         return JSONResponse(verbose.model_dump(exclude_none=True), headers=headers)
     if fmt == "srt":
-        body = subtitles.to_srt(source.segments)
+        body = subtitles.to_srt(source.segments, rules=request.cue_rules)
     elif fmt == "vtt":
-        body = subtitles.to_vtt(source.segments)
+        body = subtitles.to_vtt(source.segments, rules=request.cue_rules)
     else:
         body = source.full_text() + "\n"
     media = {"srt": "application/x-subrip", "vtt": "text/vtt"}.get(fmt, "text/plain")

@@ -1,8 +1,10 @@
 // Least-privilege role assignments. Data-plane roles only, each on the narrowest scope that works:
 // - functions and workers send and receive on the namespace (they publish to each other's queues and
-//   schedule their own retries), read and write blobs, and read only the Key Vault secrets they mount;
+//   schedule their own retries), read and write blobs, and read only the Key Vault secrets they mount
+//   (both read live-signing-key: the API signs live client secrets, the live component checks them);
 // - the API signs upload URLs as user-delegation SAS, hence Storage Blob Delegator for functions;
-// - KEDA reads queue runtime properties, which Service Bus only exposes to Data Owner;
+// - KEDA reads queue runtime properties, which Service Bus only exposes to Data Owner, and the live
+//   component's session count from managed Prometheus (Monitoring Data Reader on the Azure Monitor workspace);
 // - the kubelet pulls images.
 param functionsPrincipalId string
 param workersPrincipalId string
@@ -13,8 +15,10 @@ param storageAccountName string
 param keyVaultName string
 param databaseUrlSecretName string
 param openAiKeySecretName string
+param liveSigningKeySecretName string
 param openAiAccountName string
 param registryName string
+param prometheusWorkspaceName string
 
 // Built-in role definition ids (the same in every tenant).
 var roleIds = {
@@ -26,6 +30,7 @@ var roleIds = {
   keyVaultSecretsUser: '4633458b-17de-408a-b874-0445c86b69e6'
   cognitiveServicesOpenAiUser: '5e0bd9bd-7b93-4f28-af87-19fc36ad61bd'
   acrPull: '7f951dda-4ed3-4680-a7ca-43fe172d538d'
+  monitoringDataReader: 'b0d8363b-8ddd-447d-831f-62ca05bff136'
 }
 
 var serviceBusClients = [
@@ -37,6 +42,10 @@ var blobClients = [
   workersPrincipalId
 ]
 var databaseUrlReaders = [
+  functionsPrincipalId
+  workersPrincipalId
+]
+var liveSigningKeyReaders = [
   functionsPrincipalId
   workersPrincipalId
 ]
@@ -63,12 +72,21 @@ resource openAiKeySecret 'Microsoft.KeyVault/vaults/secrets@2023-07-01' existing
   name: openAiKeySecretName
 }
 
+resource liveSigningKeySecret 'Microsoft.KeyVault/vaults/secrets@2023-07-01' existing = {
+  parent: vault
+  name: liveSigningKeySecretName
+}
+
 resource openAi 'Microsoft.CognitiveServices/accounts@2024-10-01' existing = {
   name: openAiAccountName
 }
 
 resource registry 'Microsoft.ContainerRegistry/registries@2023-07-01' existing = {
   name: registryName
+}
+
+resource prometheusWorkspace 'Microsoft.Monitor/accounts@2023-04-03' existing = {
+  name: prometheusWorkspaceName
 }
 
 resource serviceBusSenders 'Microsoft.Authorization/roleAssignments@2022-04-01' = [for principalId in serviceBusClients: {
@@ -101,6 +119,16 @@ resource kedaQueueReader 'Microsoft.Authorization/roleAssignments@2022-04-01' = 
   }
 }
 
+resource kedaMetricsReader 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(prometheusWorkspace.id, kedaPrincipalId, roleIds.monitoringDataReader)
+  scope: prometheusWorkspace
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roleIds.monitoringDataReader)
+    principalId: kedaPrincipalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
 resource blobContributors 'Microsoft.Authorization/roleAssignments@2022-04-01' = [for principalId in blobClients: {
   name: guid(storageAccount.id, principalId, roleIds.storageBlobDataContributor)
   scope: storageAccount
@@ -124,6 +152,16 @@ resource uploadUrlSigner 'Microsoft.Authorization/roleAssignments@2022-04-01' = 
 resource databaseUrlSecretUsers 'Microsoft.Authorization/roleAssignments@2022-04-01' = [for principalId in databaseUrlReaders: {
   name: guid(databaseUrlSecret.id, principalId, roleIds.keyVaultSecretsUser)
   scope: databaseUrlSecret
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roleIds.keyVaultSecretsUser)
+    principalId: principalId
+    principalType: 'ServicePrincipal'
+  }
+}]
+
+resource liveSigningKeySecretUsers 'Microsoft.Authorization/roleAssignments@2022-04-01' = [for principalId in liveSigningKeyReaders: {
+  name: guid(liveSigningKeySecret.id, principalId, roleIds.keyVaultSecretsUser)
+  scope: liveSigningKeySecret
   properties: {
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roleIds.keyVaultSecretsUser)
     principalId: principalId

@@ -1,9 +1,13 @@
 // AKS cluster with the seed's three node pools (section 9.1), the KEDA add-on, workload identity
-// (OIDC issuer), the Key Vault Secrets Store CSI driver and container insights.
+// (OIDC issuer), the Key Vault Secrets Store CSI driver, container insights, and the application routing
+// add-on (managed NGINX, ingress class webapprouting.kubernetes.azure.com) that publishes the API and
+// the live component's WebSockets (k8s/10-live.yaml).
 param location string
 param tags object
 param clusterName string
 param logAnalyticsWorkspaceId string
+@description('Azure Monitor workspace that managed Prometheus writes the cluster\'s metrics to.')
+param prometheusWorkspaceId string
 param systemVmSize string
 param defaultVmSize string
 param gpuVmSize string
@@ -101,6 +105,11 @@ resource cluster 'Microsoft.ContainerService/managedClusters@2024-09-01' = {
         enabled: true
       }
     }
+    ingressProfile: {
+      webAppRouting: {
+        enabled: true
+      }
+    }
     addonProfiles: {
       azureKeyvaultSecretsProvider: {
         enabled: true
@@ -116,11 +125,81 @@ resource cluster 'Microsoft.ContainerService/managedClusters@2024-09-01' = {
         }
       }
     }
+    // Managed Prometheus (the ama-metrics agents); it also scrapes the PodMonitor in k8s/10-live.yaml.
+    azureMonitorProfile: {
+      metrics: {
+        enabled: true
+        kubeStateMetrics: {
+          metricLabelsAllowlist: ''
+          metricAnnotationsAllowList: ''
+        }
+      }
+    }
     networkProfile: {
       networkPlugin: 'azure'
       networkPluginMode: 'overlay'
       loadBalancerSku: 'standard'
     }
+  }
+}
+
+// Managed Prometheus sends what the agents scrape through a data collection endpoint and rule to the
+// Azure Monitor workspace; the association ties the rule to this cluster.
+var prometheusRuleName = take('MSProm-${location}-${clusterName}', 64)
+
+resource prometheusEndpoint 'Microsoft.Insights/dataCollectionEndpoints@2022-06-01' = {
+  name: prometheusRuleName
+  location: location
+  tags: tags
+  kind: 'Linux'
+  properties: {}
+}
+
+resource prometheusRule 'Microsoft.Insights/dataCollectionRules@2022-06-01' = {
+  name: prometheusRuleName
+  location: location
+  tags: tags
+  kind: 'Linux'
+  properties: {
+    dataCollectionEndpointId: prometheusEndpoint.id
+    dataSources: {
+      prometheusForwarder: [
+        {
+          name: 'PrometheusDataSource'
+          streams: [
+            'Microsoft-PrometheusMetrics'
+          ]
+          labelIncludeFilter: {}
+        }
+      ]
+    }
+    destinations: {
+      monitoringAccounts: [
+        {
+          name: 'prometheusWorkspace'
+          accountResourceId: prometheusWorkspaceId
+        }
+      ]
+    }
+    dataFlows: [
+      {
+        streams: [
+          'Microsoft-PrometheusMetrics'
+        ]
+        destinations: [
+          'prometheusWorkspace'
+        ]
+      }
+    ]
+  }
+}
+
+resource prometheusRuleAssociation 'Microsoft.Insights/dataCollectionRuleAssociations@2022-06-01' = {
+  name: prometheusRuleName
+  scope: cluster
+  properties: {
+    description: 'Sends the cluster\'s Prometheus metrics to the Azure Monitor workspace; deleting it stops them.'
+    dataCollectionRuleId: prometheusRule.id
   }
 }
 

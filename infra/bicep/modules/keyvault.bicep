@@ -1,5 +1,6 @@
-// Key Vault (RBAC mode) holding the two secrets the pods need: database-url and
-// azure-openai-api-key. The Secrets Store CSI driver add-on mounts them with each pod's workload
+// Key Vault (RBAC mode) holding the secrets the pods need: database-url, azure-openai-api-key and
+// live-signing-key (SPEECHFLOW_SIGNING_KEY: the API signs live client secrets with it and the live
+// component checks them, so both must read the same one). The Secrets Store CSI driver add-on mounts them with each pod's workload
 // identity, which holds Key Vault Secrets User on exactly the secrets it reads (access.bicep).
 param location string
 param tags object
@@ -8,9 +9,13 @@ param purgeProtection bool
 param databaseUrlSecretName string
 param openAiKeySecretName string
 param openAiAccountName string
+param liveSigningKeySecretName string
 
 @secure()
 param databaseUrl string
+
+@secure()
+param liveSigningKey string
 
 resource vault 'Microsoft.KeyVault/vaults@2023-07-01' = {
   name: vaultName
@@ -48,6 +53,15 @@ resource openAiKeySecret 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = {
   name: openAiKeySecretName
   properties: {
     value: openAi.listKeys().key1
+    contentType: 'text/plain'
+  }
+}
+
+resource liveSigningKeySecret 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = {
+  parent: vault
+  name: liveSigningKeySecretName
+  properties: {
+    value: liveSigningKey
     contentType: 'text/plain'
   }
 }

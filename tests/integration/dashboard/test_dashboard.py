@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import math
+import socket
 import struct
+import threading
 import uuid
 import wave
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from streamlit.testing.v1 import AppTest
 
 from shared.core.config import Settings
@@ -315,3 +320,116 @@ def test_without_any_operator_key_the_dashboard_says_what_to_set(
     app = AppTest.from_file(APP, default_timeout=30)
     app.run()
     assert "set DASHBOARD_OPERATOR_KEY" in texts(app) and not app.text_input and not app.metric
+
+
+# --- live transcription (shared/jobs/live_ops.py): the live component's /ready and /metrics, live jobs
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def live_metrics_text() -> str:
+    """What a live component that heard 20 turns says on /metrics (shared/runtime/metrics.py's names and buckets)."""
+    registry = CollectorRegistry()
+    Gauge("speechflow_live_sessions", "open", registry=registry).set(3)
+    latency = Histogram(
+        "speechflow_live_turn_latency_seconds",
+        "latency",
+        buckets=(0.1, 0.25, 0.5, 0.75, 1, 1.5, 2, 3, 5, 10, float("inf")),
+        registry=registry,
+    )
+    for seconds in [0.4] * 10 + [0.6] * 9 + [2.5]:
+        latency.observe(seconds)
+    Counter("speechflow_live_audio_seconds", "audio", registry=registry).inc(95.0)
+    Counter("speechflow_live_partials_skipped", "skipped", registry=registry).inc(7)
+    return generate_latest(registry).decode()
+
+
+@contextlib.contextmanager
+def fake_live_component(port: int) -> Iterator[None]:
+    """A tiny stand-in for gpu_worker/realtime's probes: GET /ready (JSON) and GET /metrics (Prometheus)."""
+    metrics = live_metrics_text().encode()
+    ready = json.dumps({"status": "ok", "sessions": 3, "max_sessions": 8}).encode()
+
+    class Probes(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body, kind = {"/ready": (ready, "application/json"), "/metrics": (metrics, "text/plain")}.get(
+                self.path, (b"not found", "text/plain")
+            )
+            self.send_response(200 if body != b"not found" else 404)
+            self.send_header("Content-Type", kind)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:
+            del format, args
+
+    server = ThreadingHTTPServer(("127.0.0.1", port), Probes)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+def add_live_jobs(settings: Settings) -> None:
+    """Two live sessions recorded as jobs in the window (one recovered after a crash), 2 min of audio."""
+    runtime = Runtime(settings)
+    try:
+        with runtime.sessions() as session, session.begin():
+            for seconds, options in ((90.0, {"live": True}), (30.0, {"live": True, "recovered": True})):
+                job = create_job(
+                    session=session,
+                    audio_filename="live.wav",
+                    workflow_type="transcribe_only",
+                    source_language=None,
+                    target_language="en",
+                    callback_url=None,
+                    source_job_id=None,
+                    audio_blob_path=None,
+                    options=options,
+                )
+                job.status, job.audio_duration_seconds, job.completed_at = "completed", seconds, utcnow()
+    finally:
+        runtime.close()
+
+
+def test_overview_shows_a_live_component_that_is_not_running(seeded: Seeded, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REALTIME_HOST", "127.0.0.1")
+    monkeypatch.setenv("REALTIME_PORT", str(free_port()))
+    app = run_view("Overview")
+    metrics = {metric.label: metric.value for metric in app.metric}
+    assert "Live transcription" in texts(app)
+    assert metrics["Live sessions open / capacity"] == "not running"
+    assert metrics["Turn latency p50"] == "–" and metrics["Turn latency p95"] == "–"
+    assert metrics["Live jobs in window"] == "0"
+    assert "The live component is not running" in texts(app)
+
+
+def test_overview_shows_live_sessions_latency_and_live_jobs(
+    seeded: Seeded, monkeypatch: pytest.MonkeyPatch, make_settings: Callable[..., Settings]
+) -> None:
+    add_live_jobs(make_settings())
+    port = free_port()
+    monkeypatch.setenv("REALTIME_HOST", "127.0.0.1")
+    monkeypatch.setenv("REALTIME_PORT", str(port))
+    with fake_live_component(port):
+        app = run_view("Overview")
+    metrics = {metric.label: metric.value for metric in app.metric}
+    assert metrics["Live sessions open / capacity"] == "3 / 8"
+    assert metrics["Turn latency p50"] == "0.50 s"  # rank 10 of 20: the last turn of (0.25, 0.5]
+    assert metrics["Turn latency p95"] == "0.75 s"  # rank 19: the last of (0.5, 0.75]
+    assert metrics["Live audio received"] == "95.0 s"
+    assert metrics["Partials skipped"] == "7"
+    assert metrics["Live jobs in window"] == "2"
+    assert metrics["Live audio in window"] == "2.0 min"
+    assert metrics["Recovered after a crash"] == "1"
+    assert metrics["Total jobs"] == "5"
+    assert "latency over 20 turns" in texts(app)

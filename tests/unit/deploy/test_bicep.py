@@ -29,6 +29,7 @@ BUILT_IN_ROLES = {
     "keyVaultSecretsUser": "4633458b-17de-408a-b874-0445c86b69e6",
     "cognitiveServicesOpenAiUser": "5e0bd9bd-7b93-4f28-af87-19fc36ad61bd",
     "acrPull": "7f951dda-4ed3-4680-a7ca-43fe172d538d",
+    "monitoringDataReader": "b0d8363b-8ddd-447d-831f-62ca05bff136",
 }
 
 
@@ -281,9 +282,32 @@ def test_key_vault_uses_rbac_and_holds_the_app_secrets() -> None:
     assert vault["enableSoftDelete"] is True
     secrets = resources_of_type(keyvault, "Microsoft.KeyVault/vaults/secrets")
     names = {body(s)["name"] for s in secrets.values()}
-    assert names == {"databaseUrlSecretName", "openAiKeySecretName"}
+    assert names == {"databaseUrlSecretName", "openAiKeySecretName", "liveSigningKeySecretName"}
     arguments = module_arguments("keyVault")
-    assert {resolve(main(), arguments[n]) for n in names} == {"database-url", "azure-openai-api-key"}
+    assert {resolve(main(), arguments[n]) for n in names} == {
+        "database-url",
+        "azure-openai-api-key",
+        "live-signing-key",
+    }
+
+
+def test_the_live_signing_key_is_a_secure_parameter_written_to_key_vault() -> None:
+    # SPEECHFLOW_SIGNING_KEY: one secret shared by the API (signs client secrets) and the live component
+    # (checks them); a key generated per pod would refuse every client secret another pod issued.
+    parameter = main()["parameters"]["liveSigningKey"]
+    assert "secure" in {d["type"] for d in parameter["decorators"]}
+    assert parameter["default"] == {"function": {"type": "new_guid"}}
+    arguments = module_arguments("keyVault")
+    assert arguments["liveSigningKey"] == "liveSigningKey"
+    assert arguments["liveSigningKeySecretName"] == module_arguments("access")["liveSigningKeySecretName"]
+    keyvault = module("keyvault")
+    assert "secure" in {d["type"] for d in keyvault["parameters"]["liveSigningKey"]["decorators"]}
+    (secret,) = [
+        s
+        for s in resources_of_type(keyvault, "Microsoft.KeyVault/vaults/secrets").values()
+        if body(s)["name"] == "liveSigningKeySecretName"
+    ]
+    assert body(secret)["properties"]["value"] == "liveSigningKey"
 
 
 def test_log_analytics_feeds_app_insights_and_the_cluster() -> None:
@@ -297,6 +321,30 @@ def test_log_analytics_feeds_app_insights_and_the_cluster() -> None:
     assert oms["config"]["logAnalyticsWorkspaceResourceID"] == "logAnalyticsWorkspaceId"
     assert accessor(module_arguments("aks")["logAnalyticsWorkspaceId"]) == "monitoring.outputs.workspaceId"
     assert "APPLICATIONINSIGHTS_CONNECTION_STRING" in main()["outputs"]
+
+
+def test_managed_prometheus_feeds_the_azure_monitor_workspace_keda_queries() -> None:
+    monitoring = module("monitoring")
+    only(monitoring, "Microsoft.Monitor/accounts")
+    assert accessor(monitoring["outputs"]["prometheusQueryEndpoint"]["value"]) == (
+        "prometheusWorkspace.properties.metrics.prometheusQueryEndpoint"
+    )
+    aks = module("aks")
+    cluster = body(only(aks, "Microsoft.ContainerService/managedClusters"))
+    assert cluster["properties"]["azureMonitorProfile"]["metrics"]["enabled"] is True
+    assert accessor(module_arguments("aks")["prometheusWorkspaceId"]) == "monitoring.outputs.prometheusWorkspaceId"
+    rule = body(only(aks, "Microsoft.Insights/dataCollectionRules"))["properties"]
+    (destination,) = rule["destinations"]["monitoringAccounts"]
+    assert destination["accountResourceId"] == "prometheusWorkspaceId"
+    (flow,) = rule["dataFlows"]
+    assert flow["streams"] == ["Microsoft-PrometheusMetrics"] and flow["destinations"] == [destination["name"]]
+    assert accessor(rule["dataCollectionEndpointId"]) == "prometheusEndpoint.id"
+    association = body(only(aks, "Microsoft.Insights/dataCollectionRuleAssociations"))
+    assert association["scope"] == "cluster"
+    assert accessor(association["properties"]["dataCollectionRuleId"]) == "prometheusRule.id"
+    # The KEDA ScaledObject of the live component reads this output (k8s/10-live.yaml).
+    output = main()["outputs"]["AZURE_MONITOR_PROMETHEUS_ENDPOINT"]
+    assert accessor(output["value"]) == "monitoring.outputs.prometheusQueryEndpoint"
 
 
 # --- AKS ----------------------------------------------------------------------------------------
@@ -334,6 +382,8 @@ def test_gpu_pool_is_tainted_and_scales_to_zero() -> None:
 def test_aks_enables_keda_workload_identity_and_the_key_vault_csi_driver() -> None:
     properties = body(only(module("aks"), "Microsoft.ContainerService/managedClusters"))["properties"]
     assert properties["workloadAutoScalerProfile"]["keda"]["enabled"] is True
+    # The application routing add-on runs the ingress controller of k8s/10-live.yaml's Ingress.
+    assert properties["ingressProfile"]["webAppRouting"]["enabled"] is True
     assert properties["oidcIssuerProfile"]["enabled"] is True
     assert properties["securityProfile"]["workloadIdentity"]["enabled"] is True
     assert properties["addonProfiles"]["azureKeyvaultSecretsProvider"]["enabled"] is True
@@ -391,6 +441,8 @@ def test_role_assignments_are_exactly_the_least_privilege_set() -> None:
         ("serviceBusDataReceiver", sb, "functions"),
         ("serviceBusDataReceiver", sb, "workers"),
         ("serviceBusDataOwner", sb, "keda"),
+        # KEDA reads the live component's session count from managed Prometheus (k8s/10-live.yaml).
+        ("monitoringDataReader", "Microsoft.Monitor/accounts", "keda"),
         ("storageBlobDataContributor", storage, "functions"),
         ("storageBlobDataContributor", storage, "workers"),
         ("storageBlobDelegator", storage, "functions"),
@@ -402,9 +454,9 @@ def test_role_assignments_are_exactly_the_least_privilege_set() -> None:
     assert role_assignments() == expected
 
 
-def test_workers_read_only_the_database_secret() -> None:
+def test_each_identity_reads_only_the_secrets_it_mounts() -> None:
     access = module("access")
-    readers = {}
+    readers: dict[str, set[str]] = {}
     for resource in resources_of_type(access, "Microsoft.Authorization/roleAssignments").values():
         scope = body(resource)["scope"]
         if access["resources"][scope]["type"] != "Microsoft.KeyVault/vaults/secrets":
@@ -417,6 +469,8 @@ def test_workers_read_only_the_database_secret() -> None:
     assert readers == {
         "databaseUrlSecretName": {"functionsPrincipalId", "workersPrincipalId"},
         "openAiKeySecretName": {"functionsPrincipalId"},
+        # The API signs live client secrets and the live component (a worker) checks them.
+        "liveSigningKeySecretName": {"functionsPrincipalId", "workersPrincipalId"},
     }
 
 
@@ -425,6 +479,7 @@ def test_access_module_gets_the_identities_principal_ids() -> None:
     for name in ("functions", "workers", "keda"):
         assert accessor(arguments[f"{name}PrincipalId"]) == f"identities.outputs.{name}PrincipalId"
     assert accessor(arguments["kubeletPrincipalId"]) == "aks.outputs.kubeletPrincipalId"
+    assert accessor(arguments["prometheusWorkspaceName"]) == "monitoring.outputs.prometheusWorkspaceName"
 
 
 def test_role_assignment_names_are_deterministic() -> None:

@@ -17,6 +17,8 @@ from shared.core.config import Settings
 from shared.domain.registry import all_queues
 from tests.unit.deploy.test_bicep import main, main_param_default, module, resolve
 from tests.unit.deploy.test_k8s_manifests import (
+    GPU_WORKLOADS,
+    LIVE,
     config_map,
     container,
     deployments,
@@ -24,6 +26,7 @@ from tests.unit.deploy.test_k8s_manifests import (
     manifests,
     of_kind,
     pod_specs,
+    queue_scaled_objects,
     scaled_objects,
 )
 
@@ -138,7 +141,7 @@ def test_queue_names_agree_everywhere() -> None:
     bicep = resolve(main(), "queueNames")
     assert [name for name in bicep if name in seed.values()] == list(seed.values())
     assert set(bicep) - set(seed.values()) <= registered
-    scaled = {s["spec"]["triggers"][0]["metadata"]["queueName"] for s in scaled_objects().values()}
+    scaled = {s["spec"]["triggers"][0]["metadata"]["queueName"] for s in queue_scaled_objects().values()}
     assert set(seed.values()) <= scaled
     assert scaled - set(seed.values()) <= registered
 
@@ -200,14 +203,32 @@ def test_bicep_outputs_fill_the_config_map_under_the_settings_names() -> None:
     assert {"SERVICE_BUS_NAMESPACE", "AZURE_STORAGE_ACCOUNT_NAME", "AZURE_OPENAI_ENDPOINT"} <= outputs
 
 
-def test_every_k8s_placeholder_is_a_bicep_output() -> None:
+def k8s_placeholders() -> set[str]:
     text = "\n".join(p.read_text() for p in sorted((REPO / "k8s").glob("*.yaml")))
-    placeholders = set(re.findall(r"\$\{(\w+)\}", text))
-    assert placeholders - DEPLOY_TIME_PLACEHOLDERS <= set(main()["outputs"])
+    return set(re.findall(r"\$\{(\w+)\}", text))
+
+
+def test_every_k8s_placeholder_is_a_bicep_output() -> None:
+    assert k8s_placeholders() - DEPLOY_TIME_PLACEHOLDERS <= set(main()["outputs"])
+
+
+def test_the_deploy_guide_substitutes_every_placeholder_and_applies_every_file() -> None:
+    guide = (REPO / "docs" / "DEPLOY.md").read_text()
+    (block,) = re.findall(r"VARS='(.*?)'", guide, re.DOTALL)
+    substituted = set(re.findall(r"\$\{(\w+)\}", block))
+    # POSTGRES_PASSWORD only for the in-cluster PostgreSQL (the guide says to add it then).
+    assert k8s_placeholders() - {"POSTGRES_PASSWORD"} <= substituted
+    for path in sorted((REPO / "k8s").glob("*.yaml")):
+        if path.name != "01-postgres.yaml":
+            assert f"k8s/{path.name}" in guide, path.name
 
 
 def test_key_vault_secrets_map_to_settings_names() -> None:
-    vault_secrets = {resolve(main(), "databaseUrlSecretName"), resolve(main(), "openAiKeySecretName")}
+    vault_secrets = {
+        resolve(main(), "databaseUrlSecretName"),
+        resolve(main(), "openAiKeySecretName"),
+        resolve(main(), "liveSigningKeySecretName"),
+    }
     for provider in of_kind("SecretProviderClass").values():
         objects = set(re.findall(r"objectName: ([\w-]+)", provider["spec"]["parameters"]["objects"]))
         assert objects <= vault_secrets
@@ -227,8 +248,9 @@ def test_service_accounts_and_namespace_match_the_federated_credentials() -> Non
     annotation = "azure.workload.identity/client-id"
     assert accounts["speechflow-functions"]["metadata"]["annotations"][annotation] == "${FUNCTIONS_IDENTITY_CLIENT_ID}"
     assert accounts["speechflow-workers"]["metadata"]["annotations"][annotation] == "${WORKERS_IDENTITY_CLIENT_ID}"
-    (authentication,) = of_kind("TriggerAuthentication").values()
-    assert authentication["spec"]["podIdentity"]["identityId"] == "${KEDA_IDENTITY_CLIENT_ID}"
+    # Service Bus queue lengths and the live sessions in managed Prometheus: both read as KEDA.
+    authentications = of_kind("TriggerAuthentication").values()
+    assert {a["spec"]["podIdentity"]["identityId"] for a in authentications} == {"${KEDA_IDENTITY_CLIENT_ID}"}
 
 
 # --- node pools, KEDA, resource requests --------------------------------------------------------
@@ -240,7 +262,9 @@ def test_node_pools_agree_with_the_seed() -> None:
     pools = {p["name"]: main_param_default(p["vmSize"]) for p in cluster["properties"]["agentPoolProfiles"]}
     assert pools == seed
     placed = {name: spec.get("nodeSelector", {}).get("speechflow.io/pool") for name, spec in pod_specs().items()}
-    assert placed.pop("speechflow-worker-whisper") == "gpu"
+    # The Whisper worker, and the live component that holds its own Whisper model, on the gpu pool.
+    for workload in GPU_WORKLOADS:
+        assert placed.pop(workload) == "gpu", workload
     # Seed: the default pool runs the backend services and the LID worker.
     assert set(placed.values()) == {"default"}
 
@@ -252,15 +276,19 @@ def test_gpu_toleration_matches_the_pool_taint() -> None:
     )
     (taint,) = (resolve(aks, t) for t in gpu["nodeTaints"])
     key, effect = taint.split("=")[0], taint.split(":")[1]
-    tolerations = deployments()["speechflow-worker-whisper"]["spec"]["template"]["spec"]["tolerations"]
-    assert {"key": key, "operator": "Exists", "effect": effect} in tolerations
-    assert scaled_objects()["speechflow-worker-whisper"]["spec"]["maxReplicaCount"] <= main_param_default("gpuMaxCount")
+    for workload in GPU_WORKLOADS:
+        tolerations = deployments()[workload]["spec"]["template"]["spec"]["tolerations"]
+        assert {"key": key, "operator": "Exists", "effect": effect} in tolerations
+        # One GPU per pod: neither can ask for more pods than the pool has nodes.
+        assert scaled_objects()[workload]["spec"]["maxReplicaCount"] <= main_param_default("gpuMaxCount")
+    # The live component never scales to zero: the pool keeps a node for it.
+    assert scaled_objects()[LIVE]["spec"]["minReplicaCount"] <= main_param_default("gpuMaxCount")
 
 
 def test_keda_message_count_is_the_seed_value() -> None:
     (block,) = re.findall(r"```yaml\n(.*?)```", seed_section("9.2 KEDA Scaling"), re.DOTALL)
     (seed_trigger,) = yaml.safe_load(block)["triggers"]
-    for scaled in scaled_objects().values():
+    for scaled in queue_scaled_objects().values():
         (trigger,) = scaled["spec"]["triggers"]
         assert trigger["type"] == seed_trigger["type"]
         assert trigger["metadata"]["messageCount"] == seed_trigger["metadata"]["messageCount"]

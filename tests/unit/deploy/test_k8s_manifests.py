@@ -30,6 +30,8 @@ SEED_FILES = [
     "07-worker-azure.yaml",
 ]
 SECRET_PROVIDER_CLASS = "secrets-store.csi.x-k8s.io/v1"
+# Managed Prometheus's own scrape CRDs (the PodMonitor of k8s/10-live.yaml); checked by their own test.
+AZURE_MONITOR_API = "azmonitoring.coreos.com/v1"
 # The three functions of function_app.py; each Functions deployment enables exactly one.
 FUNCTION_OF_DEPLOYMENT = {
     "speechflow-api": "http_app_func",
@@ -56,6 +58,10 @@ WORKERS = {
     "speechflow-worker-fetch": "fetch",
     "speechflow-worker-diarize": "diarize",
 }
+# The live transcription component (python -m gpu_worker realtime): a WebSocket server, not a queue worker.
+LIVE = "speechflow-live"
+# Workloads on the tainted gpu pool.
+GPU_WORKLOADS = {"speechflow-worker-whisper", LIVE}
 
 
 # --- helpers (also used by test_deploy_consistency.py) ------------------------------------------
@@ -120,6 +126,15 @@ def scaled_objects() -> dict[str, dict[str, Any]]:
     return of_kind("ScaledObject")
 
 
+def queue_scaled_objects() -> dict[str, dict[str, Any]]:
+    """The ScaledObjects of the queue consumers (Service Bus triggers); the live one scales on sessions."""
+    return {
+        name: s
+        for name, s in scaled_objects().items()
+        if all(t["type"] == "azure-servicebus" for t in s["spec"]["triggers"])
+    }
+
+
 def keda_documents() -> list[tuple[str, dict[str, Any]]]:
     return [(f, d) for f, d in manifests() if d["apiVersion"].startswith("keda.sh/")]
 
@@ -128,7 +143,8 @@ def core_documents() -> list[tuple[str, dict[str, Any]]]:
     return [
         (f, d)
         for f, d in manifests()
-        if not d["apiVersion"].startswith("keda.sh/") and d["apiVersion"] != SECRET_PROVIDER_CLASS
+        if not d["apiVersion"].startswith("keda.sh/")
+        and d["apiVersion"] not in {SECRET_PROVIDER_CLASS, AZURE_MONITOR_API}
     ]
 
 
@@ -180,7 +196,8 @@ def test_keda_round_trip_catches_an_unknown_field() -> None:
 def test_every_document_kind_is_checked_by_something() -> None:
     kinds = {d["kind"] for _, d in manifests()}
     assert kinds <= {d["kind"] for _, d in core_documents()} | {"ScaledObject", "TriggerAuthentication"} | {
-        "SecretProviderClass"
+        "SecretProviderClass",
+        "PodMonitor",
     }
 
 
@@ -267,9 +284,9 @@ def test_whisper_runs_on_one_gpu_of_the_gpu_pool() -> None:
     assert env_value("speechflow-worker-whisper", "WHISPER_DEVICE") == "cuda"
 
 
-def test_only_whisper_tolerates_the_gpu_taint() -> None:
+def test_only_the_gpu_workloads_tolerate_the_gpu_taint() -> None:
     tolerating = {name for name, spec in pod_specs().items() if spec.get("tolerations")}
-    assert tolerating == {"speechflow-worker-whisper"}
+    assert tolerating == GPU_WORKLOADS
 
 
 def test_lid_uses_the_mms_backend_on_cpu() -> None:
@@ -286,7 +303,7 @@ def test_every_queue_consumer_has_a_scaled_object_on_its_queue() -> None:
     settings = Settings()
     by_target = {
         s["spec"]["scaleTargetRef"]["name"]: s["spec"]["triggers"][0]["metadata"]["queueName"]
-        for s in scaled_objects().values()
+        for s in queue_scaled_objects().values()
     }
     seed = {
         "speechflow-router": settings.job_events_queue,
@@ -300,7 +317,11 @@ def test_every_queue_consumer_has_a_scaled_object_on_its_queue() -> None:
     assert set(extra.values()) <= set(all_queues(settings)), extra
 
 
-@pytest.mark.parametrize("name", sorted(scaled_objects()))
+def test_only_the_live_component_scales_on_something_else_than_a_queue() -> None:
+    assert set(scaled_objects()) - set(queue_scaled_objects()) == {LIVE}
+
+
+@pytest.mark.parametrize("name", sorted(queue_scaled_objects()))
 def test_scaled_object_uses_workload_identity_and_targets_a_deployment(name: str) -> None:
     spec = scaled_objects()[name]["spec"]
     assert spec["scaleTargetRef"]["name"] in deployments()
@@ -313,7 +334,9 @@ def test_scaled_object_uses_workload_identity_and_targets_a_deployment(name: str
 
 
 def test_workers_scale_to_zero_and_the_router_never_does() -> None:
-    minimum = {s["spec"]["scaleTargetRef"]["name"]: s["spec"]["minReplicaCount"] for s in scaled_objects().values()}
+    minimum = {
+        s["spec"]["scaleTargetRef"]["name"]: s["spec"]["minReplicaCount"] for s in queue_scaled_objects().values()
+    }
     assert minimum.pop("speechflow-router") >= 1
     assert set(minimum.values()) == {0}
 
@@ -399,3 +422,217 @@ def test_the_fetch_worker_runs_the_registered_fetch_component_on_cpu() -> None:
     }
     trigger = scaled_objects()["speechflow-worker-fetch"]["spec"]["triggers"][0]
     assert trigger["metadata"]["queueName"] == spec_of("FETCH").queue_name(Settings())
+
+
+# --- live transcription (k8s/10-live.yaml) ------------------------------------------------------
+
+
+def live_port() -> dict[str, Any]:
+    (port,) = container(LIVE)["ports"]
+    return port
+
+
+def test_live_runs_the_realtime_component_of_the_worker_image() -> None:
+    from gpu_worker.__main__ import REALTIME
+
+    live = container(LIVE)
+    assert live["args"] == [REALTIME]
+    assert live["image"] == container("speechflow-worker-whisper")["image"]
+    # Reachable from the Service: listening on every interface, on the named container port.
+    assert env_value(LIVE, "REALTIME_HOST") == "0.0.0.0"
+    assert live_port()["name"] == "live"
+    assert int(env_value(LIVE, "REALTIME_PORT") or 0) == live_port()["containerPort"] == Settings().realtime_port
+
+
+def test_live_runs_large_v3_in_float16_on_one_gpu_of_the_gpu_pool() -> None:
+    spec = deployments()[LIVE]["spec"]["template"]["spec"]
+    assert spec["nodeSelector"] == {"speechflow.io/pool": "gpu"}
+    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in spec["tolerations"]
+    resources = container(LIVE)["resources"]
+    assert resources["requests"]["nvidia.com/gpu"] == resources["limits"]["nvidia.com/gpu"] == 1
+    assert env_value(LIVE, "WHISPER_MODEL") == env_value("speechflow-worker-whisper", "WHISPER_MODEL") == "large-v3"
+    assert env_value(LIVE, "WHISPER_DEVICE") == "cuda"
+    assert env_value(LIVE, "WHISPER_COMPUTE_TYPE") == "float16"
+
+
+def test_live_probes_are_health_and_ready_on_its_port() -> None:
+    live = container(LIVE)
+    for probe in ("startupProbe", "livenessProbe"):
+        assert live[probe]["httpGet"] == {"path": "/health", "port": "live"}
+    assert live["readinessProbe"]["httpGet"] == {"path": "/ready", "port": "live"}
+
+
+def test_live_keeps_open_sessions_audio_on_a_writable_volume() -> None:
+    # The image's /app is not writable by uid 1000; SPEECHFLOW_HOME/live holds the sessions' audio.
+    home = env_value(LIVE, "SPEECHFLOW_HOME")
+    spec = deployments()[LIVE]["spec"]["template"]["spec"]
+    mounts = {m["mountPath"]: m["name"] for m in container(LIVE)["volumeMounts"]}
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    assert home in mounts and "emptyDir" in volumes[mounts[home]]
+
+
+def test_live_sessions_get_time_to_drain_before_the_pod_stops() -> None:
+    spec = deployments()[LIVE]["spec"]["template"]["spec"]
+    command = container(LIVE)["lifecycle"]["preStop"]["exec"]["command"]
+    script = command[-1]
+    assert command[:2] == ["python", "-c"]
+    compile(script, "preStop", "exec")  # the hook is valid Python
+    assert f"127.0.0.1:{live_port()['containerPort']}/ready" in script
+    (waited,) = (int(n) for n in re.findall(r"time\.monotonic\(\) \+ (\d+)", script))
+    # The hook's wait, then SIGTERM's close of what is left and the recording of each session as a job.
+    assert spec["terminationGracePeriodSeconds"] >= waited + 30
+    grace = float(config_map().get("SHUTDOWN_GRACE_SECONDS", Settings().shutdown_grace_seconds))
+    assert spec["terminationGracePeriodSeconds"] >= grace + 10
+
+
+def test_live_service_is_cluster_ip_on_the_named_port() -> None:
+    service = of_kind("Service")[LIVE]["spec"]
+    assert service["type"] == "ClusterIP"
+    assert service["selector"] == {"app.kubernetes.io/name": LIVE}
+    pod_labels = deployments()[LIVE]["spec"]["template"]["metadata"]["labels"]
+    assert service["selector"].items() <= pod_labels.items()
+    (port,) = service["ports"]
+    assert port["name"] == "live" and port["targetPort"] == live_port()["name"]
+    # The API stays internal too: the Ingress is the public entry.
+    assert of_kind("Service")["speechflow-api"]["spec"]["type"] == "ClusterIP"
+
+
+def ingress_backend(path: str) -> tuple[str, str]:
+    """(service, port name) the Ingress sends a request path to, by Kubernetes' matching rules: an
+    Exact path first, then the longest Prefix matched element by element."""
+    (ingress,) = of_kind("Ingress").values()
+    (rule,) = ingress["spec"]["rules"]
+    best: tuple[int, dict[str, Any]] | None = None
+    for entry in rule["http"]["paths"]:
+        candidate = entry["path"]
+        if entry["pathType"] == "Exact":
+            if path == candidate:
+                best = (1 << 30, entry)
+                break
+            continue
+        assert entry["pathType"] == "Prefix"
+        elements = [e for e in candidate.split("/") if e]
+        if [e for e in path.split("/") if e][: len(elements)] == elements and (best is None or len(elements) > best[0]):
+            best = (len(elements), entry)
+    assert best is not None, path
+    service = best[1]["backend"]["service"]
+    return service["name"], service["port"]["name"]
+
+
+def test_ingress_sends_realtime_to_the_live_service_and_the_rest_to_the_api() -> None:
+    from gpu_worker.realtime.server import PATH
+
+    (ingress,) = of_kind("Ingress").values()
+    assert ingress["spec"]["ingressClassName"] == "webapprouting.kubernetes.azure.com"
+    assert ingress_backend(PATH) == (LIVE, "live")
+    assert ingress_backend(PATH + "/") == (LIVE, "live")
+    # The client secrets are the API's (functions/api/realtime.py), under the same prefix.
+    secrets_path = f"{PATH}/client_secrets"
+    assert f'"{secrets_path}"' in (REPO / "functions" / "api" / "realtime.py").read_text()
+    assert ingress_backend(secrets_path) == ("speechflow-api", "http")
+    for path in ("/", "/jobs", "/v1/audio/transcriptions", "/health", "/live", "/v1/realtimex"):
+        assert ingress_backend(path) == ("speechflow-api", "http"), path
+    # Every backend names a port its Service declares.
+    services = of_kind("Service")
+    for rule in ingress["spec"]["rules"]:
+        for entry in rule["http"]["paths"]:
+            backend = entry["backend"]["service"]
+            assert backend["port"]["name"] in {p["name"] for p in services[backend["name"]]["spec"]["ports"]}
+
+
+def test_ingress_lets_a_live_session_idle_as_long_as_it_may_last() -> None:
+    (ingress,) = of_kind("Ingress").values()
+    annotations = ingress["metadata"]["annotations"]
+    for timeout in ("proxy-read-timeout", "proxy-send-timeout"):
+        seconds = int(annotations[f"nginx.ingress.kubernetes.io/{timeout}"])
+        assert seconds >= Settings().realtime_max_session_seconds, timeout
+
+
+def test_live_scales_on_open_sessions_from_managed_prometheus_and_never_to_zero() -> None:
+    from shared.runtime.metrics import LIVE_SESSIONS
+
+    spec = scaled_objects()[LIVE]["spec"]
+    assert spec["scaleTargetRef"]["name"] == LIVE and LIVE in deployments()
+    assert spec["minReplicaCount"] >= 1
+    assert spec["maxReplicaCount"] >= spec["minReplicaCount"]
+    (trigger,) = spec["triggers"]
+    assert trigger["type"] == "prometheus"
+    metadata = trigger["metadata"]
+    assert metadata["serverAddress"] == "${AZURE_MONITOR_PROMETHEUS_ENDPOINT}"
+    metric = LIVE_SESSIONS._name  # type: ignore[attr-defined]
+    assert metadata["query"] == f"sum({metric})"
+    # A new pod is asked for before the others are full, but not for a handful of sessions.
+    max_sessions = int(env_value(LIVE, "REALTIME_MAX_SESSIONS") or Settings().realtime_max_sessions)
+    assert max_sessions / 2 <= float(metadata["threshold"]) <= max_sessions
+    authentication = of_kind("TriggerAuthentication")[trigger["authenticationRef"]["name"]]
+    assert authentication["spec"]["podIdentity"] == {
+        "provider": "azure-workload",
+        "identityId": "${KEDA_IDENTITY_CLIENT_ID}",
+    }
+
+
+def test_managed_prometheus_scrapes_the_live_metrics_port() -> None:
+    (monitor,) = [d for _, d in manifests() if d["apiVersion"] == AZURE_MONITOR_API]
+    assert monitor["kind"] == "PodMonitor"
+    assert set(monitor["spec"]) == {"selector", "podMetricsEndpoints"}
+    pod_labels = deployments()[LIVE]["spec"]["template"]["metadata"]["labels"]
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
+    (endpoint,) = monitor["spec"]["podMetricsEndpoints"]
+    assert endpoint["port"] == live_port()["name"]
+    assert endpoint["path"] == "/metrics"
+
+
+def test_the_signing_key_reaches_the_api_and_the_live_pods_from_one_vault_secret() -> None:
+    providers = of_kind("SecretProviderClass")
+    synced = {
+        (o["secretName"], item["key"]): item["objectName"]
+        for provider in providers.values()
+        for o in provider["spec"]["secretObjects"]
+        for item in o["data"]
+    }
+    holders: dict[str, str] = {}
+    for workload, spec in pod_specs().items():
+        for c in spec["containers"]:
+            for entry in c.get("env", []):
+                if entry["name"] == "SPEECHFLOW_SIGNING_KEY":
+                    ref = entry["valueFrom"]["secretKeyRef"]
+                    holders[workload] = synced[(ref["name"], ref["key"])]
+    # The API signs client secrets, the live component checks them: one Key Vault secret for both.
+    assert holders == {"speechflow-api": "live-signing-key", LIVE: "live-signing-key"}
+    for name in ("speechflow-functions", "speechflow-workers"):
+        assert "objectName: live-signing-key" in providers[name]["spec"]["parameters"]["objects"]
+
+
+def test_the_live_pre_stop_hook_waits_until_no_session_is_left() -> None:
+    import http.server
+    import json
+    import threading
+
+    answers = [2, 1, 0]
+    asked: list[str] = []
+
+    class Ready(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            asked.append(self.path)
+            body = json.dumps({"status": "ok", "sessions": answers[min(len(asked), len(answers)) - 1]}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            del format, args
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Ready)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    script = container(LIVE)["lifecycle"]["preStop"]["exec"]["command"][-1]
+    port = live_port()["containerPort"]
+    try:
+        exec(script.replace(f":{port}/", f":{server.server_address[1]}/").replace("time.sleep(5)", "time.sleep(0.01)"))
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert asked == ["/ready"] * 3
+    # Nothing listening (the server already gone): the hook returns at once instead of holding the pod.
+    exec(script.replace(f":{port}/", f":{server.server_address[1]}/"))

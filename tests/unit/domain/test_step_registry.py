@@ -11,7 +11,7 @@ from shared.domain.registry import all_queues, components, queue_for, registry, 
 from shared.domain.results import ResultModel
 from shared.domain.workflow import WORKFLOWS, JobState
 from tests.unit.deploy.test_bicep import main, resolve
-from tests.unit.deploy.test_k8s_manifests import deployments, scaled_objects
+from tests.unit.deploy.test_k8s_manifests import deployments, queue_scaled_objects
 
 
 def test_every_workflow_step_is_registered_with_a_result_model() -> None:
@@ -32,7 +32,7 @@ def test_parts_of_a_step_share_its_spec() -> None:
 @pytest.mark.parametrize("queue", sorted(set(step_queues(Settings()).values())))
 def test_every_registered_queue_has_its_deployment_entries(queue: str) -> None:
     assert queue in resolve(main(), "queueNames"), f"no Service Bus queue for {queue} in Bicep"
-    scalers = [s for s in scaled_objects().values() if s["spec"]["triggers"][0]["metadata"]["queueName"] == queue]
+    scalers = [s for s in queue_scaled_objects().values() if s["spec"]["triggers"][0]["metadata"]["queueName"] == queue]
     assert scalers, f"no KEDA ScaledObject on {queue}"
     targets = {s["spec"]["scaleTargetRef"]["name"] for s in scalers}
     assert targets <= set(deployments()), f"ScaledObject on {queue} scales a missing Deployment: {targets}"

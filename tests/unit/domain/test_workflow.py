@@ -31,8 +31,8 @@ def job(workflow: str, status: str = "processing", **kw) -> JobState:
 
 def uploaded_steps(workflow: str) -> tuple[str, ...]:
     """The steps of a job whose audio was uploaded, with no options: FETCH is only for jobs created with
-    audio_url, DIARIZE only for jobs that ask for speakers."""
-    return tuple(step for step in WORKFLOWS[workflow].steps if step not in ("FETCH", "DIARIZE"))
+    audio_url, DIARIZE only for jobs that ask for speakers, REDACT_AUDIO only for redact_pii_audio."""
+    return tuple(step for step in WORKFLOWS[workflow].steps if step not in ("FETCH", "DIARIZE", "REDACT_AUDIO"))
 
 
 def done(*names: str) -> dict[str, StepState]:
@@ -223,3 +223,18 @@ def test_cancel_until_the_job_ends() -> None:
 
 def test_retry_delay_doubles() -> None:
     assert [retry_delay(n, base_seconds=1.5) for n in range(4)] == [1.5, 3.0, 6.0, 12.0]
+
+
+def test_redacted_audio_runs_after_the_transcript_beside_the_translation() -> None:
+    options = {"redact_pii": True, "redact_pii_audio": True}
+    state = job("full_pipeline", detected_language="fra", options=options)
+
+    after_transcript = decide(state, done("LID", "TRANSCRIBE"), Event("step_completed", "TRANSCRIBE"))
+
+    assert {dispatch.step_type for dispatch in after_transcript.dispatches} == {"TRANSLATE", "REDACT_AUDIO"}
+    steps = {
+        **done("LID", "TRANSCRIBE", "TRANSLATE", "SUMMARIZE"),
+        "REDACT_AUDIO": failed("REDACT_AUDIO", retryable=False),
+    }
+    ended = decide(state, steps, Event("step_failed", "REDACT_AUDIO"))
+    assert ended.job_status == "partial_complete"  # the transcript and the rest stay

@@ -8,6 +8,7 @@ import asyncio
 import base64
 import itertools
 import json
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -60,8 +61,16 @@ def append(pcm: bytes) -> str:
 
 
 async def run_session(
-    tmp_path: Path, decoder: ReadingDecoder, messages: list[str], *, config: SessionConfig | None = None
+    tmp_path: Path,
+    decoder: ReadingDecoder,
+    messages: list[str],
+    *,
+    config: SessionConfig | None = None,
+    after_each: Callable[[LiveSession], object] | None = None,
+    **options: Any,
 ) -> tuple[list[dict[str, Any]], LiveSession]:
+    """Feed the messages to a session as its socket would, then close it; its events and the session.
+    `options` go to LiveSession (limits, load); `after_each` sees the session after every message."""
     events: list[dict[str, Any]] = []
 
     async def send(event: dict[str, Any]) -> None:
@@ -75,15 +84,20 @@ async def run_session(
             executor=executor,
             recording=tmp_path / "live.wav",
             config=config or SessionConfig(rate=RATE),
+            **options,
         )
         await session.start()
         decoding = asyncio.create_task(session.run())
-        for message in messages:
-            await session.receive(message)
-            await asyncio.sleep(0)  # let decodes interleave as on a socket
-        await session.close()
-        await decoding
-        session.recording.close()
+        try:
+            for message in messages:
+                await session.receive(message)
+                if after_each is not None:
+                    after_each(session)
+                await asyncio.sleep(0)  # let decodes interleave as on a socket
+        finally:
+            await session.close()
+            await decoding
+            session.recording.close()
     return events, session
 
 
@@ -191,3 +205,61 @@ def test_a_closed_session_keeps_the_turn_it_was_in(tmp_path: Path) -> None:
     assert len(session.completed) == 1
     assert of_type(events, "conversation.item.input_audio_transcription.completed")
     assert session.recording.path.stat().st_size > 4 * RATE * 2
+
+
+class SlowDecoder(ReadingDecoder):
+    """Finals that take 0.3 s each: a client streaming faster than that builds a backlog."""
+
+    def final(self, audio: np.ndarray, *, language: str | None, prompt: str | None, prefix: str | None) -> FinalDecode:
+        import time
+
+        time.sleep(0.3)
+        return super().final(audio, language=language, prompt=prompt, prefix=prefix)
+
+
+def test_under_load_partials_go_first_and_every_final_still_comes(tmp_path: Path) -> None:
+    from gpu_worker.realtime.session import DecodeLoad
+
+    pcm, words = speech("librivox-0870")
+    busy = DecodeLoad(in_flight=0, partials=1)  # another session's partial holds the only partial slot
+    events, session = asyncio.run(run_session(tmp_path, ReadingDecoder(words), chunks(pcm), load=busy))
+
+    assert session.partials_skipped > 0
+    completed = of_type(events, "conversation.item.input_audio_transcription.completed")
+    deltas = of_type(events, "conversation.item.input_audio_transcription.delta")
+    assert len(completed) == 1 and len(deltas) == 1  # no partial words: the whole turn with its final
+    assert deltas[0]["delta"] == completed[0]["transcript"] == "".join(words)
+
+
+def test_a_client_faster_than_real_time_waits_and_the_backlog_stays_bounded(tmp_path: Path) -> None:
+    from gpu_worker.realtime.session import Limits
+
+    pcm, words = speech("librivox-0880")  # about 4.5 s of audio a turn
+    manual = SessionConfig(rate=RATE, turn_detection=None)
+    commit = json.dumps({"type": "input_audio_buffer.commit"})
+    messages = [message for _ in range(6) for message in [*chunks(pcm, 500), commit]]
+    backlog: list[float] = []
+
+    _, session = asyncio.run(
+        run_session(
+            tmp_path,
+            SlowDecoder(words),
+            messages,  # as fast as the client can send
+            config=manual,
+            limits=Limits(max_backlog_seconds=6.0),
+            after_each=lambda live: backlog.append(live.backlog_seconds()),
+        )
+    )
+
+    assert len(session.completed) == 6
+    # Six turns arrive at once; the session never holds much more than its limit waiting for finals.
+    assert max(backlog) <= 6.0 + 5.0
+    assert max(backlog) > 4.0
+
+
+def test_a_session_past_its_longest_length_is_over(tmp_path: Path) -> None:
+    from gpu_worker.realtime.session import Limits, SessionOver
+
+    pcm, words = speech("librivox-0880")
+    with pytest.raises(SessionOver):
+        asyncio.run(run_session(tmp_path, ReadingDecoder(words), chunks(pcm), limits=Limits(max_session_seconds=2.0)))
