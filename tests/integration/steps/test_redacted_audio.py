@@ -14,9 +14,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from shared.domain.registry import processor_for as registry_processor
 from shared.jobs.retention import delete_audio
 from shared.steps.runner import StepContext
+from shared.steps.runner import processor_for as registry_processor
 from tests.support.pipeline import Stack, build_stack, with_behaviours
 
 RATE, SECONDS, CHANNELS = 22050, 4.0, 2
