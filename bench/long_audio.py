@@ -12,7 +12,7 @@ base model, int8, beam 5, VAD, word timestamps, warmed up on one clip before the
 
 - `raw-seq`: `WhisperModel.transcribe`, 2 threads (the baseline, ratio 1.00);
 - `raw-batched`: `BatchedInferencePipeline`, 2 threads, once per `--batch-sizes` value;
-- `chunked-1x2`: the engine (shared/speech) as the stack runs a long file: `plan_chunks` cuts it at
+- `chunked-1x2`: the engine (shared/engines/speech) as the stack runs a long file: `plan_chunks` cuts it at
   pauses, each chunk's window is decoded alone and transcribed by one `Transcriber` with 2 threads,
   `stitch` joins the results;
 - `chunked-2x1`: the same with two worker processes of 1 thread each taking chunks as they free up

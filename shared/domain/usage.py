@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
 Device = Literal["cpu", "gpu", "remote"]
 REMOTE_ENGINES = frozenset({"azure-openai", "openai-compatible"})
-"""Text model engines that run elsewhere and are paid by the token (shared/llm)."""
+"""Text model engines that run elsewhere and are paid by the token (shared/engines/text)."""
 
 
 @dataclass(frozen=True)
