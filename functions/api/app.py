@@ -54,6 +54,7 @@ from functions.api.security import (
 )
 from shared.bus import publish_committed
 from shared.config import Settings, get_settings
+from shared.errors import BlobNotFound
 from shared.health import install_state_metrics, readiness, worker_states
 from shared.jobs import create_job, get_job, list_jobs, start_job, step_of, upload_refusal
 from shared.lifecycle import decide
@@ -71,6 +72,7 @@ from shared.status import TERMINAL_STATUSES
 from shared.storage.local import load_signing_key
 from shared.subtitle_cues import CUE_SECONDS, LINE_CHARS, LINES, CueRules
 from shared.tracing import configure_tracing, current_traceparent
+from shared.uploads import let_go, take_in
 from shared.usage import Rates, Usage, job_usage, total_usage
 from shared.webhooks import deliver_now
 from shared.workflow import Event, WorkflowType
@@ -433,19 +435,36 @@ def _add_job_routes(app: FastAPI, settings: Settings) -> None:
             transcribed = source is not None and (step := step_of(source, "TRANSCRIBE")) is not None
             if not transcribed or step is None or step.status != "completed":
                 raise ApiError(409, "source_not_ready", f"job {job.source_job_id} has no transcript yet")
-        info = check_upload(blobs=runtime.blobs, settings=settings, job=job)
-        if info is not None:
-            job.audio_duration_seconds = info.duration_seconds
-            options = JobOptions.of(job.options)
-            if options.split_channels and info.channels < 2:
-                raise ApiError(
-                    422,
-                    "not_multichannel",
-                    f"channels=split needs one channel per speaker; the upload has {info.channels} channel",
-                )
-            if options.split_channels:
-                job.options = {**(job.options or {}), "channel_count": info.channels}
+        # The upload URL (on Azure a SAS, which cannot be withdrawn) writes `upload`; the job reads a
+        # server-side copy under a name no URL covers, probed here and recorded with the start; the
+        # upload goes once that has committed (shared/uploads.py).
+        upload = accepted = job.audio_blob_path
+        if upload is not None:
+            try:
+                accepted = job.audio_blob_path = take_in(runtime.blobs, settings.audio_container, job.id, upload)
+            except BlobNotFound:
+                raise ApiError(409, "upload_missing", "nothing has been uploaded to upload_url yet") from None
+        try:
+            info = check_upload(blobs=runtime.blobs, settings=settings, job=job)
+            if info is not None:
+                job.audio_duration_seconds = info.duration_seconds
+                options = JobOptions.of(job.options)
+                if options.split_channels and info.channels < 2:
+                    raise ApiError(
+                        422,
+                        "not_multichannel",
+                        f"channels=split needs one channel per speaker; the upload has {info.channels} channel",
+                    )
+                if options.split_channels:
+                    job.options = {**(job.options or {}), "channel_count": info.channels}
+        except BaseException:
+            # Refused: the job stays pending_upload, naming its upload; the client may upload again.
+            if accepted is not None and accepted != upload:
+                runtime.blobs.delete(settings.audio_container, accepted)
+            raise
         _queue(session, runtime, job, refused="job was started or cancelled meanwhile")
+        if upload is not None and accepted is not None:
+            let_go(runtime.blobs, settings.audio_container, upload, accepted, job_id=job.id)
         log.info("job started", extra={"action": "job_started", "job_id": str(job.id)})
         return JobStatusResponse(job_id=job.id, status="queued")
 

@@ -61,6 +61,7 @@ from shared.status import TERMINAL_STATUSES
 from shared.storage.local import LocalBlobStore
 from shared.subtitle_cues import CUE_SECONDS, LINE_CHARS, LINES, CueRules
 from shared.tracing import current_traceparent
+from shared.uploads import input_blob_path
 
 log = logging.getLogger(__name__)
 
@@ -839,7 +840,8 @@ def _create_and_start(
     options = request.job_options()
     job_id = uuid.uuid4()
     filename = safe_filename(request.upload.filename or "audio")
-    blob_path = f"{job_id}/{filename}"
+    # No upload URL is made for this job; its file goes straight to where a started job's upload is read.
+    blob_path = input_blob_path(job_id, filename)
     container = settings.audio_container
     session: Session
     with runtime.sessions() as session:

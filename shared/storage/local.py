@@ -522,6 +522,31 @@ class LocalBlobStore:
         with source:
             _write_file_atomically(path, lambda target: shutil.copyfileobj(source, target, _COPY_CHUNK))
 
+    def copy(self, container: str, source: str, target: str) -> None:
+        # A second name for the same file (a hard link), put in place with a rename: no data is
+        # copied, and every write here replaces a blob's file rather than changing it in place, so a
+        # later write to either name leaves the other as it was. Where links are not possible, a copy.
+        source_path = self._existing_path(container, source)
+        target_path = self.path(container, target)
+        staging = self.root / _STAGING
+        staging.mkdir(parents=True, exist_ok=True)
+        temporary = staging / f"link-{secrets.token_hex(16)}"
+        try:
+            try:
+                os.link(source_path, temporary)
+            except FileNotFoundError:
+                raise BlobNotFound(f"blob {container}/{source} does not exist") from None
+            except OSError:
+                with source_path.open("rb") as file, self.staged_write(container, target) as copied:
+                    shutil.copyfileobj(file, copied, _COPY_CHUNK)
+            else:
+                target_path.parent.mkdir(parents=True, exist_ok=True)
+                temporary.replace(target_path)
+        finally:
+            temporary.unlink(missing_ok=True)
+        # The target is a new blob: whatever blocks were staged or committed to it before are gone.
+        self.discard_blocks(container, target)
+
     def delete(self, container: str, blob: str) -> None:
         path = self.path(container, blob)
         path.unlink(missing_ok=True)
