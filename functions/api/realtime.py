@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from typing import Any
 
 from fastapi import APIRouter, WebSocket
 from pydantic import BaseModel, Field
@@ -16,11 +17,18 @@ from starlette.responses import Response
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
+from functions.api.schemas import ErrorResponse
 from functions.api.security import PrincipalDep
 from shared.core.config import Settings
 from shared.jobs.keys import issue_client_secret
 
 PASSED_HEADERS = ("authorization", "x-api-key")
+ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorResponse, "description": "The body is not valid JSON"},
+    401: {"model": ErrorResponse, "description": "No API key, or one that is not valid"},
+    422: {"model": ErrorResponse},
+    429: {"model": ErrorResponse, "description": "Too many requests for this key; see Retry-After"},
+}
 
 
 class ClientSecretRequest(BaseModel):
@@ -38,7 +46,7 @@ class ClientSecret(BaseModel):
 def make_realtime_router(settings: Settings, signing_key: bytes) -> APIRouter:
     router = APIRouter(tags=["openai"])
 
-    @router.post("/v1/realtime/client_secrets", response_model=ClientSecret)
+    @router.post("/v1/realtime/client_secrets", response_model=ClientSecret, responses=ERRORS)
     def client_secrets(principal: PrincipalDep, request: ClientSecretRequest | None = None) -> ClientSecret:
         """A short-lived credential that opens live sessions as the calling key, for a browser that must not
         hold the key itself."""

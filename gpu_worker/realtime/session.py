@@ -57,6 +57,7 @@ Redact = Callable[[str, list[dict[str, Any]], str | None], tuple[str, list[dict[
 MIN_COMMIT_SAMPLES = SAMPLE_RATE // 10
 """OpenAI refuses to commit less than 100 ms of audio."""
 PROMPT_CHARACTERS = 400
+FIRST_PARTIAL_SAMPLES = int(0.9 * SAMPLE_RATE)
 """How much of the previous turns' text goes into the next turn's prompt."""
 
 
@@ -353,7 +354,11 @@ class LiveSession:
             self._wake.clear()
             turn = self._open
             if turn is not None and turn.early is None and self._partial_due(turn):
-                await self._partial(turn)
+                try:
+                    await self._partial(turn)
+                except Exception:
+                    # Partial words are a courtesy: a failed decode leaves them to the next one and the final.
+                    log.exception("partial decode failed", extra={"action": "live_partial_failed"})
 
     async def close(self) -> None:
         """No more audio: an open turn is committed as it stands (what was heard is kept), then the
@@ -523,7 +528,10 @@ class LiveSession:
     # --- helpers
 
     def _partial_due(self, turn: Turn) -> bool:
-        return self.recording.total - turn.decoded_to >= self.limits.partial_every_seconds * SAMPLE_RATE
+        heard = self.recording.total - turn.start
+        fresh = self.recording.total - turn.decoded_to
+        # Under 0.9 s a turn is mostly its padding, and Whisper guesses (it echoes the prompt).
+        return heard >= FIRST_PARTIAL_SAMPLES and fresh >= self.limits.partial_every_seconds * SAMPLE_RATE
 
     def _language(self, turn: Turn) -> str | None:
         return self.config.language or turn.language

@@ -98,6 +98,8 @@ def purge_job(runtime: Runtime, job_id: uuid.UUID, *, now: datetime | None = Non
         ]
     if audio:
         runtime.blobs.delete(settings.audio_container, audio)
+    # The job's whole upload folder: a taken-in upload's original, or what an upload URL wrote after start.
+    runtime.blobs.delete_prefix(settings.audio_container, f"{job_id}/")
     removed = runtime.blobs.delete_prefix(settings.results_container, f"{job_id}/")
     for path in elsewhere:
         runtime.blobs.delete(settings.results_container, path)
@@ -256,6 +258,9 @@ def delete_audio(runtime: Runtime, job_id: uuid.UUID, *, now: datetime | None = 
     runtime.blobs.delete(runtime.settings.audio_container, blob)
     # The redacted copy of the audio (redact_pii_audio) is personal data like the upload: it goes with it.
     runtime.blobs.delete(runtime.settings.results_container, result_blob_path(job_id, "REDACT_AUDIO", "wav"))
+    # Everything under the job's upload folder: the upload as sent, if its deletion at start failed, and
+    # whatever its upload URL (a SAS cannot be withdrawn) wrote after the job started (shared/jobs/uploads.py).
+    runtime.blobs.delete_prefix(runtime.settings.audio_container, f"{job_id}/")
     with transaction(runtime.sessions) as session:
         session.execute(
             update(Job).where(Job.id == job_id, Job.audio_deleted_at.is_(None)).values(audio_deleted_at=now or utcnow())
@@ -335,9 +340,10 @@ def apply_retention(runtime: Runtime, *, now: datetime | None = None) -> Retenti
 
 
 def _remove_uploads_of_purged_jobs(runtime: Runtime, *, batch: int = 500) -> int:
-    """Delete whatever is found in the audio container under a job that has been purged: an upload URL
-    (an Azure SAS cannot be withdrawn before it expires) may have written there after the purge, and
-    the passes above only look at jobs whose audio is not deleted yet. Returns how many blobs."""
+    """Delete whatever is found in the audio container under a job that has been purged or whose audio
+    has been deleted: an upload URL (an Azure SAS cannot be withdrawn before it expires) may have written
+    there since, and the passes above only look at jobs whose audio is not deleted yet. Returns how many
+    blobs."""
     container = runtime.settings.audio_container
     found: list[uuid.UUID] = []
     for name in runtime.blobs.folders(container):
@@ -349,13 +355,16 @@ def _remove_uploads_of_purged_jobs(runtime: Runtime, *, batch: int = 500) -> int
     for start in range(0, len(found), batch):
         with runtime.sessions() as session:
             purged = session.scalars(
-                select(Job.id).where(Job.id.in_(found[start : start + batch]), Job.purged_at.is_not(None))
+                select(Job.id).where(
+                    Job.id.in_(found[start : start + batch]),
+                    or_(Job.purged_at.is_not(None), Job.audio_deleted_at.is_not(None)),
+                )
             ).all()
         for job_id in purged:
             count = runtime.blobs.delete_prefix(container, f"{job_id}/")
             removed += count
             log.info(
-                "upload found under a purged job deleted",
+                "upload found under a purged job (or one whose audio is deleted) deleted",
                 extra={"action": "purged_upload_deleted", "job_id": str(job_id), "blobs": count},
             )
     return removed

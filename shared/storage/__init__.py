@@ -43,6 +43,11 @@ class BlobStore(Protocol):
     def download_to(self, container: str, blob: str, path: Path) -> None:
         """Stream the blob to a local file without holding it in memory; raises BlobNotFound."""
 
+    def copy(self, container: str, source: str, target: str) -> None:
+        """Copy the blob `source` to `target` in the same container without the data passing through
+        this process, replacing `target`; the copy is complete when this returns and `source` is left
+        as it is. Raises BlobNotFound if `source` does not exist."""
+
     def delete(self, container: str, blob: str) -> None:
         """Remove the blob if it exists."""
 

@@ -12,6 +12,7 @@ import contextlib
 import os
 import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -44,6 +45,11 @@ _DELEGATION_KEY_MAX_LIFETIME = timedelta(days=7)
 """Azure refuses user delegation keys valid for longer than seven days."""
 _CLOCK_SKEW = timedelta(minutes=5)
 _PING_CONNECT_TIMEOUT = 5.0
+_COPY_WAIT_SECONDS = 600.0
+"""How long a server-side copy may stay pending before it is aborted (within one account a block blob's
+copy is usually done when Copy Blob answers)."""
+_COPY_POLL_SECONDS = (0.05, 2.0)
+"""The first and the longest pause between two looks at a pending copy."""
 
 
 @contextlib.contextmanager
@@ -207,6 +213,32 @@ class AzureBlobStore:
             temporary.replace(path)
         finally:
             temporary.unlink(missing_ok=True)
+
+    def copy(self, container: str, source: str, target: str) -> None:
+        # Copy Blob within the account: the service reads the source through a short read-only SAS
+        # (signed as upload URLs are), so the data never passes through this process.
+        source_url = self.read_url(container, source, expires_in=int(_COPY_WAIT_SECONDS) + 60)
+        client = self._service.get_blob_client(container, target)
+        with _storage_errors(container, source):
+            started = client.start_copy_from_url(source_url)
+        status, copy_id = started.get("copy_status"), str(started.get("copy_id"))
+        deadline = time.monotonic() + _COPY_WAIT_SECONDS
+        pause, longest = _COPY_POLL_SECONDS
+        description = None
+        while status == "pending":
+            if time.monotonic() >= deadline:
+                with contextlib.suppress(HttpResponseError):
+                    client.abort_copy(copy_id)
+                raise TransientError(f"the copy of {container}/{source} to {target} did not finish in time")
+            time.sleep(pause)
+            pause = min(pause * 2, longest)
+            with _storage_errors(container, target):
+                properties = client.get_blob_properties().copy
+            if properties.id != copy_id:
+                raise TransientError(f"another copy to {container}/{target} replaced this one")
+            status, description = properties.status, properties.status_description
+        if status != "success":
+            raise TransientError(f"the copy of {container}/{source} to {target} ended {status}: {description}")
 
     def delete(self, container: str, blob: str) -> None:
         with contextlib.suppress(BlobNotFound), _storage_errors(container, blob):

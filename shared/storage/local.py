@@ -20,7 +20,7 @@ import hashlib
 import json
 import math
 import os
-import re
+import secrets
 import shutil
 import tempfile
 import time
@@ -42,6 +42,7 @@ from shared.storage.blocks import (
     BlockRejected,
     decode_block_id,
 )
+from shared.storage.names import validate_blob_name, validate_container_name
 from shared.storage.signing import (
     READ,
     UPLOAD_PERMISSIONS,
@@ -53,42 +54,11 @@ if TYPE_CHECKING:
     from shared.core.config import Settings
 
 
-_CONTAINER_NAME = re.compile(r"[a-z0-9](?:[a-z0-9]|-(?=[a-z0-9])){2,62}")
-"""Azure's container naming rule: 3-63 lowercase letters, digits and single inner hyphens."""
-_MAX_BLOB_NAME = 1024
 _COPY_CHUNK = 1024 * 1024
 _STAGING = ".staging"
 """Where blobs are written before they are renamed into place; not a valid container name."""
 _BLOCKS = ".blocks"
 _BLOCK_LISTS = ".blocklists"
-
-
-def validate_container_name(container: str) -> str:
-    """Return the name if it is a valid container name; raise ValueError otherwise."""
-    if not _CONTAINER_NAME.fullmatch(container):
-        rule = "3-63 lowercase letters, digits and single hyphens"
-        raise ValueError(f"invalid container name {container!r}: use {rule}")
-    return container
-
-
-def validate_blob_name(blob: str) -> str:
-    """Return the name if it maps to a file inside its container folder; raise ValueError otherwise.
-
-    Refused: empty names, absolute paths, backslashes, control characters (NUL included), empty,
-    `.` or `..` segments. Two different accepted names never map to the same file.
-    """
-    if not blob or len(blob) > _MAX_BLOB_NAME:
-        raise ValueError(f"invalid blob name {blob!r}: must be 1-{_MAX_BLOB_NAME} characters")
-    if "\\" in blob or any(ord(character) < 0x20 or ord(character) == 0x7F for character in blob):
-        raise ValueError(f"invalid blob name {blob!r}: backslashes and control characters are not allowed")
-    if blob.startswith("/"):
-        raise ValueError(f"invalid blob name {blob!r}: must not be an absolute path")
-    if any(segment in ("", ".", "..") for segment in blob.split("/")):
-        raise ValueError(f"invalid blob name {blob!r}: empty, '.' and '..' path segments are not allowed")
-    # A drive-qualified name ("C:x") would leave the container folder on Windows.
-    if Path(blob).drive or Path(blob).is_absolute():
-        raise ValueError(f"invalid blob name {blob!r}: must be a relative path")
-    return blob
 
 
 class StagedBlob:
@@ -390,6 +360,31 @@ class LocalBlobStore:
             raise BlobNotFound(f"blob {container}/{blob} does not exist") from None
         with source:
             _write_file_atomically(path, lambda target: shutil.copyfileobj(source, target, _COPY_CHUNK))
+
+    def copy(self, container: str, source: str, target: str) -> None:
+        # A second name for the same file (a hard link), put in place with a rename: no data is
+        # copied, and every write here replaces a blob's file rather than changing it in place, so a
+        # later write to either name leaves the other as it was. Where links are not possible, a copy.
+        source_path = self._existing_path(container, source)
+        target_path = self.path(container, target)
+        staging = self.root / _STAGING
+        staging.mkdir(parents=True, exist_ok=True)
+        temporary = staging / f"link-{secrets.token_hex(16)}"
+        try:
+            try:
+                os.link(source_path, temporary)
+            except FileNotFoundError:
+                raise BlobNotFound(f"blob {container}/{source} does not exist") from None
+            except OSError:
+                with source_path.open("rb") as file, self.staged_write(container, target) as copied:
+                    shutil.copyfileobj(file, copied, _COPY_CHUNK)
+            else:
+                target_path.parent.mkdir(parents=True, exist_ok=True)
+                temporary.replace(target_path)
+        finally:
+            temporary.unlink(missing_ok=True)
+        # The target is a new blob: whatever blocks were staged or committed to it before are gone.
+        self.discard_blocks(container, target)
 
     def delete(self, container: str, blob: str) -> None:
         path = self.path(container, blob)

@@ -41,6 +41,7 @@ from shared.core.config import Settings
 from shared.core.tracing import current_traceparent
 from shared.domain.models import Job
 from shared.jobs.store import create_job, get_job, start_job
+from shared.jobs.uploads import input_blob_path
 from shared.runtime import Runtime
 from shared.storage.local import LocalBlobStore
 
@@ -132,7 +133,8 @@ def _create_and_start(
     options = request.job_options()
     job_id = uuid.uuid4()
     filename = safe_filename(request.upload.filename or "audio")
-    blob_path = f"{job_id}/{filename}"
+    # No upload URL is made for this job; its file goes straight to where a started job's upload is read.
+    blob_path = input_blob_path(job_id, filename)
     container = settings.audio_container
     session: Session
     with runtime.sessions() as session:

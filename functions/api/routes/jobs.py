@@ -32,6 +32,7 @@ from functions.api.security import (
 )
 from shared.bus import publish_committed
 from shared.core.config import Settings, get_settings
+from shared.core.errors import BlobNotFound
 from shared.core.netsafety import UnsafeCallbackUrl, UnsafeFetchUrl, check_callback_url, check_fetch_url
 from shared.core.tracing import current_traceparent
 from shared.domain.models import Job
@@ -43,6 +44,7 @@ from shared.engines.speech.transcriber import MAX_PROMPT_TOKENS
 from shared.jobs.lifecycle import decide
 from shared.jobs.retention import purge_job, request_purge
 from shared.jobs.store import create_job, get_job, list_jobs, start_job, step_of
+from shared.jobs.uploads import let_go, take_in
 from shared.jobs.webhooks import deliver_now
 from shared.runtime import Runtime
 from shared.steps.fetch import filename_from_url, url_host
@@ -216,11 +218,28 @@ def start(
         transcribed = source is not None and (step := step_of(source, "TRANSCRIBE")) is not None
         if not transcribed or step is None or step.status != "completed":
             raise ApiError(409, "source_not_ready", f"job {job.source_job_id} has no transcript yet")
-    accepted = accept_upload_or_422(blobs=runtime.blobs, settings=settings, job=job)
-    if accepted is not None:
-        for column, value in accepted.job_updates(job.options).items():
-            setattr(job, column, value)
+    # The upload URL (on Azure a SAS, which cannot be withdrawn) writes `upload`; the job reads a
+    # server-side copy under a name no URL covers, accepted here and recorded with the start; the
+    # upload goes once that has committed (shared/jobs/uploads.py).
+    upload = taken = job.audio_blob_path
+    if upload is not None:
+        try:
+            taken = job.audio_blob_path = take_in(runtime.blobs, settings.audio_container, job.id, upload)
+        except BlobNotFound:
+            raise ApiError(409, "upload_missing", "nothing has been uploaded to upload_url yet") from None
+    try:
+        accepted = accept_upload_or_422(blobs=runtime.blobs, settings=settings, job=job)
+        if accepted is not None:
+            for column, value in accepted.job_updates(job.options).items():
+                setattr(job, column, value)
+    except BaseException:
+        # Refused: the job stays pending_upload, naming its upload; the client may upload again.
+        if taken is not None and taken != upload:
+            runtime.blobs.delete(settings.audio_container, taken)
+        raise
     _queue(session, runtime, job, refused="job was started or cancelled meanwhile")
+    if upload is not None and taken is not None:
+        let_go(runtime.blobs, settings.audio_container, upload, taken, job_id=job.id)
     log.info("job started", extra={"action": "job_started", "job_id": str(job.id)})
     return JobStatusResponse(job_id=job.id, status="queued")
 

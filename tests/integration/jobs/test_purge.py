@@ -81,7 +81,7 @@ def test_delete_of_an_ended_job_purges_it_and_leaves_a_tombstone(stack: Stack) -
     assert any(PHRASE in (step["error_message"] or "") for step in before["steps"])
     assert on_disk(stack, PHRASE), "the test can see the phrase on disk before the purge"
     results_folder = stack.settings.blob_root / stack.settings.results_container / str(job_id)
-    audio_file = stack.settings.blob_root / stack.settings.audio_container / str(job_id) / "clip.wav"
+    audio_file = stack.settings.blob_root / stack.settings.audio_container / str(job_id) / "input" / "clip.wav"
     assert sorted(path.name for path in results_folder.iterdir()) and audio_file.exists()
 
     response = stack.client.delete(f"/jobs/{job_id}")
@@ -89,7 +89,7 @@ def test_delete_of_an_ended_job_purges_it_and_leaves_a_tombstone(stack: Stack) -
     body = response.json()
     assert body["status"] == "partial_complete" and body["purged_at"] and body["purge_requested_at"]
 
-    assert not results_folder.exists() and not audio_file.exists()
+    assert not results_folder.exists() and not audio_file.parent.parent.exists()
     assert on_disk(stack, PHRASE) == [], "nothing of the transcript is left in blobs, the database or its journal"
 
     gone = stack.client.get(f"/jobs/{job_id}/results")
@@ -179,7 +179,7 @@ def test_a_purge_interrupted_between_blob_deletes_finishes_on_the_next_pass(
     response = stack.client.delete(f"/jobs/{job_id}")
     assert response.status_code == 202, "the intent is recorded; the retention pass finishes it"
     assert response.json()["purge_requested_at"] and "purged_at" not in response.json()
-    assert not (stack.settings.blob_root / stack.settings.audio_container / str(job_id) / "clip.wav").exists()
+    assert not (stack.settings.blob_root / stack.settings.audio_container / str(job_id) / "input" / "clip.wav").exists()
     assert stack.client.get(f"/jobs/{job_id}/results").status_code == 410
     assert on_disk(stack, PHRASE), "the results were not deleted yet"
 

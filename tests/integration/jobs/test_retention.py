@@ -34,7 +34,9 @@ def stack(database_url: str, make_settings: Callable[..., Settings]) -> Iterator
 
 
 def audio_exists(stack: Stack, job_id: uuid.UUID) -> bool:
-    return (stack.settings.blob_root / stack.settings.audio_container / str(job_id) / "clip.wav").exists()
+    """The upload (`{job_id}/clip.wav`), or once the job started its copy (`{job_id}/input/clip.wav`)."""
+    folder = stack.settings.blob_root / stack.settings.audio_container / str(job_id)
+    return (folder / "clip.wav").exists() or (folder / "input" / "clip.wav").exists()
 
 
 def finished(stack: Stack, **fields: Any) -> uuid.UUID:

@@ -165,6 +165,32 @@ def test_ensure_containers_is_idempotent_and_ping_passes(backend: Backend) -> No
     assert backend.store.get(backend.container, "kept.txt") == b"kept"
 
 
+def test_copy_is_server_side_complete_and_independent_of_its_source(backend: Backend) -> None:
+    """What a job start relies on (shared/jobs/uploads.py): the copy is there when copy() returns, a later
+    write through the source's upload URL leaves it as it was, and deleting the source keeps it."""
+    store, container = backend.store, backend.container
+    data = os.urandom(3 * 1024 * 1024 + 17)
+    url, _ = store.upload_url(container, "job-c/clip.wav")
+    assert backend.http.put(url, content=data, headers=BLOCK_BLOB).status_code == 201
+    store.put(container, "job-c/input/clip.wav", b"an older copy")
+
+    store.copy(container, "job-c/clip.wav", "job-c/input/clip.wav")
+
+    assert store.get(container, "job-c/input/clip.wav") == data, "copy() replaces the target"
+    assert backend.http.put(url, content=b"written after the copy", headers=BLOCK_BLOB).status_code == 201
+    assert store.get(container, "job-c/clip.wav") == b"written after the copy"
+    assert store.get(container, "job-c/input/clip.wav") == data, "a write to the source changed the copy"
+    store.delete(container, "job-c/clip.wav")
+    assert store.get(container, "job-c/input/clip.wav") == data
+    # The upload URL names one blob: it cannot write the copy.
+    refused = backend.http.put(sibling_url(url, "job-c/input/clip.wav"), content=b"x", headers=BLOCK_BLOB)
+    assert refused.status_code == 403, refused.text
+    assert store.get(container, "job-c/input/clip.wav") == data
+    with pytest.raises(BlobNotFound):
+        store.copy(container, "job-c/missing.wav", "job-c/input/missing.wav")
+    assert not store.exists(container, "job-c/input/missing.wav")
+
+
 # --- what a client does with the URLs -----------------------------------------------------------
 
 

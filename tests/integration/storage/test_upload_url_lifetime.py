@@ -54,8 +54,10 @@ def test_the_upload_url_refuses_writes_once_the_job_has_started(stack: Stack) ->
     assert_refused(stack.client.put(f"{url}&comp=block&blockid=QUFBQQ==", content=b"x"), "Put Block after start")
     block_list = '<?xml version="1.0" encoding="utf-8"?><BlockList><Latest>QUFBQQ==</Latest></BlockList>'
     assert_refused(stack.client.put(f"{url}&comp=blocklist", content=block_list), "Put Block List after start")
-    stored = stack.settings.blob_root / stack.settings.audio_container / str(job_id) / "clip.wav"
+    # The job reads its upload's copy taken in at start (shared/jobs/uploads.py); the upload itself is gone.
+    stored = stack.settings.blob_root / stack.settings.audio_container / str(job_id) / "input" / "clip.wav"
     assert stored.read_bytes() == TINY_WAV, "the probed upload is what the steps read"
+    assert not (stored.parent.parent / "clip.wav").exists()
 
     assert stack.drive(job_id)["status"] == "completed"  # type: ignore[index]
     assert_refused(stack.client.put(url, content=TINY_WAV, headers=PUT), "Put Blob after completion")

@@ -13,7 +13,7 @@ from azure.storage.blob import UserDelegationKey
 
 from shared.core.errors import ConfigurationError
 from shared.storage.azure_blob import AzureBlobStore
-from shared.storage.local import validate_blob_name, validate_container_name
+from shared.storage.names import validate_blob_name, validate_container_name
 from shared.storage.signing import CREATE, READ, UPLOAD_PERMISSIONS, WRITE, SignedUrlRejected, UrlSigner
 
 KEY = bytes(range(32))
