@@ -150,6 +150,7 @@ class ServiceBusBus:
             raise ConfigurationError("Service Bus needs SERVICE_BUS_CONNECTION_STRING or SERVICE_BUS_NAMESPACE")
         self._settings = settings
         self._engine = engine
+        self._last_purge = float("-inf")
         self._sessions = make_sessionmaker(engine)
         self._client_factory = client_factory or self._default_client
         self._admin_factory = admin_factory or self._default_admin
@@ -342,24 +343,22 @@ class ServiceBusBus:
             )
             return int(getattr(result, "rowcount", 0) or 0)
 
-    def run_relay(self, stop: threading.Event, interval: float = 1.0) -> None:
-        """Publish the outbox until `stop` is set, and purge old sent rows hourly. Callers flush right
-        after their commit for low latency; this loop catches whatever a crashed process left."""
-        last_purge = float("-inf")
-        while not stop.is_set():
-            try:
-                self.flush()
-                if time.monotonic() - last_purge >= PURGE_EVERY_SECONDS:
-                    purged = self.purge_sent()
-                    last_purge = time.monotonic()
-                    if purged:
-                        logger.info("outbox purged", extra={"action": "outbox_purge", "count": purged})
-            except TransientError as error:
-                logger.warning("outbox relay: %s", error, extra={"action": "outbox_retry"})
-            except Exception:
-                # A relay that dies strands every later message: log and keep relaying.
-                logger.exception("outbox relay failed", extra={"action": "outbox_error"})
-            stop.wait(interval)
+    def relay_once(self) -> bool:
+        """Publish what the outbox holds, and purge old sent rows hourly; True if anything was published.
+        Callers flush right after their commit for low latency; the relay (a poller of the consume loop,
+        shared/hosting/host.py) catches whatever a crashed process left. A failure is logged by the loop,
+        which goes on: a relay that dies strands every later message."""
+        try:
+            published = self.flush()
+            if time.monotonic() - self._last_purge >= PURGE_EVERY_SECONDS:
+                purged = self.purge_sent()
+                self._last_purge = time.monotonic()
+                if purged:
+                    logger.info("outbox purged", extra={"action": "outbox_purge", "count": purged})
+        except TransientError as error:
+            logger.warning("outbox relay: %s", error, extra={"action": "outbox_retry"})
+            return False
+        return published > 0
 
     # --- direct sends and the consumer side
 

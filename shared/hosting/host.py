@@ -18,6 +18,7 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from shared.core.config import Settings, environment_snapshot, settings_or_exit
 from shared.core.logs import configure_logging
@@ -34,7 +35,7 @@ from shared.hosting.supervisor import (
 from shared.jobs.retention import run_retention
 from shared.jobs.webhooks import run_dispatcher
 from shared.runtime import Runtime
-from shared.runtime.loop import BatchHandler, Consumer, Delivery, Settlement, Shutdown
+from shared.runtime.loop import BatchHandler, Consumer, Delivery, Settlement, Shutdown, serve
 from shared.worker.component import worker_for
 from shared.worker.deadletters import run_consumer
 from shared.worker.router import route_event, route_events
@@ -63,6 +64,9 @@ __all__ = [
     "stop_on_signals",
     "up",
 ]
+
+if TYPE_CHECKING:
+    from shared.bus.servicebus import ServiceBusBus
 
 Runner = Callable[[Settings], int]
 """Runs one component in this process until SIGTERM; returns the exit code."""
@@ -176,9 +180,23 @@ def run_relay(settings: Settings) -> int:
     def relay(runtime: Runtime, shutdown: Shutdown) -> None:
         bus = runtime.bus
         if isinstance(bus, ServiceBusBus):
-            bus.run_relay(shutdown.stopping, interval=0.2)
+            serve([Relay(bus)], shutdown=shutdown)
 
     return _run_until_stopped(settings, relay)
+
+
+class Relay:
+    """The outbox relay as one of the consume loop's pollers (shared.runtime.loop.serve)."""
+
+    name = "relay"
+    concurrency = 1
+    idle_seconds = 0.2
+
+    def __init__(self, bus: ServiceBusBus) -> None:
+        self.bus = bus
+
+    def poll_once(self) -> bool:
+        return self.bus.relay_once()
 
 
 def run_webhooks(settings: Settings) -> int:

@@ -39,7 +39,7 @@ from shared.domain.models import Job, WebhookDelivery, utcnow
 from shared.domain.options import JobOptions
 from shared.jobs.store import get_job
 from shared.runtime import Runtime
-from shared.runtime.loop import Shutdown
+from shared.runtime.loop import Shutdown, serve
 from shared.storage.local import LocalBlobStore
 
 log = logging.getLogger(__name__)
@@ -380,26 +380,34 @@ def _sweep_local_leftovers(runtime: Runtime) -> None:
         store.discard_expired_blocks()
 
 
+class RetentionPoller:
+    """Retention as one of the consume loop's pollers (shared.runtime.loop.serve): a pass every
+    PURGE_INTERVAL_SECONDS; a failing pass (the database away) is logged by the loop, which goes on."""
+
+    name = "retention"
+    concurrency = 1
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self.idle_seconds = runtime.settings.purge_interval_seconds
+
+    def poll_once(self) -> bool:
+        apply_retention(self.runtime)
+        return False  # one pass per interval, whatever it found
+
+
 def retention_loop(runtime: Runtime, stopping: threading.Event) -> None:
-    """Apply retention every PURGE_INTERVAL_SECONDS until asked to stop; a failing pass (the
-    database away) is logged and the loop goes on."""
-    interval = runtime.settings.purge_interval_seconds
-    while not stopping.is_set():
-        try:
-            apply_retention(runtime)
-        except Exception:
-            log.exception("retention pass failed", extra={"action": "retention_failed"})
-        stopping.wait(interval)
+    """Apply retention every PURGE_INTERVAL_SECONDS until `stopping` is set."""
+    shutdown = Shutdown(runtime.settings.shutdown_grace_seconds)
+    shutdown.stopping = stopping
+    serve([RetentionPoller(runtime)], shutdown=shutdown)
 
 
 def run_retention(settings: Settings) -> int:
-    """The local host's `retention` component: the loop in its own process, stopped by SIGTERM."""
-
+    """The local host's `retention` component: the poller in its own process, stopped by SIGTERM."""
     runtime = Runtime(settings)
-    shutdown = Shutdown(settings.shutdown_grace_seconds)
-    shutdown.on_signals()
     try:
-        retention_loop(runtime, shutdown.stopping)
+        serve([RetentionPoller(runtime)], shutdown=Shutdown(settings.shutdown_grace_seconds))
     finally:
         runtime.close()
     return 0

@@ -24,6 +24,8 @@ from shared.core.config import Settings
 from shared.core.db import make_engine, make_sessionmaker, migrate, transaction
 from shared.core.errors import TransientError
 from shared.domain.models import Job, OutboxMessage
+from shared.hosting.host import Relay
+from shared.runtime.loop import Shutdown, serve
 
 CONNECTION_STRING = (
     "Endpoint=sb://speechflow-test.servicebus.windows.net/;SharedAccessKeyName=app;SharedAccessKey=c2VjcmV0"
@@ -280,12 +282,21 @@ def test_sent_rows_older_than_a_day_are_purged(
     assert remaining == ["job-1:LID:1", "job-2:LID:1", "job-0:LID:1"]
 
 
+def run_relay(bus: ServiceBusBus, stop: threading.Event, interval: float) -> None:
+    """The relay as the local host runs it: a poller of the consume loop, until `stop` is set."""
+    relay = Relay(bus)
+    relay.idle_seconds = interval
+    shutdown = Shutdown(1.0)
+    shutdown.stopping = stop
+    serve([relay], shutdown=shutdown)
+
+
 def test_run_relay_publishes_until_stopped(
     make_bus: Callable[..., ServiceBusBus], sessions: sessionmaker[Session], broker: Broker
 ) -> None:
     bus = make_bus()
     stop = threading.Event()
-    relay = threading.Thread(target=bus.run_relay, args=(stop,), kwargs={"interval": 0.05})
+    relay = threading.Thread(target=run_relay, args=(bus, stop, 0.05))
     relay.start()
     try:
         stage_many(bus, sessions, 2)
@@ -314,7 +325,7 @@ def test_run_relay_survives_a_failing_publish(
 
     broker.hook = fail_twice
     stop = threading.Event()
-    relay = threading.Thread(target=bus.run_relay, args=(stop,), kwargs={"interval": 0.02})
+    relay = threading.Thread(target=run_relay, args=(bus, stop, 0.02))
     relay.start()
     try:
         deadline = time.monotonic() + 10
