@@ -137,7 +137,7 @@ def test_a_refused_upload_leaves_no_copy_and_can_be_uploaded_again(stack: Stack,
 def test_a_start_killed_between_copy_and_commit_leaves_the_job_whole(
     stack: Stack, http: httpx.Client, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import functions.api.app as app_module
+    import functions.api.routes.jobs as app_module
 
     audio = stack.settings.audio_container
     job_id, _ = created(stack, http)
