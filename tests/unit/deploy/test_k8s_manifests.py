@@ -13,6 +13,7 @@ import pytest
 import yaml
 from cloudcoil.models.keda import v1alpha1 as keda
 
+from functions import triggers
 from shared.core.config import Settings
 from shared.domain.registry import all_queues
 
@@ -38,20 +39,7 @@ FUNCTION_OF_DEPLOYMENT = {
     "speechflow-router": "router",
     "speechflow-worker-azure": "azure_ai",
 }
-# Functions that run beside the main one of a deployment: the router's deployment also delivers
-# webhooks and consumes the dead-letter sub-queues.
-COMPANIONS = {
-    "speechflow-router": {
-        "webhooks",
-        "deadletters_job_events",
-        "deadletters_lid",
-        "deadletters_whisper",
-        "deadletters_azure_ai",
-        "deadletters_fetch",
-        "deadletters_diarize",
-        "retention",
-    }
-}
+"""Each Functions deployment's main function; what else it runs is functions/triggers.py's RUNS."""
 WORKERS = {
     "speechflow-worker-lid": "lid",
     "speechflow-worker-whisper": "whisper",
@@ -212,6 +200,12 @@ def test_every_object_lives_in_the_speechflow_namespace() -> None:
 # --- Functions deployments ----------------------------------------------------------------------
 
 
+def declared_function_names_in_order() -> list[str]:
+    from tests.unit.api.test_function_app import bindings_by_function
+
+    return list(bindings_by_function())
+
+
 def declared_function_names() -> set[str]:
     """Function names of the app as the Functions host indexes it: the HTTP function, the triggers, and
     one dead-letter trigger per queue of the step registry."""
@@ -228,12 +222,24 @@ def test_each_functions_deployment_enables_exactly_its_function(deployment: str)
         for e in container(deployment).get("env", [])
         if (m := re.fullmatch(r"AzureWebJobs\.(\w+)\.Disabled", e["name"])) and e["value"] == "true"
     }
-    enabled = {FUNCTION_OF_DEPLOYMENT[deployment], *COMPANIONS.get(deployment, set())}
-    assert disabled == declared_function_names() - enabled
+    names = list(declared_function_names_in_order())
+    assert FUNCTION_OF_DEPLOYMENT[deployment] in triggers.RUNS[deployment](names)
+    assert disabled == set(names) - triggers.RUNS[deployment](names)
+
+
+@pytest.mark.parametrize("deployment", sorted(FUNCTION_OF_DEPLOYMENT))
+def test_the_disabled_flags_are_as_generated(deployment: str) -> None:
+    """`python -m functions.triggers` (make manifests) writes them from the app's functions."""
+    manifest = (REPO / "k8s" / triggers.MANIFESTS[deployment]).read_text()
+    flags = triggers.disabled(deployment, list(declared_function_names_in_order()))
+    assert triggers.render(manifest, flags) == manifest, "run `make manifests`"
 
 
 def test_the_disabled_function_names_exist_in_the_code() -> None:
-    assert set(FUNCTION_OF_DEPLOYMENT.values()) | set().union(*COMPANIONS.values()) <= declared_function_names()
+    names = list(declared_function_names_in_order())
+    assert set(FUNCTION_OF_DEPLOYMENT.values()) | set().union(*(runs(names) for runs in triggers.RUNS.values())) <= set(
+        names
+    )
 
 
 @pytest.mark.parametrize("deployment", ["speechflow-router", "speechflow-worker-azure"])
@@ -413,6 +419,7 @@ def test_migration_job_runs_alembic_from_the_functions_image() -> None:
 
 def test_the_fetch_worker_runs_the_registered_fetch_component_on_cpu() -> None:
     from shared.domain.registry import spec_of
+
     worker = container("speechflow-worker-fetch")
     assert worker["args"] == [spec_of("FETCH").component]
     assert worker["image"] == container("speechflow-worker-lid")["image"]  # the CPU worker image
