@@ -93,7 +93,11 @@ def test_worker_probe_server_answers_health_ready_and_metrics(stack: Stack) -> N
             assert json.loads(response.read()) == {"status": "ok"}
         with urllib.request.urlopen(f"{base}/ready", timeout=5) as response:
             ready = json.loads(response.read())
-        assert ready == {"status": "ok", "checks": {"database": "ok", "blob_storage": "ok", "bus": "ok"}}
+        assert ready["status"] == "ok"
+        assert ready["checks"] == {"database": "ok", "blob_storage": "ok", "bus": "ok"}
+        # What this process is loading or warming (nothing here: no step consumer runs in it).
+        not_ready = sorted(name for name, state in ready["components"].items() if state != "ready")
+        assert ready["warming"] == not_ready
         with urllib.request.urlopen(f"{base}/metrics", timeout=5) as response:
             exposed = samples(response.read().decode())
         assert value(exposed, "speechflow_queue_messages", queue="lid-jobs", state="active") == 1
