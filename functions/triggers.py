@@ -56,7 +56,7 @@ def function_names() -> list[str]:
     """Every function of the app, as the Functions host indexes them (once per process)."""
     import function_app
 
-    return [function.get_function_name() for function in function_app.app.get_functions()]
+    return [name for function in function_app.app.get_functions() if (name := function.get_function_name())]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,4 +1,5 @@
-"""`python -m functions.api`: the API under uvicorn, as the local host's `api` component runs it."""
+"""`python -m functions.api`: the API under uvicorn on its own (the local host's `api` component starts
+the same factory by name)."""
 
 from __future__ import annotations
 

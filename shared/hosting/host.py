@@ -2,7 +2,7 @@
 
 `python -m shared.hosting` (what `make up` runs) migrates the database, then the supervisor
 (shared.hosting.supervisor) starts each component in its own process and restarts any that dies. This
-module says what each component runs: the API (`python -m functions.api`); the router and the
+module says what each component runs: the API (uvicorn, `functions.api:create_app` by name); the router and the
 dead-letter consumer (the same handlers the Functions host's Service Bus triggers call, fed by the one
 consumer loop of shared.runtime.loop); a step consumer per step queue (azure-ai here, and the worker of
 every other registered component, shared.worker.component); the webhook dispatcher; retention; the
@@ -13,6 +13,7 @@ outbox relay when the bus is Service Bus; the dashboard.
 from __future__ import annotations
 
 import argparse
+import importlib
 import importlib.util
 import os
 import sys
@@ -228,19 +229,25 @@ def run_dashboard(settings: Settings) -> int:
 
 
 def run_api(settings: Settings) -> int:
-    """The API (`python -m functions.api`, under uvicorn). This process becomes it (exec): the API is a
-    front, a layer above this one, so it is started by its command line and never imported here."""
-    del settings  # the API reads the same environment into its own Settings
-    argv = [sys.executable, "-m", "functions.api"]
-    os.execve(sys.executable, argv, environment_snapshot())  # noqa: S606 - our own interpreter and module
+    """The API under uvicorn, in this process. The API is a front, a layer above this one: it is started
+    by name (uvicorn's `module:factory`), as a process manager starts a command, never imported here;
+    `create_app()` reads the same environment into its own Settings."""
+    import uvicorn  # only the API's process needs the server
+
+    uvicorn.run(
+        "functions.api:create_app", factory=True, host=settings.api_host, port=settings.api_port, log_config=None
+    )
+    return 0
 
 
 def run_realtime(settings: Settings) -> int:
-    """Live transcription over WebSockets (`python -m gpu_worker realtime`), its own Whisper model. This
-    process becomes it (exec): a runner above this layer, started by its command line, never imported."""
-    del settings  # the server reads the same environment into its own Settings
-    argv = [sys.executable, "-m", "gpu_worker", "realtime"]
-    os.execve(sys.executable, argv, environment_snapshot())  # noqa: S606 - our own interpreter and module
+    """Live transcription over WebSockets (gpu_worker/realtime), its own Whisper model, in this process.
+    A runner above this layer: started by name, as `run_api` starts the API, never imported here."""
+    serve_live = importlib.import_module(LIVE_SERVER).main
+    return int(serve_live(settings))
+
+
+LIVE_SERVER = "gpu_worker.realtime.server"
 
 
 def run_worker(settings: Settings, kind: str) -> int:
