@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from gpu_worker.realtime.session import FinalDecode, Word
+from gpu_worker.realtime.turns import FinalDecode, Word
 from shared.domain.languages import to_whisper
 
 FULL_WINDOW_FRAMES = 3000

@@ -38,7 +38,8 @@ from websockets.typing import Subprotocol
 
 from gpu_worker.realtime.protocol import ProtocolError, error_event
 from gpu_worker.realtime.recording import JobRecorder, LiveJobRefused, live_job_request
-from gpu_worker.realtime.session import DecodeLoad, Limits, LiveSession, SessionOver, TurnDecoder
+from gpu_worker.realtime.session import LiveSession
+from gpu_worker.realtime.turns import DecodeLoad, Limits, SessionOver, TurnDecoder
 from shared.core.config import Settings
 from shared.engines.speech.bundled_model import resolve_model
 from shared.jobs.keys import BOOTSTRAP_KEY_ID, client_secret_principal, find_active_key, matches_bootstrap

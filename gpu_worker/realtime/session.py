@@ -11,16 +11,13 @@ from __future__ import annotations
 
 import array
 import asyncio
-import base64
 import logging
 import math
 import time
-import wave
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -36,12 +33,21 @@ from gpu_worker.realtime.protocol import (
     event_id,
     parse,
 )
-from shared.domain.languages import to_iso639_3
+from gpu_worker.realtime.turns import (
+    CompletedTurn,
+    DecodeLoad,
+    FinalDecode,
+    Limits,
+    Recording,
+    SessionOver,
+    Turn,
+    TurnDecoder,
+    iso639_3,
+)
 from shared.engines.speech.streaming import (
     FRAME_SAMPLES,
     SAMPLE_RATE,
     AudioInput,
-    LocalAgreement,
     StreamingVad,
     TurnDetector,
     TurnEvent,
@@ -57,118 +63,8 @@ Redact = Callable[[str, list[dict[str, Any]], str | None], tuple[str, list[dict[
 MIN_COMMIT_SAMPLES = SAMPLE_RATE // 10
 """OpenAI refuses to commit less than 100 ms of audio."""
 PROMPT_CHARACTERS = 400
-FIRST_PARTIAL_SAMPLES = int(0.9 * SAMPLE_RATE)
 """How much of the previous turns' text goes into the next turn's prompt."""
-
-
-@dataclass(frozen=True)
-class Word:
-    word: str
-    start: float
-    end: float
-    probability: float
-
-
-@dataclass(frozen=True)
-class FinalDecode:
-    words: list[Word]
-    language: str | None
-
-
-class TurnDecoder(Protocol):
-    """Decodes a turn's audio (16 kHz mono float32): partial hypotheses and the final transcript."""
-
-    def partial(self, audio: npt.NDArray[np.float32], *, language: str | None, prompt: str | None) -> tuple[str, str]:
-        """The text of a quick decode and the language it was decoded in."""
-        ...
-
-    def final(
-        self, audio: npt.NDArray[np.float32], *, language: str | None, prompt: str | None, prefix: str | None
-    ) -> FinalDecode:
-        """Words with times (seconds from the turn's start) and probabilities, continuing `prefix`."""
-        ...
-
-
-@dataclass
-class Limits:
-    partial_every_seconds: float = 0.6
-    max_session_seconds: float = 3600.0
-    max_turn_seconds: float = 25.0
-    busy_decodes: int = 4
-    """With this many decodes of the process waiting or running, partials are skipped (finals never)."""
-    max_partials: int = 1
-    """Partial decodes the process runs at once: the other decode threads stay free for finals."""
-    max_backlog_seconds: float = 60.0
-    """Audio heard but not yet finally transcribed, at most: past it the session stops reading the socket
-    until its finals catch up (a client sending faster than real time waits; memory stays bounded)."""
-
-
-@dataclass
-class DecodeLoad:
-    """The decodes a live worker has waiting or running, over all its sessions."""
-
-    in_flight: int = 0
-    partials: int = 0
-
-
-@dataclass
-class Turn:
-    item_id: str
-    start: int
-    """Samples from the session's start."""
-    previous_item_id: str | None
-    agreement: LocalAgreement = field(default_factory=LocalAgreement)
-    language: str | None = None
-    end: int | None = None
-    decoded_to: int = 0
-    """Samples heard by the last partial decode."""
-    early: asyncio.Task[FinalDecode] | None = None
-    """The final decode started at a pause that may end the turn (dropped if speech resumes)."""
-
-
-@dataclass
-class CompletedTurn:
-    item_id: str
-    start: float
-    end: float
-    text: str
-    words: list[dict[str, Any]]
-    language: str | None
-
-
-class Recording:
-    """The session's audio: a 16 kHz PCM16 WAV on disk (what the job keeps), and the recent part in memory
-    (what open and pending turns still need)."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._wav = wave.open(str(path), "wb")  # noqa: SIM115 - closed by close()
-        self._wav.setnchannels(1)
-        self._wav.setsampwidth(2)
-        self._wav.setframerate(SAMPLE_RATE)
-        self.total = 0
-        self._recent = np.zeros(0, dtype=np.float32)
-        self._recent_start = 0
-
-    def add(self, samples: npt.NDArray[np.float32]) -> None:
-        if samples.size == 0:
-            return
-        self._wav.writeframes((np.clip(samples, -1.0, 1.0) * 32767).astype("<i2").tobytes())
-        self._recent = np.concatenate([self._recent, samples])
-        self.total += samples.size
-
-    def window(self, start: int, end: int) -> npt.NDArray[np.float32]:
-        begin = max(start, self._recent_start) - self._recent_start
-        return self._recent[begin : max(begin, end - self._recent_start)].copy()
-
-    def forget_before(self, sample: int) -> None:
-        drop = min(sample, self.total) - self._recent_start
-        if drop > 0:
-            self._recent = self._recent[drop:]
-            self._recent_start += drop
-
-    def close(self) -> None:
-        self._wav.close()
+FIRST_PARTIAL_SAMPLES = int(0.9 * SAMPLE_RATE)
 
 
 class LiveSession:
@@ -488,7 +384,7 @@ class LiveSession:
             transcript=shown,
             usage={"type": "duration", "seconds": round((turn.end - turn.start) / SAMPLE_RATE, 3)},
             words=shown_words,
-            language=_iso639_3(language),
+            language=iso639_3(language),
             **extra,
         )
         await self._item_done(turn, shown)
@@ -578,21 +474,3 @@ def _user_item(item_id: str, transcript: str | None) -> dict[str, Any]:
         "role": "user",
         "content": [{"type": "input_audio", "transcript": transcript}],
     }
-
-
-class SessionOver(Exception):
-    """The session may take no more audio (its longest length)."""
-
-
-def _iso639_3(language: str | None) -> str | None:
-    if language is None:
-        return None
-
-    try:
-        return to_iso639_3(language)
-    except Exception:
-        return language
-
-
-def decode_base64(audio: str) -> bytes:
-    return base64.b64decode(audio)

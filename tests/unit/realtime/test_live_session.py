@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 
 from gpu_worker.realtime.protocol import SessionConfig
-from gpu_worker.realtime.session import FinalDecode, LiveSession, Word
+from gpu_worker.realtime.session import LiveSession
+from gpu_worker.realtime.turns import FinalDecode, Word
 
 AUDIO = Path(__file__).resolve().parents[2] / "fixtures" / "audio" / "en"
 RATE = 16000
@@ -218,7 +219,7 @@ class SlowDecoder(ReadingDecoder):
 
 
 def test_under_load_partials_go_first_and_every_final_still_comes(tmp_path: Path) -> None:
-    from gpu_worker.realtime.session import DecodeLoad
+    from gpu_worker.realtime.turns import DecodeLoad
 
     pcm, words = speech("librivox-0870")
     busy = DecodeLoad(in_flight=0, partials=1)  # another session's partial holds the only partial slot
@@ -232,7 +233,7 @@ def test_under_load_partials_go_first_and_every_final_still_comes(tmp_path: Path
 
 
 def test_a_client_faster_than_real_time_waits_and_the_backlog_stays_bounded(tmp_path: Path) -> None:
-    from gpu_worker.realtime.session import Limits
+    from gpu_worker.realtime.turns import Limits
 
     pcm, words = speech("librivox-0880")  # about 4.5 s of audio a turn
     manual = SessionConfig(rate=RATE, turn_detection=None)
@@ -258,7 +259,7 @@ def test_a_client_faster_than_real_time_waits_and_the_backlog_stays_bounded(tmp_
 
 
 def test_a_session_past_its_longest_length_is_over(tmp_path: Path) -> None:
-    from gpu_worker.realtime.session import Limits, SessionOver
+    from gpu_worker.realtime.turns import Limits, SessionOver
 
     pcm, words = speech("librivox-0880")
     with pytest.raises(SessionOver):

@@ -1,0 +1,141 @@
+"""The parts of a live session (gpu_worker/realtime/session.py): its turns and what their decodes
+return, the decoder it talks to, its limits, and its recording — the session's audio on disk, and the
+recent part of it in memory."""
+
+from __future__ import annotations
+
+import asyncio
+import wave
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from shared.domain.languages import to_iso639_3
+from shared.engines.speech.streaming import SAMPLE_RATE, LocalAgreement
+
+
+@dataclass(frozen=True)
+class Word:
+    word: str
+    start: float
+    end: float
+    probability: float
+
+
+@dataclass(frozen=True)
+class FinalDecode:
+    words: list[Word]
+    language: str | None
+
+
+class TurnDecoder(Protocol):
+    """Decodes a turn's audio (16 kHz mono float32): partial hypotheses and the final transcript."""
+
+    def partial(self, audio: npt.NDArray[np.float32], *, language: str | None, prompt: str | None) -> tuple[str, str]:
+        """The text of a quick decode and the language it was decoded in."""
+        ...
+
+    def final(
+        self, audio: npt.NDArray[np.float32], *, language: str | None, prompt: str | None, prefix: str | None
+    ) -> FinalDecode:
+        """Words with times (seconds from the turn's start) and probabilities, continuing `prefix`."""
+        ...
+
+
+@dataclass
+class Limits:
+    partial_every_seconds: float = 0.6
+    max_session_seconds: float = 3600.0
+    max_turn_seconds: float = 25.0
+    busy_decodes: int = 4
+    """With this many decodes of the process waiting or running, partials are skipped (finals never)."""
+    max_partials: int = 1
+    """Partial decodes the process runs at once: the other decode threads stay free for finals."""
+    max_backlog_seconds: float = 60.0
+    """Audio heard but not yet finally transcribed, at most: past it the session stops reading the socket
+    until its finals catch up (a client sending faster than real time waits; memory stays bounded)."""
+
+
+@dataclass
+class DecodeLoad:
+    """The decodes a live worker has waiting or running, over all its sessions."""
+
+    in_flight: int = 0
+    partials: int = 0
+
+
+@dataclass
+class Turn:
+    item_id: str
+    start: int
+    """Samples from the session's start."""
+    previous_item_id: str | None
+    agreement: LocalAgreement = field(default_factory=LocalAgreement)
+    language: str | None = None
+    end: int | None = None
+    decoded_to: int = 0
+    """Samples heard by the last partial decode."""
+    early: asyncio.Task[FinalDecode] | None = None
+    """The final decode started at a pause that may end the turn (dropped if speech resumes)."""
+
+
+@dataclass
+class CompletedTurn:
+    item_id: str
+    start: float
+    end: float
+    text: str
+    words: list[dict[str, Any]]
+    language: str | None
+
+
+class Recording:
+    """The session's audio: a 16 kHz PCM16 WAV on disk (what the job keeps), and the recent part in memory
+    (what open and pending turns still need)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._wav = wave.open(str(path), "wb")  # noqa: SIM115 - closed by close()
+        self._wav.setnchannels(1)
+        self._wav.setsampwidth(2)
+        self._wav.setframerate(SAMPLE_RATE)
+        self.total = 0
+        self._recent = np.zeros(0, dtype=np.float32)
+        self._recent_start = 0
+
+    def add(self, samples: npt.NDArray[np.float32]) -> None:
+        if samples.size == 0:
+            return
+        self._wav.writeframes((np.clip(samples, -1.0, 1.0) * 32767).astype("<i2").tobytes())
+        self._recent = np.concatenate([self._recent, samples])
+        self.total += samples.size
+
+    def window(self, start: int, end: int) -> npt.NDArray[np.float32]:
+        begin = max(start, self._recent_start) - self._recent_start
+        return self._recent[begin : max(begin, end - self._recent_start)].copy()
+
+    def forget_before(self, sample: int) -> None:
+        drop = min(sample, self.total) - self._recent_start
+        if drop > 0:
+            self._recent = self._recent[drop:]
+            self._recent_start += drop
+
+    def close(self) -> None:
+        self._wav.close()
+
+
+class SessionOver(Exception):
+    """The session may take no more audio (its longest length)."""
+
+
+def iso639_3(language: str | None) -> str | None:
+    """A turn's language as SpeechFlow reports languages (ISO 639-3), or as Whisper named it."""
+    if language is None:
+        return None
+    try:
+        return to_iso639_3(language)
+    except Exception:
+        return language
