@@ -275,7 +275,8 @@ def run(tmp: Path, receiver: Receiver, *, jobs: int, seed: int = 11) -> tuple[Fi
                 figures.database_restarts += 1
                 figures.duplicate_deliveries += duplicate_deliveries(url, limit=max(4, jobs // 5))
 
-        statuses = wait_terminal(client, job_ids, timeout=120 + 8 * jobs)
+        # A bound, not a pace: generous, as the two cores may be shared (the jobs end well before it).
+        statuses = wait_terminal(client, job_ids, timeout=180 + 12 * jobs)
         stop_chaos.set()
         chaos_thread.join()
         settled = wait_webhooks(client, job_ids, timeout=120)
