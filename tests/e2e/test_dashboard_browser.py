@@ -33,7 +33,7 @@ class Page(BrowserPage):
         """Give the operator key on the dashboard's sign-in form, as a person types it, then Enter."""
         self.wait_for_text("Operator key")
         focus = "(() => { const i = document.querySelector('input[type=password]'); i && i.focus(); return !!i; })()"
-        wait_for(lambda: self.evaluate(focus), timeout=20, what="key")
+        wait_for(lambda: self.evaluate(focus), timeout=60, what="key")
         self.call("Input.insertText", text=key)
         for kind in ("keyDown", "keyUp"):
             self.call("Input.dispatchKeyEvent", type=kind, key="Enter", code="Enter", windowsVirtualKeyCode=13)
@@ -141,7 +141,7 @@ def test_a_person_sees_jobs_queues_and_a_job_drill_down(dashboard: tuple[str, Se
     players = "document.querySelectorAll('audio, [data-testid=\"stAudio\"]').length"
     wait_for(
         lambda: page.call("Runtime.evaluate", expression=players)["result"]["value"] >= 1,
-        timeout=20,
+        timeout=60,
         what="a player",
     )
     page.screenshot(ARTIFACTS / "dashboard-job-detail.png")

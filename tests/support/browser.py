@@ -75,7 +75,7 @@ class Page:
     def text(self) -> str:
         return str(self.evaluate("document.body ? document.body.innerText : ''") or "")
 
-    def wait_for_text(self, *needles: str, timeout: float = 40.0) -> str:
+    def wait_for_text(self, *needles: str, timeout: float = 90.0) -> str:
         def all_there() -> str | None:
             text = self.text()
             return text if all(needle in text for needle in needles) else None
