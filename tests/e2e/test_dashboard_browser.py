@@ -29,14 +29,35 @@ ARTIFACTS = REPO / ".test-artifacts"
 class Page(BrowserPage):
     """A tab on the dashboard, which asks an operator to sign in."""
 
+    def open(self, url: str) -> None:
+        """Navigate and wait until the new document has loaded: the old page's text must not be read as
+        the new one's (its sign-in form looks the same)."""
+        self.evaluate("document.body && document.body.setAttribute('data-left', '1')")
+        super().open(url)
+        wait_for(
+            lambda: self.evaluate(
+                "document.readyState === 'complete' && !(document.body && document.body.hasAttribute('data-left'))"
+            ),
+            timeout=60,
+            what=f"{url} to load",
+        )
+
     def sign_in(self, key: str) -> None:
-        """Give the operator key on the dashboard's sign-in form, as a person types it, then Enter."""
-        self.wait_for_text("Operator key")
+        """Give the operator key on the dashboard's sign-in form, as a person types it, then Enter; again if
+        the form is still there (Streamlit may redraw it while the first key goes in)."""
         focus = "(() => { const i = document.querySelector('input[type=password]'); i && i.focus(); return !!i; })()"
-        wait_for(lambda: self.evaluate(focus), timeout=60, what="key")
-        self.call("Input.insertText", text=key)
-        for kind in ("keyDown", "keyUp"):
-            self.call("Input.dispatchKeyEvent", type=kind, key="Enter", code="Enter", windowsVirtualKeyCode=13)
+        for _ in range(3):
+            self.wait_for_text("Operator key")
+            wait_for(lambda: self.evaluate(focus), timeout=60, what="the key field")
+            self.call("Input.insertText", text=key)
+            for kind in ("keyDown", "keyUp"):
+                self.call("Input.dispatchKeyEvent", type=kind, key="Enter", code="Enter", windowsVirtualKeyCode=13)
+            try:
+                wait_for(lambda: "Operator key" not in self.text(), timeout=20, what="the sign-in to go")
+                return
+            except AssertionError:
+                continue
+        raise AssertionError("the dashboard kept asking for the operator key")
 
 
 @pytest.fixture
