@@ -98,7 +98,11 @@ class RunningStack:
                 listed = listing.json()["items"]
                 jobs.update((job["job_id"], job) for job in listed if job["job_id"] in pending)
             else:
-                jobs.update((job_id, self.job(job_id)) for job_id in pending)
+                for job_id in pending:
+                    # A live session's job exists once the session has closed: until then it is pending.
+                    answer = self.client.get(f"/jobs/{job_id}")
+                    if answer.status_code == 200:
+                        jobs[job_id] = answer.json()
             pending -= {job_id for job_id in pending if jobs.get(job_id, {}).get("status") in TERMINAL}
             if not pending:
                 return {job_id: jobs[job_id] for job_id in job_ids}

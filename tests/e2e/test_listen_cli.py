@@ -77,15 +77,8 @@ def test_listen_streams_a_file_and_prints_the_turns_and_the_job(stack: RunningSt
 
     job_id = run.stderr.strip().splitlines()[-1].removeprefix("job ").strip()
     assert job_id == events[0]["session"]["id"]
-    deadline = time.monotonic() + 120
-    while (job := stack.client.get(f"/jobs/{job_id}")).status_code == 404 or job.json()["status"] not in (
-        "completed",
-        "failed",
-        "partial_complete",
-    ):
-        assert time.monotonic() < deadline, job.text
-        time.sleep(0.5)
-    assert job.json()["status"] == "completed", job.json()
+    job = stack.wait([job_id], timeout=120, poll=0.5)[job_id]
+    assert job["status"] == "completed", job
     results = stack.client.get(f"/jobs/{job_id}/results").json()
     assert results["transcript"]["text"] == heard
 

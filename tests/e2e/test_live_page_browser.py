@@ -8,7 +8,6 @@ A screenshot is saved under .test-artifacts/."""
 from __future__ import annotations
 
 import re
-import time
 import wave
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
@@ -107,15 +106,8 @@ def test_the_live_page_captions_the_microphone(stack: RunningStack, page: Page) 
         what="the session to end",
     )
     job_id = job_line.removeprefix("Recorded as job ").strip()
-    deadline = time.monotonic() + 120
-    while (job := stack.client.get(f"/jobs/{job_id}")).status_code == 404 or job.json()["status"] not in (
-        "completed",
-        "failed",
-        "partial_complete",
-    ):
-        assert time.monotonic() < deadline, job.text
-        time.sleep(0.5)
-    assert job.json()["status"] == "completed", job.json()
+    job = stack.wait([job_id], timeout=120, poll=0.5)[job_id]
+    assert job["status"] == "completed", job
     assert "Dashwood" in stack.client.get(f"/jobs/{job_id}/results").json()["transcript"]["text"]
 
 

@@ -107,8 +107,8 @@ def test_a_chunked_openai_upload_is_cut_off_at_the_limit(stack: RunningStack) ->
     host, port = stack.base_url.removeprefix("http://").split(":")
     boundary = "speechflowprobe"
     head = (
-        f"--{boundary}\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\nwhisper-1\r\n"
-        f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.wav\"\r\n"
+        f'--{boundary}\r\nContent-Disposition: form-data; name="model"\r\n\r\nwhisper-1\r\n'
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="a.wav"\r\n'
         "Content-Type: audio/wav\r\n\r\n"
     ).encode()
     request = (

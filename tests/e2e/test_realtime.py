@@ -112,13 +112,7 @@ def collect(connection: Any, *, turns: int, timeout: float = 90) -> list[Any]:
 
 
 def wait_job(stack: RunningStack, job_id: str, timeout: float = 120) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        answer = stack.client.get(f"/jobs/{job_id}")
-        if answer.status_code == 200 and answer.json()["status"] in ("completed", "partial_complete", "failed"):
-            return answer.json()
-        time.sleep(0.5)
-    pytest.fail(f"job {job_id} did not end\n{stack.log_tail()}")
+    return dict(stack.wait([job_id], timeout=timeout, poll=0.5)[job_id])
 
 
 def test_an_sdk_session_sends_deltas_that_add_up_and_is_recorded_as_a_job(stack: RunningStack) -> None:
