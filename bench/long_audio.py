@@ -277,7 +277,22 @@ def stack_run(
         text = stack.client.get(f"/jobs/{job_id}/results").json()["transcript"]["text"]
         parts = sum(1 for step in job["steps"] if "." in step["step_type"])
         peaks = [peak for name, peak in peak_memory(stack).items() if name.startswith("whisper")]
-    return {"seconds": seconds, "text": text, "peak_rss_mib": peaks, "parts": parts}
+    return {"seconds": seconds, "text": text, "peak_rss_mib": peaks, "parts": parts, "timeline": timeline(job)}
+
+
+def timeline(job: dict[str, Any]) -> str:
+    """Each step's start and end in seconds after the job was created, in the order they started: where a
+    stack run's time goes beside the engine's (queue hops, the chunk plan, the join)."""
+    from datetime import datetime
+
+    created = datetime.fromisoformat(job["created_at"])
+    spans = []
+    for step in job["steps"]:
+        if step.get("started_at") and step.get("completed_at"):
+            start = (datetime.fromisoformat(step["started_at"]) - created).total_seconds()
+            end = (datetime.fromisoformat(step["completed_at"]) - created).total_seconds()
+            spans.append((start, end, step["step_type"]))
+    return ", ".join(f"{name} {start:.1f}–{end:.1f}" for start, end, name in sorted(spans))
 
 
 def load_average() -> str:
@@ -390,6 +405,8 @@ def main(argv: list[str] | None = None) -> int:
                 else:
                     answer = run_child(request)
                 print(f"round {round_number}: {label}: {answer['seconds']:.1f} s (load {load_average()})", flush=True)
+                if answer.get("timeline"):
+                    print(f"  steps (s after the job was created): {answer['timeline']}", flush=True)
                 if label not in best or answer["seconds"] < best[label]["seconds"]:
                     best[label] = answer
         baseline = best[plan[0][0]]["seconds"] if "raw-seq" in args.modes else None
