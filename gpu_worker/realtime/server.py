@@ -42,6 +42,7 @@ from gpu_worker.realtime.session import LiveSession
 from gpu_worker.realtime.turns import DecodeLoad, Limits, SessionOver, TurnDecoder
 from shared.core.config import Settings
 from shared.engines.speech.bundled_model import resolve_model
+from shared.engines.speech.transcriber import check_decodes
 from shared.jobs.keys import BOOTSTRAP_KEY_ID, client_secret_principal, find_active_key, matches_bootstrap
 from shared.runtime import Runtime
 from shared.runtime.metrics import LIVE_SESSIONS, exposition
@@ -316,6 +317,9 @@ def build_decoder(settings: Settings) -> TurnDecoder:
         cpu_threads=settings.realtime_threads,
         num_workers=settings.realtime_decoders,
     )
+    if model.model.device == "cuda":
+        # CTranslate2 opens cuBLAS at its first decode: a GPU that cannot decode stops the start-up here
+        check_decodes(model, device_setting=f"WHISPER_DEVICE={config.device}")
     return WhisperTurnDecoder(
         model, final_beam_size=settings.realtime_final_beam_size, final_context=settings.realtime_final_context
     )

@@ -368,7 +368,9 @@ def make_language_identifier(settings: Settings, *, model: LazyWhisperModel | No
             low_confidence=lid.low_confidence,
         )
     if model is None:
-        model = LazyWhisperModel(whisper_settings_for_lid(settings), settings.model_cache_dir)
+        model = LazyWhisperModel(
+            whisper_settings_for_lid(settings), settings.model_cache_dir, device_setting="LID_DEVICE"
+        )
     return WhisperLanguageIdentifier(
         model, windows=lid.windows, window_seconds=lid.window_seconds, low_confidence=lid.low_confidence
     )

@@ -32,4 +32,4 @@ def whisper_model_for_lid(settings: Settings) -> LazyWhisperModel:
     )
     if same:
         return transcription_model(settings)
-    return LazyWhisperModel(config, settings.model_cache_dir)
+    return LazyWhisperModel(config, settings.model_cache_dir, device_setting="LID_DEVICE")

@@ -27,10 +27,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+import numpy as np
+
 from shared.core.config import WhisperSettings
 from shared.core.errors import ConfigurationError, PermanentError, SpeechFlowError
 from shared.domain.languages import to_iso639_3, to_whisper
-from shared.engines.audio import AudioArray, decode
+from shared.engines.audio import SAMPLE_RATE, AudioArray, decode
 from shared.engines.speech.bundled_model import resolve_model
 
 if TYPE_CHECKING:
@@ -91,9 +93,11 @@ class _Run:
 class LazyWhisperModel:
     """One `WhisperModel` per process, built on first use, safely under concurrent first uses."""
 
-    def __init__(self, config: WhisperSettings, cache_dir: Path) -> None:
+    def __init__(self, config: WhisperSettings, cache_dir: Path, *, device_setting: str = "WHISPER_DEVICE") -> None:
+        """`device_setting` names the setting that chose `config.device`, for the start-up errors."""
         self._config = config
         self._cache_dir = cache_dir
+        self._device_setting = device_setting
         self._model: WhisperModel | None = None
         self._lock = threading.Lock()
 
@@ -120,8 +124,8 @@ class LazyWhisperModel:
 
         if ctranslate2.get_cuda_device_count() == 0:
             raise ConfigurationError(
-                "WHISPER_DEVICE is cuda but CTranslate2 sees no CUDA device (no GPU, or the CUDA/cuDNN "
-                "runtime is missing); use WHISPER_DEVICE=cpu with WHISPER_COMPUTE_TYPE=int8"
+                f"{self._device_setting} is cuda but CTranslate2 sees no CUDA device (no GPU, or the CUDA/cuDNN "
+                f"runtime is missing); use {_cpu_instead(self._device_setting)}"
             )
 
     def _load(self) -> WhisperModel:
@@ -136,6 +140,8 @@ class LazyWhisperModel:
             compute_type=self._config.compute_type,
             cpu_threads=self._config.cpu_threads,
         )
+        if model.model.device == "cuda":  # WHISPER_DEVICE=cuda, or auto where CTranslate2 sees a GPU
+            check_decodes(model, device_setting=f"{self._device_setting}={self._config.device}")
         log.info(
             "whisper model loaded",
             extra={
@@ -147,6 +153,45 @@ class LazyWhisperModel:
             },
         )
         return model
+
+
+def check_decodes(model: WhisperModel, *, device_setting: str = "WHISPER_DEVICE=cuda") -> None:
+    """Encode a second of silence and decode one token with a loaded model, so that a GPU that cannot run
+    it stops the start-up instead of failing every job.
+
+    CTranslate2 opens the CUDA math libraries (cuBLAS) only when it first computes, not when it loads a
+    model: on a host without the cuBLAS its wheel was built for (CTranslate2 4.x: `libcublas.so.12`, from
+    CUDA 12), the model loads and the first job fails. Here that becomes a `ConfigurationError` of one
+    line, naming the setting (`device_setting`, as set) and what is missing. A fraction of a second on a GPU."""
+    features = model.feature_extractor(np.zeros(SAMPLE_RATE, dtype=np.float32))
+    start = model.hf_tokenizer.token_to_id("<|startoftranscript|>")
+    try:
+        encoded = model.encode(features)
+        model.model.generate(encoded, [[start]], max_length=2)
+    except RuntimeError as exc:
+        raise ConfigurationError(cuda_failure_message(device_setting, exc)) from exc
+
+
+def cuda_failure_message(device_setting: str, exc: BaseException) -> str:
+    """One line: which setting put Whisper on the GPU (`WHISPER_DEVICE=cuda`), what CTranslate2 said, and
+    what to change."""
+    lines = str(exc).strip().splitlines()
+    said = lines[0].strip() if lines else type(exc).__name__
+    if "cannot be loaded" in said or "libcublas" in said or "libcudnn" in said:
+        advice = (
+            "CTranslate2 4.x needs CUDA 12's cuBLAS (libcublas.so.12) on the library path, as in the image "
+            f"gpu_worker/Dockerfile builds (CUDA 12 with cuDNN 9); or use {_cpu_instead(device_setting)}"
+        )
+    else:
+        advice = f"fix the GPU's setup or use {_cpu_instead(device_setting)}"
+    return f"{device_setting} put Whisper on the GPU, but a first decode there failed ({said}): {advice}"
+
+
+def _cpu_instead(device_setting: str) -> str:
+    name = device_setting.partition("=")[0]
+    if name == "WHISPER_DEVICE":
+        return "WHISPER_DEVICE=cpu with WHISPER_COMPUTE_TYPE=int8"
+    return f"{name}=cpu"
 
 
 class Transcriber:
