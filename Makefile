@@ -59,8 +59,9 @@ unit: $(STAMP)
 schema: $(STAMP)
 	$(BIN)/python -m shared.core.db schema > infra/database/schema.sql
 
-# The AzureWebJobs.<function>.Disabled flags of the Functions deployments, from the app's triggers (one
-# dead-letter trigger per queue of the step registry); a unit test fails until they are current.
+# The AzureWebJobs.<function>.Disabled flags of the Functions deployments (k8s/02-backend-api.yaml and the
+# router's and azure-ai's kustomize overlays), from the app's triggers (one dead-letter trigger per queue of
+# the step registry); a unit test fails until they are current.
 manifests: $(STAMP)
 	$(BIN)/python -m functions.triggers
 

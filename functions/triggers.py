@@ -1,5 +1,6 @@
 """Which of the Functions app's triggers each Functions deployment runs, and the
-`AzureWebJobs.<function>.Disabled` settings that turn the others off in its k8s manifest.
+`AzureWebJobs.<function>.Disabled` settings that turn the others off in its k8s manifest (for the router
+and the azure-ai steps, the patch of their kustomize overlay).
 
 The flags are generated, never written by hand: `python -m functions.triggers` (make manifests) rewrites
 the block of each manifest from the app's functions — the dead-letter triggers are one per queue of the
@@ -28,9 +29,10 @@ RUNS: dict[str, Callable[[Sequence[str]], set[str]]] = {
 
 MANIFESTS = {
     "speechflow-api": "02-backend-api.yaml",
-    "speechflow-router": "03-backend-router.yaml",
-    "speechflow-worker-azure": "07-worker-azure.yaml",
+    "speechflow-router": "03-backend-router/kustomization.yaml",
+    "speechflow-worker-azure": "07-worker-azure/kustomization.yaml",
 }
+"""Deployment → the file under k8s/ that holds its Disabled settings."""
 
 _FLAG = re.compile(r'( *)- name: AzureWebJobs\.\w+\.Disabled\n +value: "true"\n')
 _BLOCK = re.compile(r'(?:( *)- name: AzureWebJobs\.\w+\.Disabled\n +value: "true"\n)+')
