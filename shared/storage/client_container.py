@@ -22,6 +22,18 @@ from azure.storage.blob import ContainerClient
 from shared.domain.batches import is_audio_blob
 
 _TIMEOUT_SECONDS = 20
+AZURE_BLOB_HOST_SUFFIXES = (
+    ".blob.core.windows.net",
+    ".blob.core.usgovcloudapi.net",
+    ".blob.core.chinacloudapi.cn",
+)
+"""Where Azure Blob Storage accounts live (public, government and China clouds). The listing goes only
+to these (or to a host FETCH_ALLOWED_HOSTS names, such as Azurite): the API itself makes this request,
+so it must not be a way to reach an arbitrary server."""
+
+
+def is_azure_blob_host(host: str) -> bool:
+    return host.lower().rstrip(".").endswith(AZURE_BLOB_HOST_SUFFIXES)
 
 
 class ContainerRefused(Exception):
@@ -40,7 +52,12 @@ def audio_blob_urls(container_url: str, *, limit: int) -> list[str]:
     urls: list[str] = []
     try:
         client = ContainerClient.from_container_url(
-            container_url, connection_timeout=_TIMEOUT_SECONDS, read_timeout=_TIMEOUT_SECONDS, retry_total=1
+            container_url,
+            connection_timeout=_TIMEOUT_SECONDS,
+            read_timeout=_TIMEOUT_SECONDS,
+            retry_total=1,
+            # Blob listings do not redirect; a redirect could only lead somewhere the policy did not check.
+            permit_redirects=False,
         )
         with client:
             for blob in client.list_blobs():

@@ -14,6 +14,7 @@ import functools
 import logging
 import uuid
 from typing import Any
+from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Request
 from pydantic import ValidationError
@@ -39,6 +40,7 @@ from shared.core.netsafety import (
     UnsafeFetchUrl,
     check_callback_url,
     check_fetch_url,
+    host_allowed,
     system_resolver,
 )
 from shared.domain.batches import MAX_BATCH_ITEMS
@@ -56,7 +58,7 @@ from shared.jobs.store import create_job
 from shared.jobs.webhooks import deliver_now
 from shared.runtime import Runtime
 from shared.steps.fetch import filename_from_url
-from shared.storage.client_container import ContainerRefused, audio_blob_urls
+from shared.storage.client_container import ContainerRefused, audio_blob_urls, is_azure_blob_host
 
 log = logging.getLogger(__name__)
 router = APIRouter()
@@ -102,6 +104,17 @@ def _items_of(body: CreateBatchRequest, settings: Settings) -> list[dict[str, An
     """Each item's own fields: as given, or one `audio_url` for each audio blob of the container."""
     if body.container_url is None:
         return body.item_fields()
+    try:
+        host = urlsplit(body.container_url).hostname or ""
+    except ValueError:
+        host = ""
+    if not (is_azure_blob_host(host) or host_allowed(host, settings.fetch_allowed_hosts)):
+        raise ApiError(
+            422,
+            "validation_error",
+            "container_url must name an Azure Blob Storage container:"
+            " https://<account>.blob.core.windows.net/<container>?<SAS with list and read>",
+        )
     try:
         check_fetch_url(body.container_url, settings, field="container_url")
     except UnsafeFetchUrl as refused:

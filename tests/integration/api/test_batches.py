@@ -137,8 +137,23 @@ def test_items_become_jobs_a_bad_item_fails_alone_and_one_signed_webhook_ends_it
         ({"items": [{"audio_url": "https://example.com/a.wav"}], "audio_url": "https://example.com/b"}, "each item"),
         ({"items": [{"audio_url": "https://example.com/a.wav", "workflow_type": "lid_only"}]}, "Extra inputs"),
         ({"items": [{"audio_filename": "a.wav"}], "target_language": "zz"}, "'zz' is not a language"),
+        ({"container_url": "https://example.com/calls?sv=1&sig=x"}, "Azure Blob Storage container"),
+        ({"container_url": "https://acct.blob.core.windows.net.example.com/c?sig=x"}, "Azure Blob Storage container"),
+        ({"container_url": "http://[::1/c?sig=x"}, "Azure Blob Storage container"),
     ],
-    ids=["none", "too-many", "neither", "both", "item-both", "batch-audio-url", "item-extra", "bad-language"],
+    ids=[
+        "none",
+        "too-many",
+        "neither",
+        "both",
+        "item-both",
+        "batch-audio-url",
+        "item-extra",
+        "bad-language",
+        "not-azure",
+        "azure-lookalike",
+        "malformed-container",
+    ],
 )
 def test_a_whole_request_problem_is_a_422_and_creates_nothing(stack: Stack, body: dict[str, Any], message: str) -> None:
     response = stack.client.post("/batches", json={"workflow_type": "full_pipeline", **body})
