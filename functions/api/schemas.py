@@ -224,6 +224,8 @@ class JobResponse(BaseModel):
     purge_requested_at: datetime | None = None
     purged_at: datetime | None = None
     """Set once the job's audio, results and text are deleted; the job stays as this tombstone."""
+    batch_id: uuid.UUID | None = None
+    """The batch the job is an item of (POST /batches), if any."""
 
 
 class JobListResponse(BaseModel):

@@ -140,6 +140,7 @@ def job_response(job: Job, settings: Settings | None = None) -> JobResponse:
         audio_deleted_at=job.audio_deleted_at,
         purge_requested_at=job.purge_requested_at,
         purged_at=job.purged_at,
+        batch_id=job.batch_id,
     )
 
 

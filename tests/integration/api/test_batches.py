@@ -102,6 +102,7 @@ def test_items_become_jobs_a_bad_item_fails_alone_and_one_signed_webhook_ends_it
     assert listed == set(answer["job_ids"])
     assert stack.job(uuid.UUID(answer["job_ids"][2]))["source_language"] == "en"
     assert stack.job(uuid.UUID(answer["job_ids"][0]))["source_language"] == "fr"
+    assert {stack.job(uuid.UUID(job_id))["batch_id"] for job_id in answer["job_ids"]} == {answer["batch_id"]}
 
     batch = drive_batch(stack, answer["batch_id"])
     assert batch["status"] == "completed" and batch["total"] == 4, batch
