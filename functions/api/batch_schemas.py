@@ -81,7 +81,7 @@ class BatchItemCreated(CreateJobResponse):
 class CreateBatchResponse(BaseModel):
     batch_id: uuid.UUID
     job_ids: list[uuid.UUID]
-    """One job a item, in the items' order (for container_url, by blob name)."""
+    """One job per item, in the items' order (for container_url, by blob name)."""
     status: BatchStatus
     items: list[BatchItemCreated]
 
