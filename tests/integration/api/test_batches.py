@@ -14,10 +14,12 @@ from typing import Any
 import pytest
 
 from shared.core.config import Settings
+from shared.domain.messages import JobEvent
 from shared.domain.models import Job, WebhookDelivery
 from shared.jobs.keys import create_key
 from shared.jobs.retention import apply_retention
 from shared.jobs.webhooks import deliver_due, verify, webhook_secret
+from shared.worker.deadletters import handle_dead_letter
 from tests.integration.steps.test_fetch import AUDIO, AudioServer, FetchWorker, Reply, audio_server  # noqa: F401
 from tests.support.azurite import azurite_connection_string  # noqa: F401
 from tests.support.pipeline import Stack, build_stack
@@ -257,6 +259,38 @@ def test_the_retention_pass_closes_a_batch_left_open_once_and_only_once(stack: S
         rows = session.query(WebhookDelivery).filter(WebhookDelivery.batch_id == uuid.UUID(created["batch_id"])).all()
     assert len(rows) == 1 and rows[0].status == "delivered"
     assert len(batch_webhooks(stack, receiver)) == 1
+
+
+def test_a_job_failed_by_the_dead_letter_consumer_and_one_cancelled_alone_end_the_batch(
+    stack: Stack, receiver: Receiver
+) -> None:
+    created = stack.client.post(
+        "/batches",
+        json={
+            "workflow_type": "lid_only",
+            "callback_url": receiver.url,
+            "items": [{"audio_filename": "a.wav"}, {"audio_filename": "b.wav"}],
+        },
+    ).json()
+    first, second = (uuid.UUID(job_id) for job_id in created["job_ids"])
+    assert stack.client.delete(f"/jobs/{first}").json()["status"] == "cancelled"
+    assert stack.client.get(f"/batches/{created['batch_id']}").json()["status"] == "processing"
+    put = stack.client.put(created["items"][1]["upload_url"], content=AUDIO, headers={"x-ms-blob-type": "BlockBlob"})
+    assert put.status_code == 201
+    stack.start(second)
+    event = JobEvent(job_id=second, kind="job_started")
+    outcome = handle_dead_letter(
+        stack.runtime,
+        queue="job-events",
+        body=event.model_dump_json(),
+        reason="MaxDeliveryCountExceeded",
+        description="x",
+    )
+    assert outcome == "job_failed"
+    batch = stack.client.get(f"/batches/{created['batch_id']}").json()
+    assert batch["status"] == "completed" and batch["counts"]["cancelled"] == 1 and batch["counts"]["failed"] == 1
+    (hook,) = batch_webhooks(stack, receiver)  # tried at once by the consumer, after its commit
+    assert hook["counts"] == {"cancelled": 1, "failed": 1}
 
 
 @pytest.mark.azurite
