@@ -21,7 +21,7 @@ from functions.api.deps import _ERROR_CODES, ApiError, _error
 from functions.api.live_page import make_live_page_router
 from functions.api.openai_audio import make_openai_audio_router
 from functions.api.realtime import make_realtime_router
-from functions.api.routes import health, jobs, results, usage
+from functions.api.routes import batches, health, jobs, results, usage
 from functions.api.security import (
     Authenticator,
     SecurityError,
@@ -143,6 +143,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         )
 
     app.include_router(jobs.router)
+    app.include_router(batches.router)
     app.include_router(results.router)
     app.include_router(usage.router)
     app.include_router(make_openai_audio_router(settings))

@@ -43,21 +43,16 @@ def safe_filename(name: str) -> str:
     return base[:200] or "upload"
 
 
-class CreateJobRequest(ClientOptions):
-    """POST /jobs: the job's input and workflow, and the options a client sets (ClientOptions, declared
-    once in shared/domain/options.py)."""
+class JobRequestFields(ClientOptions):
+    """What POST /jobs and POST /batches both take: the workflow, its languages, the callback and the
+    options a client sets (ClientOptions, declared once in shared/domain/options.py)."""
 
     model_config = ConfigDict(extra="forbid")
 
-    audio_filename: Annotated[str, StringConstraints(min_length=1, max_length=255), NoNul] | None = None
-    """The file the client will upload: audio, or for translate_only / summarize_only a transcript
-    (plain text or this service's transcript JSON). Optional when source_job_id is given."""
     workflow_type: WorkflowType
     source_language: str | None = Field(default=None, pattern=_LANGUAGE)
     target_language: str = Field(default="en", pattern=_LANGUAGE)
     callback_url: AnyHttpUrl | None = None
-    source_job_id: uuid.UUID | None = None
-    """translate_only / summarize_only: reuse the transcript of this job instead of an upload."""
 
     @field_validator("source_language", "target_language")
     @classmethod
@@ -74,6 +69,16 @@ class CreateJobRequest(ClientOptions):
                 f" {SUPPORTED_LANGUAGES} (ISO 639-1), or its ISO 639-3 code"
             ) from None
         return value.lower()
+
+
+class CreateJobRequest(JobRequestFields):
+    """POST /jobs: the job's input and workflow, and the options a client sets."""
+
+    audio_filename: Annotated[str, StringConstraints(min_length=1, max_length=255), NoNul] | None = None
+    """The file the client will upload: audio, or for translate_only / summarize_only a transcript
+    (plain text or this service's transcript JSON). Optional when source_job_id is given."""
+    source_job_id: uuid.UUID | None = None
+    """translate_only / summarize_only: reuse the transcript of this job instead of an upload."""
 
     @model_validator(mode="after")
     def _per_workflow(self) -> CreateJobRequest:
@@ -219,6 +224,8 @@ class JobResponse(BaseModel):
     purge_requested_at: datetime | None = None
     purged_at: datetime | None = None
     """Set once the job's audio, results and text are deleted; the job stays as this tombstone."""
+    batch_id: uuid.UUID | None = None
+    """The batch the job is an item of (POST /batches), if any."""
 
 
 class JobListResponse(BaseModel):

@@ -73,8 +73,11 @@ class Limiter(Protocol):
     @property
     def enabled(self) -> bool: ...
 
-    def acquire(self, key: str) -> float:
-        """0.0 when the request may go ahead, otherwise the seconds until a token is available."""
+    def acquire(self, key: str, cost: float = 1.0, *, taken: float = 0.0) -> float:
+        """0.0 when the request may go ahead (taking `cost` tokens), otherwise the seconds until it may.
+        A cost above the burst goes ahead once the bucket is full (less the `taken` tokens this request
+        has drawn already) and leaves it owing the rest, so that a batch larger than the burst is possible
+        and still counts every item (docs/SECURITY.md)."""
         ...
 
     def waiting(self, key: str) -> float:
@@ -99,20 +102,21 @@ class RateLimiter:
     def enabled(self) -> bool:
         return self._rate > 0
 
-    def acquire(self, key: str) -> float:
-        """Take one token: 0.0 when allowed, otherwise the seconds until a token is available."""
+    def acquire(self, key: str, cost: float = 1.0, *, taken: float = 0.0) -> float:
+        """Take `cost` tokens: 0.0 when allowed, otherwise the seconds until they may be taken."""
         if not self.enabled:
             return 0.0
+        needed = min(cost, self._burst - taken)
         now = self._clock()
         with self._lock:
             tokens, last = self._buckets.get(key, (self._burst, now))
             tokens = min(self._burst, tokens + (now - last) * self._rate)
-            if tokens >= 1.0:
-                self._buckets[key] = (tokens - 1.0, now)
+            if tokens >= needed:
+                self._buckets[key] = (tokens - cost, now)
                 self._forget_full_buckets(now)
                 return 0.0
             self._buckets[key] = (tokens, now)
-            return (1.0 - tokens) / self._rate
+            return (needed - tokens) / self._rate
 
     def waiting(self, key: str) -> float:
         if not self.enabled:
@@ -152,11 +156,12 @@ class SharedRateLimiter:
         # A transaction that started before the last update sees a negative elapsed time: count it as none.
         elapsed = func.greatest(0.0, func.extract("epoch", now - table.refilled_at))
         available = func.least(burst_param, table.tokens + elapsed * rate)
-        take = insert(RateLimitBucket).values(key=bindparam("key"), tokens=burst_param - 1.0, refilled_at=now)
+        cost = bindparam("cost", type_=Float)
+        take = insert(RateLimitBucket).values(key=bindparam("key"), tokens=burst_param - cost, refilled_at=now)
         self._take = take.on_conflict_do_update(
             index_elements=[table.key],
-            set_={"tokens": available - 1.0, "refilled_at": func.greatest(table.refilled_at, now)},
-            where=available >= 1.0,
+            set_={"tokens": available - cost, "refilled_at": func.greatest(table.refilled_at, now)},
+            where=available >= func.least(cost, burst_param - bindparam("taken", type_=Float)),
         ).returning(table.tokens)
         self._available = select(available).where(table.key == bindparam("key"))
 
@@ -164,16 +169,16 @@ class SharedRateLimiter:
     def enabled(self) -> bool:
         return self._rate > 0
 
-    def acquire(self, key: str) -> float:
+    def acquire(self, key: str, cost: float = 1.0, *, taken: float = 0.0) -> float:
         if not self.enabled:
             return 0.0
-        params = {"key": key, "rate": self._rate, "burst": self._burst}
+        params = {"key": key, "rate": self._rate, "burst": self._burst, "cost": cost, "taken": taken}
         with self._sessions() as session, session.begin():
             if session.execute(self._take, params).first() is not None:
                 return 0.0
             # Refused: read what the bucket holds to say how long to wait (advice only, not a decision).
             tokens = session.execute(self._available, params).scalar_one_or_none()
-        return max(0.0, 1.0 - (tokens or 0.0)) / self._rate
+        return max(0.0, min(cost, self._burst - taken) - (tokens or 0.0)) / self._rate
 
     def waiting(self, key: str) -> float:
         if not self.enabled:
@@ -301,6 +306,16 @@ class Authenticator:
             log.info("rate limited", extra={"action": "rate_limited", "api_key_id": principal.id})
             raise _too_many(wait, "too many requests for this key")
         return principal
+
+    def charge(self, principal: Principal, requests: int) -> None:
+        """Count `requests` more against the caller's limit than the one token authentication took (a
+        batch counts as its items), or refuse with 429 and nothing more taken."""
+        if requests <= 0:
+            return
+        wait = self._limiter.acquire(principal.id, cost=float(requests), taken=1.0)
+        if wait > 0:
+            log.info("rate limited", extra={"action": "rate_limited", "api_key_id": principal.id})
+            raise _too_many(wait, f"too many requests for this key: this one counts {requests + 1}")
 
     def _identify(self, *, api_key: str | None, bearer: str | None) -> Principal:
         credential = api_key or bearer

@@ -170,4 +170,39 @@ CREATE INDEX idx_jobs_purge_pending ON jobs (purge_requested_at, purged_at);
 
 UPDATE alembic_version SET version_num='0006' WHERE alembic_version.version_num = '0005';
 
+-- Running upgrade 0006 -> 0007
+
+CREATE TABLE batches (
+    id UUID NOT NULL,
+    api_key_id VARCHAR(64),
+    workflow_type VARCHAR(50) NOT NULL,
+    callback_url TEXT,
+    item_count INTEGER NOT NULL,
+    source VARCHAR(12) NOT NULL,
+    created_at TIMESTAMP WITH TIME ZONE DEFAULT CURRENT_TIMESTAMP NOT NULL,
+    cancel_requested_at TIMESTAMP WITH TIME ZONE,
+    completed_at TIMESTAMP WITH TIME ZONE,
+    CONSTRAINT pk_batches PRIMARY KEY (id)
+);
+
+CREATE INDEX idx_batches_api_key_id ON batches (api_key_id, created_at);
+
+CREATE INDEX idx_batches_completed_at ON batches (completed_at);
+
+ALTER TABLE jobs ADD COLUMN batch_id UUID;
+
+CREATE INDEX idx_jobs_batch_id ON jobs (batch_id, status);
+
+ALTER TABLE jobs ADD CONSTRAINT fk_jobs_batch_id_batches FOREIGN KEY(batch_id) REFERENCES batches (id);
+
+ALTER TABLE webhook_deliveries ADD COLUMN batch_id UUID;
+
+ALTER TABLE webhook_deliveries ALTER COLUMN job_id DROP NOT NULL;
+
+CREATE INDEX idx_webhook_deliveries_batch_id ON webhook_deliveries (batch_id);
+
+ALTER TABLE webhook_deliveries ADD CONSTRAINT fk_webhook_deliveries_batch_id_batches FOREIGN KEY(batch_id) REFERENCES batches (id);
+
+UPDATE alembic_version SET version_num='0007' WHERE alembic_version.version_num = '0006';
+
 COMMIT;

@@ -1,8 +1,8 @@
 """The `speechflow` command line, over the HTTP API (as any client would use it):
 
-- `speechflow submit FILE… | --url URL…`: create a job per file (or per audio URL), upload each through
-  its upload_url, start it, and with `--wait` follow them all in one progress display, then print or
-  save the results;
+- `speechflow submit FILE… | --url URL…`: create a job for the file (or audio URL) — for several, one
+  batch with a job each (shared/cli/batch.py) —, upload each through its upload_url, start it, and with
+  `--wait` follow them all in one progress display, then print or save the results;
 - `speechflow listen FILE`: stream a file to live transcription, captions as they come (shared/cli/live_client.py);
 - `speechflow jobs list | show ID | results ID | cancel ID`;
 - `speechflow keys create|list|revoke` manages API keys, straight in the database Settings points to.
@@ -17,7 +17,7 @@ import argparse
 import json
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
@@ -26,15 +26,17 @@ import httpx
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
+from shared.cli.batch import SubmittedBatch, follow_batch, submit_batch
 from shared.cli.cues import cue_arguments, cue_rules
 from shared.cli.errors import CliError, Unreachable
 from shared.cli.keys import manage_keys
+from shared.cli.transfer import checked as _check
+from shared.cli.transfer import file_chunks as _file_chunks
 from shared.core.config import Settings, SettingsError, get_settings, local_api_key
 from shared.domain.status import JOB_STATUSES
 from shared.domain.workflow import WORKFLOW_TYPES, WORKFLOWS
 
 TERMINAL = {"completed", "partial_complete", "failed", "cancelled"}
-CHUNK = 1024 * 1024
 FORMATS = ["json", "txt", "srt", "vtt"]
 PARTS = ["transcript", "translation"]
 
@@ -45,24 +47,6 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         raise CliError(f"{self.prog}: {message}")
-
-
-def _check(response: httpx.Response, doing: str) -> dict[str, Any]:
-    if response.is_success:
-        data: dict[str, Any] = response.json()
-        return data
-    try:
-        message = response.json()["error"]["message"]
-    except (ValueError, KeyError, TypeError):
-        message = response.text[:300]
-    raise CliError(f"{doing} failed ({response.status_code}): {message}")
-
-
-def _file_chunks(path: Path, advance: Callable[[int], None]) -> Iterator[bytes]:
-    with path.open("rb") as handle:
-        while chunk := handle.read(CHUNK):
-            yield chunk
-            advance(len(chunk))
 
 
 @dataclass(frozen=True)
@@ -416,9 +400,16 @@ def _submit_command(
         TimeElapsedColumn(),
     )
     job_ids: dict[str, str] = {}
+    batch: SubmittedBatch | None = None
     with Progress(*columns, console=console, transient=False) as progress:
         tasks: dict[str, TaskID] = {}
-        for source, label in zip(sources, labels, strict=True):
+        if len(sources) > 1:  # several files or URLs: one batch (shared/cli/batch.py)
+            several = [source for source in sources if source is not None]
+            batch = submit_batch(
+                client, uploader, several, labels, request.body(path=None, url=None), progress=progress, sleep=sleep
+            )
+            job_ids, tasks = batch.labels, batch.tasks
+        for source, label in zip(sources, labels, strict=True) if batch is None else ():
             size = source.stat().st_size if isinstance(source, Path) else 0
             task = progress.add_task(f"{label}: uploading" if size else f"{label}: submitting", total=100)
 
@@ -437,7 +428,10 @@ def _submit_command(
             for job_id in job_ids:
                 print(job_id)
             return 0
-        finished = follow(client, job_ids, progress=progress, tasks=tasks, sleep=sleep)
+        if batch is not None:
+            finished = follow_batch(client, batch, progress=progress, sleep=sleep)
+        else:
+            finished = follow(client, job_ids, progress=progress, tasks=tasks, sleep=sleep)
     failed = 0
     outputs: list[tuple[str, str]] = []
     for job_id, job in finished.items():

@@ -142,12 +142,15 @@ def check_callback_url(url: str, settings: Settings, *, resolver: Resolver = sys
     )
 
 
-def check_fetch_url(url: str, settings: Settings, *, resolver: Resolver = system_resolver) -> list[str]:
+def check_fetch_url(
+    url: str, settings: Settings, *, resolver: Resolver = system_resolver, field: str = "audio_url"
+) -> list[str]:
     """Raise `UnsafeFetchUrl` unless the policy allows GETting audio from `url` (or from a redirect
-    target). Returns the public addresses the host resolved to (empty for an allow-listed host)."""
+    target, or listing a batch's `container_url`, named by `field` in the message). Returns the public
+    addresses the host resolved to (empty for an allow-listed host)."""
     return _check_url(
         url,
-        field="audio_url",
+        field=field,
         allowed_hosts=settings.fetch_allowed_hosts,
         refused=UnsafeFetchUrl,
         resolver=resolver,

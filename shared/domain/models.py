@@ -1,5 +1,6 @@
 """SQLAlchemy 2 models: the seed's `jobs` and `processing_steps` (every column kept) plus what the
-design adds, the SQL queue's `queue_messages`, and the `outbox` the Service Bus relay publishes from.
+design adds, the SQL queue's `queue_messages`, the `outbox` the Service Bus relay publishes from, and
+the `batches` that group jobs submitted together.
 
 Alembic migrations (migrations/) create exactly this schema; infra/database/schema.sql is kept equal
 to what they create on PostgreSQL.
@@ -104,6 +105,8 @@ class Job(Base):
     """When its audio, results and text were deleted; the row stays as a tombstone."""
     audio_deleted_at: Mapped[datetime | None] = mapped_column()
     """When its uploaded audio was deleted (AUDIO_RETENTION_SECONDS after the job ended, or a purge)."""
+    batch_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, ForeignKey("batches.id"))
+    """The batch the job is an item of (POST /batches), if any."""
 
     steps: Mapped[list[ProcessingStep]] = relationship(
         back_populates="job", order_by="ProcessingStep.created_at", cascade="all, delete-orphan"
@@ -117,6 +120,7 @@ class Job(Base):
         Index("idx_jobs_created_at", "created_at"),
         Index("idx_jobs_api_key_id", "api_key_id", "created_at"),
         Index("idx_jobs_purge_pending", "purge_requested_at", "purged_at"),
+        Index("idx_jobs_batch_id", "batch_id", "status"),
     )
 
 
@@ -213,7 +217,10 @@ class WebhookDelivery(Base):
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
     """Also the Standard Webhooks `webhook-id`: the same for every attempt, so receivers can dedupe."""
-    job_id: Mapped[uuid.UUID] = mapped_column(Uuid, ForeignKey("jobs.id", ondelete="CASCADE"))
+    job_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, ForeignKey("jobs.id", ondelete="CASCADE"))
+    """The job whose end this reports; null for a batch's `batch.completed`."""
+    batch_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, ForeignKey("batches.id"))
+    """The batch whose end this reports (`batch.completed`); null for a job's webhook."""
     url: Mapped[str] = mapped_column(Text)
     event_type: Mapped[str] = mapped_column(String(50))
     payload: Mapped[dict[str, Any]] = mapped_column(JSON)
@@ -230,6 +237,35 @@ class WebhookDelivery(Base):
     __table_args__ = (
         Index("idx_webhook_deliveries_due", "status", "next_attempt_at"),
         Index("idx_webhook_deliveries_job_id", "job_id"),
+        Index("idx_webhook_deliveries_batch_id", "batch_id"),
+    )
+
+
+class Batch(Base):
+    """Jobs submitted together (POST /batches): each item is an ordinary job of the key with `batch_id`
+    set. The batch ends when every one of its jobs has; `completed_at` is set, and its `batch.completed`
+    webhook staged, in the transaction that sees the last one end (shared/jobs/batches.py)."""
+
+    __tablename__ = "batches"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    api_key_id: Mapped[str | None] = mapped_column(String(64))
+    """The key that created it (as `jobs.api_key_id`); every other key gets 404."""
+    workflow_type: Mapped[str] = mapped_column(String(50))
+    callback_url: Mapped[str | None] = mapped_column(Text)
+    """Where `batch.completed` is sent; the items' jobs send no webhook of their own."""
+    item_count: Mapped[int] = mapped_column(Integer)
+    source: Mapped[str] = mapped_column(String(12))
+    """`items` (listed in the request) or `container` (the audio blobs of a container_url)."""
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, server_default=text("CURRENT_TIMESTAMP"))
+    cancel_requested_at: Mapped[datetime | None] = mapped_column()
+    """DELETE /batches/{id}: its jobs that had not ended were cancelled."""
+    completed_at: Mapped[datetime | None] = mapped_column()
+    """When every job of the batch had ended."""
+
+    __table_args__ = (
+        Index("idx_batches_api_key_id", "api_key_id", "created_at"),
+        Index("idx_batches_completed_at", "completed_at"),
     )
 
 

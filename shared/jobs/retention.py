@@ -14,6 +14,8 @@ A purge is crash-safe because it is idempotent and its intent is recorded before
 4. On SQLite the write-ahead log is checkpointed and truncated, so that the old versions of the
    scrubbed rows leave the log; `PRAGMA secure_delete` (shared/core/db.py) has zeroed them in the file.
 
+The pass also closes any batch whose jobs have all ended but which is still open (shared/jobs/batches.py).
+
 The retention pass runs in its own process locally (`retention` component, every
 PURGE_INTERVAL_SECONDS) and on a Functions timer on Azure (functions/retention.py).
 """
@@ -37,6 +39,7 @@ from shared.core.db import transaction
 from shared.domain.messages import result_blob_path
 from shared.domain.models import Job, WebhookDelivery, utcnow
 from shared.domain.options import JobOptions
+from shared.jobs.batches import sweep_ended_batches
 from shared.jobs.store import get_job
 from shared.runtime import Runtime
 from shared.runtime.loop import Shutdown, serve
@@ -318,6 +321,11 @@ def apply_retention(runtime: Runtime, *, now: datetime | None = None) -> Retenti
                 extra={"action": "audio_delete_failed", "job_id": str(job_id)},
             )
     _sweep_local_leftovers(runtime)
+    try:
+        sweep_ended_batches(runtime)
+    except Exception:
+        failed += 1
+        log.exception("sweep of ended batches failed", extra={"action": "batch_sweep_failed"})
     try:
         _remove_uploads_of_purged_jobs(runtime)
     except Exception:

@@ -91,6 +91,7 @@ def create_job(
     job_id: uuid.UUID | None = None,
     api_key_id: str | None = None,
     options: dict[str, Any] | None = None,
+    batch_id: uuid.UUID | None = None,
 ) -> Job:
     job = Job(
         id=job_id or uuid.uuid4(),
@@ -104,6 +105,7 @@ def create_job(
         status="pending_upload",
         api_key_id=api_key_id,
         options=options or None,
+        batch_id=batch_id,
     )
     session.add(job)
     session.flush()

@@ -31,7 +31,7 @@ from sqlalchemy.orm import Session
 
 from shared.core.config import Settings
 from shared.core.netsafety import UnsafeCallbackUrl, check_callback_url_at_delivery
-from shared.domain.models import Job, WebhookDelivery, utcnow
+from shared.domain.models import Batch, Job, WebhookDelivery, utcnow
 from shared.runtime import Runtime
 from shared.runtime.loop import Shutdown, serve
 
@@ -118,6 +118,35 @@ def stage_webhook(
             "status": status,
             "results_url": f"{settings.public_base_url}/jobs/{job.id}/results",
             "error_message": error,
+        },
+        status="pending",
+        attempts=0,
+        next_attempt_at=utcnow(),
+    )
+    session.add(delivery)
+    return delivery
+
+
+def stage_batch_webhook(
+    session: Session, *, settings: Settings, batch: Batch, status: str, counts: dict[str, int]
+) -> WebhookDelivery | None:
+    """`batch.completed`, staged in the transaction that closes the batch (shared/jobs/batches.py);
+    delivered, signed and retried exactly as a job's webhook."""
+    if not batch.callback_url:
+        return None
+    delivery = WebhookDelivery(
+        id=uuid.uuid4(),
+        batch_id=batch.id,
+        url=batch.callback_url,
+        event_type="batch.completed",
+        payload={
+            "type": "batch.completed",
+            "timestamp": utcnow().isoformat(),
+            "batch_id": str(batch.id),
+            "status": status,
+            "total": sum(counts.values()),
+            "counts": counts,
+            "results_url": f"{settings.public_base_url}/batches/{batch.id}/results",
         },
         status="pending",
         attempts=0,
@@ -232,7 +261,8 @@ def attempt(runtime: Runtime, delivery: WebhookDelivery, *, client: httpx.Client
         outcome,
         extra={
             "action": f"webhook_{outcome}",
-            "job_id": str(delivery.job_id),
+            "job_id": str(delivery.job_id) if delivery.job_id else None,
+            "batch_id": str(delivery.batch_id) if delivery.batch_id else None,
             "attempt": attempts,
             "status_code": status_code,
         },

@@ -13,6 +13,7 @@ In Azure these are Service Bus triggers on `<queue>/$DeadLetterQueue`; locally t
 from __future__ import annotations
 
 import logging
+import uuid
 from typing import Literal
 
 from pydantic import ValidationError
@@ -23,6 +24,7 @@ from shared.domain.messages import JobEvent, StepMessage
 from shared.domain.models import ProcessingStep, utcnow
 from shared.domain.registry import all_queues
 from shared.domain.workflow import Event
+from shared.jobs.batches import close_batches
 from shared.jobs.lifecycle import decide
 from shared.jobs.store import get_job
 from shared.jobs.webhooks import deliver_now
@@ -92,6 +94,7 @@ def _job_event(runtime: Runtime, body: str, why: str) -> Handled:
         log.error("unreadable dead letter", extra={"action": "dead_letter_unreadable", "body": body[:500]})
         return "unreadable"
     webhook_id = None
+    batch_webhooks: list[uuid.UUID] = []
     with runtime.sessions() as session, session.begin():
         job = get_job(session=session, job_id=event.job_id, for_update=True)
         if job is None:
@@ -101,9 +104,10 @@ def _job_event(runtime: Runtime, body: str, why: str) -> Handled:
             applied = decide(session, settings=runtime.settings, job=job, event=lost)
             runtime.bus.stage_many(session, applied.messages)
             webhook_id = applied.webhook_id
+            if applied.decision.notify:
+                batch_webhooks = close_batches(session, settings=runtime.settings, batch_ids=[job.batch_id])
             outcome = "job_failed" if applied.decision.job_status == "failed" else "job_obsolete"
-    if webhook_id is not None:
-        deliver_now(runtime, [webhook_id])
+    deliver_now(runtime, [webhook_id, *batch_webhooks] if webhook_id is not None else batch_webhooks)
     log.warning(
         "dead letter handled: %s",
         outcome,

@@ -22,6 +22,7 @@ from shared.core.tracing import current_traceparent, span
 from shared.domain.messages import JobEvent
 from shared.domain.models import Job
 from shared.domain.workflow import Decision, Event
+from shared.jobs.batches import close_batches
 from shared.jobs.lifecycle import decide
 from shared.jobs.retention import purge_job
 from shared.jobs.store import lock_jobs
@@ -72,18 +73,19 @@ def route_events(runtime: Runtime, bodies: list[str], *, settle_in: SettleIn | N
             results.append(ValueError(f"malformed job event: {error.errors()[:1]}"))
     if not events:
         return results
+    batch_webhooks: list[uuid.UUID] = []
     try:
-        routed = _apply(runtime, list(events.values()), settle_in, list(events))
+        routed = _apply(runtime, list(events.values()), settle_in, list(events), batch_webhooks=batch_webhooks)
     except Exception as error:
         if len(events) == 1:
             (index,) = events
             results[index] = error
             return results
         log.warning("batch routing failed; routing one by one", extra={"action": "route_batch_fallback"})
-        routed = []
+        routed, batch_webhooks = [], []
         for index, event in events.items():
             try:
-                routed.extend(_apply(runtime, [event], settle_in, [index]))
+                routed.extend(_apply(runtime, [event], settle_in, [index], batch_webhooks=batch_webhooks))
             except Exception as single_error:
                 results[index] = single_error
                 routed.append(None)
@@ -91,7 +93,7 @@ def route_events(runtime: Runtime, bodies: list[str], *, settle_in: SettleIn | N
     for index, outcome in zip(events, routed, strict=True):
         if outcome is not None:
             results[index] = outcome.decision
-    deliver_now(runtime, [outcome.webhook_id for outcome in routed if outcome and outcome.webhook_id])
+    deliver_now(runtime, [outcome.webhook_id for outcome in routed if outcome and outcome.webhook_id] + batch_webhooks)
     _finish_purges(runtime, {outcome.job_id for outcome in routed if outcome and outcome.purge_pending})
     return results
 
@@ -110,10 +112,17 @@ def _finish_purges(runtime: Runtime, job_ids: set[uuid.UUID]) -> None:
 
 
 def _apply(
-    runtime: Runtime, events: list[JobEvent], settle_in: SettleIn | None = None, indexes: list[int] | None = None
+    runtime: Runtime,
+    events: list[JobEvent],
+    settle_in: SettleIn | None = None,
+    indexes: list[int] | None = None,
+    *,
+    batch_webhooks: list[uuid.UUID] | None = None,
 ) -> list[Routed | None]:
     """Decide and apply each event in one transaction. Jobs are locked in id order, so concurrent
-    routers cannot deadlock; events of one job are applied in order against its updated state."""
+    routers cannot deadlock; events of one job are applied in order against its updated state. The
+    batches of the jobs that ended are closed last, in the same transaction (shared/jobs/batches.py);
+    the `batch.completed` webhooks staged are added to `batch_webhooks` (tried once committed)."""
     with runtime.sessions() as session, session.begin():
         if runtime.bus.shares_database and session.get_bind().dialect.name == "postgresql":
             # Safe without waiting for the disk: the events being routed are settled in this commit or a
@@ -131,10 +140,14 @@ def _apply(
                 routed.append(None)
                 continue
             routed.append(_decide(runtime, session, job, event, outgoing))
+        ended = [jobs[outcome.job_id].batch_id for outcome in routed if outcome is not None and outcome.decision.notify]
+        staged = close_batches(session, settings=runtime.settings, batch_ids=ended)
         runtime.bus.stage_many(session, outgoing)
         if settle_in is not None and indexes is not None:
             settle_in(session, indexes)
-        return routed
+    if batch_webhooks is not None:
+        batch_webhooks.extend(staged)
+    return routed
 
 
 def _decide(runtime: Runtime, session: Session, job: Job, event: JobEvent, outgoing: list[Outgoing]) -> Routed:

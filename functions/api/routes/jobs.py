@@ -27,13 +27,21 @@ from functions.api.schemas import (
     safe_filename,
 )
 from functions.api.security import (
+    Principal,
     PrincipalDep,
     accept_upload_or_422,
 )
 from shared.bus import publish_committed
 from shared.core.config import Settings, get_settings
 from shared.core.errors import BlobNotFound
-from shared.core.netsafety import UnsafeCallbackUrl, UnsafeFetchUrl, check_callback_url, check_fetch_url
+from shared.core.netsafety import (
+    Resolver,
+    UnsafeCallbackUrl,
+    UnsafeFetchUrl,
+    check_callback_url,
+    check_fetch_url,
+    system_resolver,
+)
 from shared.core.tracing import current_traceparent
 from shared.domain.models import Job
 from shared.domain.status import TERMINAL_STATUSES
@@ -41,6 +49,7 @@ from shared.domain.usage import Rates
 from shared.domain.workflow import Event, WorkflowType
 from shared.engines.speech.prompt_tokens import tokens_over_limit
 from shared.engines.speech.transcriber import MAX_PROMPT_TOKENS
+from shared.jobs.batches import close_batches
 from shared.jobs.lifecycle import decide
 from shared.jobs.retention import purge_job, request_purge
 from shared.jobs.store import create_job, get_job, list_jobs, start_job, step_of
@@ -131,30 +140,46 @@ def job_response(job: Job, settings: Settings | None = None) -> JobResponse:
         audio_deleted_at=job.audio_deleted_at,
         purge_requested_at=job.purge_requested_at,
         purged_at=job.purged_at,
+        batch_id=job.batch_id,
     )
 
 
-@router.post("/jobs", status_code=201, response_model=CreateJobResponse, responses=ERRORS, tags=["jobs"])
-def submit_job(
-    settings: SettingsDep, body: CreateJobRequest, session: SessionDep, runtime: RuntimeDep, principal: PrincipalDep
-) -> CreateJobResponse:
-    """Create a job; upload the file to `upload_url`, then start it. With `audio_url` there is nothing
-    to upload: the job is queued at once and its FETCH step brings the audio."""
-    upload_name = body.audio_filename
+def request_refusal(body: CreateJobRequest, settings: Settings) -> ApiError | None:
+    """What the route refuses in a valid request beyond the model's rules (they need the settings or a
+    tokenizer), or None. The address policies are checked apart (they resolve names)."""
     if (tokens := tokens_over_limit(body.prompt, body.hotwords)) is not None:
-        raise ApiError(
+        return ApiError(
             422,
             "prompt_too_long",
             f"prompt and hotwords are {tokens} tokens together; Whisper reads at most {MAX_PROMPT_TOKENS}"
             f" ({MAX_PROMPT_TOKENS + 1} with its start-of-prompt token): shorten them",
         )
     if body.retention_seconds is not None and body.retention_seconds > settings.result_retention_seconds:
-        raise ApiError(
+        return ApiError(
             422,
             "validation_error",
             f"retention_seconds {body.retention_seconds} is above this server's retention of"
             f" {settings.result_retention_seconds} seconds",
         )
+    return None
+
+
+def create_job_from(
+    body: CreateJobRequest,
+    *,
+    settings: Settings,
+    session: Session,
+    runtime: Runtime,
+    principal: Principal,
+    batch_id: uuid.UUID | None = None,
+    resolver: Resolver = system_resolver,
+) -> CreateJobResponse:
+    """Create the job a POST /jobs body asks for, in the caller's transaction (not committed): with
+    `audio_url` it is queued at once (its job_started event staged), otherwise it waits for its upload.
+    Raises ApiError for a request refused; POST /batches creates each item through here."""
+    if (refusal := request_refusal(body, settings)) is not None:
+        raise refusal
+    upload_name = body.audio_filename
     if body.callback_url is not None:
         try:
             check_callback_url(str(body.callback_url), settings)
@@ -162,7 +187,7 @@ def submit_job(
             raise ApiError(422, "validation_error", str(refused)) from None
     if body.audio_url is not None:
         try:
-            check_fetch_url(body.audio_url, settings)
+            check_fetch_url(body.audio_url, settings, resolver=resolver)
         except UnsafeFetchUrl as refused:
             raise ApiError(422, "validation_error", str(refused)) from None
         upload_name = upload_name or filename_from_url(body.audio_url)
@@ -186,21 +211,43 @@ def submit_job(
         audio_blob_path=blob_path,
         api_key_id=principal.id,
         options=body.options().stored(),
+        batch_id=batch_id,
     )
     if body.audio_url is not None:
         # Nothing to wait for: queued in the transaction that creates the job (the FETCH step runs first).
-        _queue(session, runtime, job, refused="the job could not be queued")
-        host = url_host(body.audio_url)  # never the query: a SAS is a secret
-        log.info("job queued to fetch from %s", host, extra={"action": "job_started", "job_id": str(job.id)})
+        queued = start_job(
+            session=session,
+            bus=runtime.bus,
+            queue=settings.job_events_queue,
+            job_id=job.id,
+            traceparent=current_traceparent(),
+        )
+        if not queued:
+            raise ApiError(409, "conflict", "the job could not be queued")
         return CreateJobResponse(job_id=job.id, status="queued", upload_url=None, upload_expires_at=None)
     upload_url, expires_at = None, None
     if blob_path is not None:
         upload_url, expires_at = runtime.blobs.upload_url(settings.audio_container, blob_path)
-    session.commit()
-    log.info("job created", extra={"action": "job_created", "job_id": str(job.id)})
     return CreateJobResponse(
         job_id=job.id, status="pending_upload", upload_url=upload_url, upload_expires_at=expires_at
     )
+
+
+@router.post("/jobs", status_code=201, response_model=CreateJobResponse, responses=ERRORS, tags=["jobs"])
+def submit_job(
+    settings: SettingsDep, body: CreateJobRequest, session: SessionDep, runtime: RuntimeDep, principal: PrincipalDep
+) -> CreateJobResponse:
+    """Create a job; upload the file to `upload_url`, then start it. With `audio_url` there is nothing
+    to upload: the job is queued at once and its FETCH step brings the audio."""
+    created = create_job_from(body, settings=settings, session=session, runtime=runtime, principal=principal)
+    session.commit()
+    if created.status == "queued":
+        publish_committed(runtime.bus)
+        host = url_host(body.audio_url or "")  # never the query: a SAS is a secret
+        log.info("job queued to fetch from %s", host, extra={"action": "job_started", "job_id": str(created.job_id)})
+    else:
+        log.info("job created", extra={"action": "job_created", "job_id": str(created.job_id)})
+    return created
 
 
 @router.post("/jobs/{job_id}/start", status_code=202, response_model=JobStatusResponse, responses=ERRORS, tags=["jobs"])
@@ -297,6 +344,7 @@ def cancel(
     (statuses, timings, usage); its results answer 410. Deleting a purged job again is harmless."""
     job = _job_or_404(session, job_id, principal, for_update=True)
     webhook_id = None
+    batch_webhooks: list[uuid.UUID] = []
     if job.status in TERMINAL_STATUSES:
         purge = True
     else:
@@ -305,14 +353,14 @@ def cancel(
             raise ApiError(409, "conflict", applied.decision.reason)
         runtime.bus.stage_many(session, applied.messages)
         webhook_id = applied.webhook_id
+        batch_webhooks = close_batches(session, settings=settings, batch_ids=[job.batch_id])
         log.info("job cancelled", extra={"action": "job_cancelled", "job_id": str(job.id)})
     if purge:
         # The intent commits first: whatever happens next, the retention pass finishes the purge.
         request_purge(job)
     status = job.status
     session.commit()
-    if webhook_id is not None:
-        deliver_now(runtime, [webhook_id])
+    deliver_now(runtime, [webhook_id, *batch_webhooks] if webhook_id is not None else batch_webhooks)
     if not purge:
         return DeleteJobResponse(job_id=job.id, status=status)  # type: ignore[arg-type]
     try:

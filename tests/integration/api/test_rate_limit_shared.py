@@ -86,6 +86,22 @@ def test_the_bucket_refills_and_a_refusal_says_how_long_to_wait(replicas: list[s
     assert other.acquire("key-1") > 0
 
 
+def test_a_batch_takes_its_cost_and_one_over_the_burst_leaves_the_bucket_owing(
+    replicas: list[sessionmaker[Session]],
+) -> None:
+    limiter = SharedRateLimiter(per_minute=NO_REFILL_PER_MINUTE, burst=5, sessions=replicas[0])
+    other = SharedRateLimiter(per_minute=NO_REFILL_PER_MINUTE, burst=5, sessions=replicas[1])
+    assert limiter.acquire("key-1") == 0.0  # the request's own token
+    assert other.acquire("key-1", cost=11, taken=1.0) == 0.0  # a batch of 12 on a full bucket
+    with replicas[0]() as session:
+        tokens = session.execute(select(RateLimitBucket.tokens).where(RateLimitBucket.key == "key-1")).scalar_one()
+    assert tokens == pytest.approx(-7.0, abs=1e-3)
+    assert limiter.acquire("key-1") > 0
+    assert other.acquire("key-2", cost=3) == 0.0
+    assert other.acquire("key-2", cost=3) > 0  # 2 left: refused, and nothing taken
+    assert other.acquire("key-2", cost=2) == 0.0
+
+
 def test_zero_rate_turns_the_shared_limit_off(replicas: list[sessionmaker[Session]]) -> None:
     limiter = SharedRateLimiter(per_minute=0, burst=1, sessions=replicas[0])
     assert all(limiter.acquire("key-1") == 0.0 for _ in range(20))

@@ -51,6 +51,23 @@ def test_bucket_refills_over_time_but_not_past_the_burst() -> None:
     assert limiter.acquire("a") > 0
 
 
+def test_a_cost_takes_that_many_tokens_and_a_cost_over_the_burst_needs_a_full_bucket() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(per_minute=60, burst=5, clock=clock)
+    assert limiter.acquire("a", cost=3) == 0.0
+    assert limiter.acquire("a", cost=3) == pytest.approx(1.0)  # 2 left: one second to a third
+    assert limiter.acquire("a", cost=2) == 0.0
+    clock.now += 5  # full again
+    assert limiter.acquire("a", cost=12) == 0.0  # more than the burst: goes ahead on a full bucket
+    assert limiter.acquire("a") == pytest.approx(8.0)  # and owes 7: eight seconds to the next token
+    clock.now += 10
+    assert limiter.acquire("a", taken=1.0) == 0.0
+    # Authentication took one token: a request costing more than the burst goes ahead with the rest.
+    clock.now += 10
+    assert limiter.acquire("a") == 0.0 and limiter.acquire("a", cost=11, taken=1.0) == 0.0
+    assert limiter.acquire("a") > 0
+
+
 def test_keys_have_separate_buckets() -> None:
     limiter = RateLimiter(per_minute=1, burst=1, clock=FakeClock())
     assert limiter.acquire("a") == 0.0

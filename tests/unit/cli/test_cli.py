@@ -208,3 +208,84 @@ def test_submit_by_url_sends_audio_url_and_does_not_start_a_job_queued_at_once(
             {"workflow_type": "lid_only", "target_language": "en", "audio_url": "https://example.com/talk.mp3"},
         )
     ]
+
+
+def test_several_files_are_one_batch_followed_with_one_request_a_round(
+    stack: Stack, clips: list[Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    paths: list[str] = []
+    original = stack.client.send
+
+    def send(request: httpx.Request, **kwargs: Any) -> httpx.Response:
+        paths.append(f"{request.method} {request.url.path}")
+        return original(request, **kwargs)
+
+    stack.client.send = send  # type: ignore[method-assign]
+    code = run(stack, "submit", *map(str, clips), "-w", "lid_only", "--wait", "-f", "json")
+
+    assert code == 0, capsys.readouterr().err
+    listed = stack.client.get("/jobs").json()["items"]
+    assert len(listed) == 2 and {job["status"] for job in listed} == {"completed"}
+    assert paths.count("POST /batches") == 1 and "POST /jobs" not in paths
+    assert sum(path.startswith("POST /jobs/") and path.endswith("/start") for path in paths) == 2
+    polls = [path for path in paths if path.startswith("GET /batches/")]
+    assert polls and all(path.endswith("/results") for path in polls)
+    assert not any(path.startswith("GET /jobs/") and path.count("/") == 2 for path in paths), "no poll per job"
+    (batch_id,) = {path.split("/")[2] for path in polls}
+    assert stack.client.get(f"/batches/{batch_id}").json()["status"] == "completed"
+
+
+def test_a_refused_item_fails_alone_and_the_command_says_which(capsys: pytest.CaptureFixture[str]) -> None:
+    batch_id, good, bad = str(uuid.UUID(int=9)), str(uuid.UUID(int=1)), str(uuid.UUID(int=2))
+    sent: list[Any] = []
+
+    def api(request: httpx.Request) -> httpx.Response:
+        if request.method == "POST" and request.url.path == "/batches":
+            sent.append(json.loads(request.content))
+            items = [
+                {"job_id": good, "status": "queued", "upload_url": None, "upload_expires_at": None},
+                {
+                    "job_id": bad,
+                    "status": "failed",
+                    "upload_url": None,
+                    "upload_expires_at": None,
+                    "error_message": "item refused: audio_url host 10.0.0.1 resolves to a private address",
+                },
+            ]
+            return httpx.Response(
+                201, json={"batch_id": batch_id, "job_ids": [good, bad], "status": "processing", "items": items}
+            )
+        if request.url.path == f"/batches/{batch_id}/results":
+            rows = [
+                {"job_id": good, "status": "completed", "audio_filename": "a.mp3", "error_message": None},
+                {
+                    "job_id": bad,
+                    "status": "failed",
+                    "audio_filename": "b.mp3",
+                    "error_message": "item refused: audio_url host 10.0.0.1 resolves to a private address",
+                },
+            ]
+            return httpx.Response(200, json={"batch_id": batch_id, "status": "completed", "items": rows})
+        if request.url.path == f"/jobs/{good}/results":
+            return httpx.Response(200, text="hello\n")
+        return httpx.Response(500, json={"error": {"code": "unexpected", "message": "not expected"}})
+
+    urls = ["https://example.com/a.mp3", "https://10.0.0.1/b.mp3"]
+    with httpx.Client(transport=httpx.MockTransport(api), base_url="http://api") as client:
+        code = cli.main(
+            ["submit", "--url", urls[0], "--url", urls[1], "-w", "lid_only", "--wait", "-f", "txt"],
+            http=client,
+            sleep=lambda _s: None,
+        )
+
+    assert code == 1  # one job failed
+    assert sent == [
+        {
+            "workflow_type": "lid_only",
+            "target_language": "en",
+            "items": [{"audio_url": urls[0]}, {"audio_url": urls[1]}],
+        }
+    ]
+    captured = capsys.readouterr()
+    assert "hello" in captured.out
+    assert "b.mp3: job" in captured.err and "private address" in captured.err
