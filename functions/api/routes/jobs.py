@@ -12,6 +12,7 @@ from fastapi import APIRouter, Query, Response
 from sqlalchemy.orm import Session
 
 from functions.api.deps import ERRORS, ApiError, RuntimeDep, SessionDep, SettingsDep, _job_or_404
+from functions.api.routes.speakers import check_known_speakers
 from functions.api.routes.usage import _usage_of
 from functions.api.schemas import (
     CreateJobRequest,
@@ -166,6 +167,8 @@ def submit_job(
         except UnsafeFetchUrl as refused:
             raise ApiError(422, "validation_error", str(refused)) from None
         upload_name = upload_name or filename_from_url(body.audio_url)
+    if body.known_speakers:
+        check_known_speakers(session, principal, body.known_speakers)
     filename = upload_name
     if body.source_job_id is not None:
         source = get_job(session=session, job_id=body.source_job_id)
