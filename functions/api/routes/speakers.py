@@ -106,6 +106,23 @@ def _name(value: object) -> str:
         503: {"description": "The enrollment failed for a reason other than the clip; enroll again"},
     },
     tags=["speakers"],
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "multipart/form-data": {
+                    "schema": {
+                        "type": "object",
+                        "required": ["name", "file"],
+                        "properties": {
+                            "name": {"type": "string", "minLength": 1, "maxLength": 100},
+                            "file": {"type": "string", "format": "binary", "description": "2 to 60 s of the voice"},
+                        },
+                    }
+                }
+            },
+        }
+    },
 )
 async def enroll(
     request: Request, settings: SettingsDep, runtime: RuntimeDep, principal: PrincipalDep, response: Response
