@@ -53,8 +53,8 @@ SCRUBBED = "removed when the job's data was purged"
 """What replaces a text column that may have quoted the transcript."""
 KEPT_TEXT_DETAILS = frozenset({"device", "model", "engine", "backend", "compute_type", "language"})
 """Step details that are strings and never hold content: what ran, where. Other strings go."""
-TEXT_OPTIONS = frozenset({"prompt", "hotwords"})
-"""Job options that are the client's own text (vocabulary): removed by a purge."""
+TEXT_OPTIONS = frozenset({"prompt", "hotwords", "speaker_references"})
+"""Job options that are the client's own text (vocabulary, known speakers' names): removed by a purge."""
 STALE_STAGING_SECONDS = 6 * 3600
 """A local staging file this old belongs to a write that died; it is deleted by the retention pass."""
 

@@ -71,8 +71,14 @@ def _queue(session: Session, runtime: Runtime, job: Job, *, refused: str) -> Non
 
 
 def shown_options(stored: dict[str, Any] | None) -> dict[str, Any]:
-    """A job's options as answers show them: audio_url without its query, which may be a secret (a SAS)."""
+    """A job's options as answers show them: audio_url without its query, which may be a secret (a SAS);
+    the OpenAI front's known-speaker references by name, not by where their clips lie."""
     shown = dict(stored or {})
+    references = shown.get("speaker_references")
+    if isinstance(references, list):
+        shown["speaker_references"] = [
+            {"name": reference.get("name")} for reference in references if isinstance(reference, dict)
+        ]
     url = shown.get("audio_url")
     if isinstance(url, str):
         with contextlib.suppress(ValueError):

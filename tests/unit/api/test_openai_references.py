@@ -107,3 +107,14 @@ def test_a_bad_reference_is_a_400_naming_the_field(fields: tuple[tuple[str, str]
     assert refused.value.status == 400
     assert refused.value.param == param
     assert says in refused.value.message
+
+
+def test_a_jobs_options_show_the_references_by_name_not_where_their_clips_lie() -> None:
+    from functions.api.routes.jobs import shown_options
+    from shared.jobs.retention import TEXT_OPTIONS
+
+    stored = {"speaker_labels": True, "speaker_references": [{"name": "agent", "blob": "j/references/0.wav"}]}
+
+    assert shown_options(stored) == {"speaker_labels": True, "speaker_references": [{"name": "agent"}]}
+    # The names are the client's text: a purge removes them with the prompt and hotwords.
+    assert "speaker_references" in TEXT_OPTIONS
