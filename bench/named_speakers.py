@@ -8,7 +8,8 @@ are laid out from the speaker's other clips. Voices are enrolled as the ENROLL s
 (`SenkoDiarizer.voiceprint`), each conversation is diarized as DIARIZE does (no count), the clusters
 are matched with `shared.domain.speaker_match.match_speakers` and the turns joined with the reference
 words (`attribute_speakers`, names kept). Strangers are the speakers of a conversation who are not
-enrolled; one conversation has only strangers (the enrolled voices are absent).
+enrolled, among them the CMU "go forward" speaker, a real man reading English like the enrolled
+LibriVox reader; one conversation has only strangers (the enrolled voices are absent).
 
 Printed per conversation and threshold: named = share of enrolled speakers' words that carry their
 own name; wrong = share of enrolled speakers' words that carry another's name; stranger named = share
@@ -85,8 +86,14 @@ def scenarios(
         rng,
     )
     call = lay_out("2 spk call, 1-3 s", {s: pool(s, (1.0, 3.0)) for s in ("libri", synthetic)}, 45, rng)
+    # The CMU "go forward" speaker is a real man reading English, as the LibriVox reader is: the
+    # hardest stranger here for the reader's name.
+    human = lay_out("3 spk, 1-3 s", {s: pool(s, (1.0, 3.0)) for s in ("libri", "goforward", "kokoro-en")}, 45, rng)
     absent = lay_out(
-        "3 spk, none enrolled", {s: pool(s, (1.0, 3.0)) for s in ("kokoro-en", "kokoro-fr", synthetic)}, 45, rng
+        "3 spk, none enrolled",
+        {s: pool(s, (1.0, 3.0)) for s in ("kokoro-en", "kokoro-fr", "goforward", synthetic)},
+        45,
+        rng,
     )
     return [
         Scenario("4 spk, 2 enrolled (a)", four, ("libri", "kokoro-fr")),
@@ -94,7 +101,8 @@ def scenarios(
         Scenario("5 spk, 3 enrolled", five, ("kokoro-en", "kokoro-zh", synthetic)),
         Scenario("5 spk, all 5 enrolled", five, ("libri", "kokoro-en", "kokoro-fr", "kokoro-zh", synthetic)),
         Scenario("2 spk call, 1 enrolled", call, ("libri",)),
-        Scenario("3 spk, only strangers", absent, ("libri", "kokoro-zh")),
+        Scenario("3 spk, reader enrolled", human, ("libri",)),
+        Scenario("4 spk, only strangers", absent, ("libri", "kokoro-zh")),
     ]
 
 
