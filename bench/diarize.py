@@ -1,6 +1,6 @@
 """Speaker diarization quality and speed on conversations built from the fixtures, with known turns.
 
-    .venv/bin/python bench/diarize.py [--threads 2] [--long-minutes 10] [--seed 12]
+    .venv/bin/python bench/diarize.py [--threads 2] [--long-minutes 10] [--seed 12] [--named-only]
 
 Speakers (each a different voice to CAM++; the espeak-ng voice is made here, if espeak-ng is installed):
 the LibriVox reader, the Kokoro English, French and Mandarin voices, eSpeak NG's en-us voice (the
@@ -35,6 +35,11 @@ without a count; with the true count, agglomerative (the default) and spectral):
   (all threads: on a shared machine the wall time includes waiting for a core; cpu / threads is
   what the wall time would be with the threads to itself);
 - the process's peak resident memory after load and at the end, and the load average.
+
+Then the named-speakers table (bench/named_speakers.py): enrolled voices (from clips kept out of the
+conversations) named on their words, and strangers' words that wrongly took a name, per threshold of
+`shared.domain.speaker_match`; `--named-only` prints that table alone, once per way of computing the
+embedding windows' features this CPU can run.
 """
 
 from __future__ import annotations
