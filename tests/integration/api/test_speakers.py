@@ -323,3 +323,25 @@ def test_a_worker_dying_between_keeping_the_voiceprint_and_deleting_the_clip_lea
     assert audio_blobs(stack) == []
     [job] = enroll_jobs(stack)
     assert job.purged_at is not None
+
+
+def test_an_enrollment_that_fails_for_the_service_is_a_503_and_leaves_nothing(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shared.engines.audio
+
+    def broken(*_args: Any, **_kwargs: Any) -> Any:
+        raise OSError("the disk went away")
+
+    # Every attempt fails (not the clip's fault): the step is retried, then the job fails.
+    monkeypatch.setattr(shared.engines.audio, "decode", broken)
+    answer = enroll(stack, "Elinor", wav(clip("en", "librivox-0920")))
+
+    assert answer.status_code == 503, answer.text
+    error = answer.json()["error"]
+    assert error["code"] == "enroll_failed" and "the disk went away" in error["message"]
+    with stack.runtime.sessions() as session:
+        assert session.scalars(select(Speaker)).all() == []
+    [job] = enroll_jobs(stack)
+    assert job.status == "failed" and job.purged_at is not None
+    assert audio_blobs(stack) == []
