@@ -15,7 +15,7 @@ from starlette.datastructures import FormData, UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser, parse_options_header
 
 from functions.api.openai_audio.errors import OpenAIError
-from functions.api.openai_audio.references import Reference, parse_references
+from functions.api.openai_audio.references import MAX_REFERENCES, Reference, parse_references
 from shared.domain.languages import UnsupportedLanguage, to_iso639_3, to_whisper
 from shared.domain.options import JobOptions, SpeakerReference
 from shared.domain.subtitle_cues import CUE_SECONDS, LINE_CHARS, LINES, CueRules
@@ -276,6 +276,18 @@ def _form_schema(task: Task) -> dict[str, Any]:
             "items": {"type": "string", "minLength": 1, "maxLength": 100},
             "maxItems": 100,
             "description": "Words and names to favour (the job's hotwords).",
+        }
+        properties["known_speaker_names[]"] = {
+            "type": "array",
+            "items": {"type": "string", "minLength": 1, "maxLength": 100},
+            "maxItems": MAX_REFERENCES,
+            "description": "diarized_json: the names of known speakers, one per known_speaker_references entry.",
+        }
+        properties["known_speaker_references[]"] = {
+            "type": "array",
+            "items": {"type": "string", "pattern": "^data:"},
+            "maxItems": MAX_REFERENCES,
+            "description": "diarized_json: a short clip of each named voice as a data URL (data:audio/wav;base64,…).",
         }
     return {
         "requestBody": {

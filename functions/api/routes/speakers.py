@@ -130,7 +130,7 @@ async def enroll(
     """Enroll a voice from a multipart form: `name`, and `file`, 2 to 60 s of that one voice speaking.
     Only its voiceprint is kept; the clip is deleted once enrolled (docs/SECURITY.md)."""
     try:
-        form = await _read_form(request, MAX_CLIP_BYTES)
+        form = await _read_form(request, min(MAX_CLIP_BYTES, settings.max_upload_bytes))
     except OpenAIError as error:
         code = "upload_too_large" if error.status == 413 else "validation_error"
         raise ApiError(413 if error.status == 413 else 422, code, error.message) from None
