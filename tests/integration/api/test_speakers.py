@@ -345,3 +345,35 @@ def test_an_enrollment_that_fails_for_the_service_is_a_503_and_leaves_nothing(
     [job] = enroll_jobs(stack)
     assert job.status == "failed" and job.purged_at is not None
     assert audio_blobs(stack) == []
+
+
+def test_past_the_wait_the_voice_is_pending_and_deleting_it_then_leaves_no_clip(
+    database_url: str, make_settings: Callable[..., Settings]
+) -> None:
+    """No diarize worker is running: POST answers 202 pending; a DELETE before the worker comes deletes
+    the speaker at once, and the worker, when it comes, only deletes the clip."""
+    built = build_stack(make_settings(database_url=database_url, speaker_enroll_wait_seconds=0.3))
+    try:
+        answer = enroll(built, "Elinor", wav(clip("en", "librivox-0920")))
+
+        assert answer.status_code == 202, answer.text
+        speaker_id = answer.json()["speaker_id"]
+        assert answer.json()["status"] == "pending"
+        assert answer.headers["location"] == f"/speakers/{speaker_id}"
+        assert built.client.get(f"/speakers/{speaker_id}").json()["status"] == "pending"
+        assert len(audio_blobs(built)) == 1  # the clip, waiting for its step
+
+        assert built.client.delete(f"/speakers/{speaker_id}").status_code == 204
+        assert speaker_row(built, speaker_id) is None
+        built.workers.append(worker_for(built.settings, "diarize", runtime=built.runtime))
+        built.drive()  # until the queues are idle: the internal job is not readable through /jobs
+
+        assert enroll_jobs(built)[0].status == "completed"
+        assert audio_blobs(built) == []  # the step deleted the clip of the voice deleted meanwhile
+        apply_retention(built.runtime, now=utcnow() + timedelta(minutes=2))
+        assert audio_blobs(built) == []
+        [job] = enroll_jobs(built)
+        assert job.status == "completed" and job.purged_at is not None
+    finally:
+        built.client.close()
+        built.runtime.close()
