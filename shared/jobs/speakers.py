@@ -75,7 +75,9 @@ def start_enrollment(
         )
     speaker_id, job_id = uuid.uuid4(), uuid.uuid4()
     blob = input_blob_path(job_id, filename)
-    with runtime.sessions() as session:
+    # First the rows, committed before the clip is written: a process that dies after writing it leaves
+    # a job that never started, which its 60 s retention purges (clip and all), never a clip no row names.
+    with transaction(runtime.sessions) as session:
         job = create_job(
             session=session,
             job_id=job_id,
@@ -91,10 +93,10 @@ def start_enrollment(
         )
         job.audio_duration_seconds = info.duration_seconds
         session.add(Speaker(id=speaker_id, name=name, api_key_id=api_key_id, status="pending", enroll_job_id=job_id))
-        session.flush()
-        try:
-            with clip.open("rb") as source:
-                runtime.blobs.put(settings.audio_container, blob, source.read())
+    try:
+        with clip.open("rb") as source:
+            runtime.blobs.put(settings.audio_container, blob, source.read())
+        with runtime.sessions() as session:
             queued = start_job(
                 session=session,
                 bus=runtime.bus,
@@ -105,10 +107,10 @@ def start_enrollment(
             if not queued:
                 raise RuntimeError(f"enrollment job {job_id} could not be queued")
             session.commit()
-        except BaseException:
-            session.rollback()
-            runtime.blobs.delete(settings.audio_container, blob)
-            raise
+    except BaseException:
+        runtime.blobs.delete(settings.audio_container, blob)
+        delete_speaker(runtime, speaker_id)
+        raise
     publish_committed(runtime.bus)
     log.info("speaker enrollment queued", extra={"action": "speaker_enroll", "job_id": str(job_id)})
     return speaker_id, job_id
@@ -125,7 +127,8 @@ def view_of(session: Session, speaker: Speaker) -> SpeakerView:
     status, error = speaker.status, speaker.error_message
     if status == "pending" and speaker.enroll_job_id is not None:
         job = get_job(session=session, job_id=speaker.enroll_job_id)
-        if job is None or job.status in ("failed", "cancelled", "partial_complete", "completed"):
+        ended = ("failed", "cancelled", "partial_complete", "completed")
+        if job is None or job.status in ended or job.purged_at is not None:
             # The job ended and the step never recorded a voiceprint: it will not come any more.
             status = "failed"
             error = (job.error_message if job else None) or "the enrollment did not finish; enroll the voice again"
