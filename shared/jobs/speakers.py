@@ -57,8 +57,8 @@ class ClipRefused(PermanentError):
 def start_enrollment(
     runtime: Runtime, *, name: str, clip: Path, filename: str, api_key_id: str | None
 ) -> tuple[uuid.UUID, uuid.UUID]:
-    """Check the clip (audio, 2–60 s), then in one transaction create the speaker (pending) and its
-    enrollment job with the clip as its audio, and queue the job. Returns (speaker id, job id).
+    """Check the clip (audio, 2–60 s), create the speaker (pending) and its enrollment job, write the
+    clip as the job's audio and queue the job. Returns (speaker id, job id).
 
     The job's own retention (60 s) purges it, clip and all, soon after it ends however it ends, even
     if nobody waits for it; ENROLL deletes the clip as soon as the voiceprint is kept."""
