@@ -1,6 +1,6 @@
 """Speaker diarization quality and speed on conversations built from the fixtures, with known turns.
 
-    .venv/bin/python bench/diarize.py [--threads 2] [--long-minutes 10] [--seed 12]
+    .venv/bin/python bench/diarize.py [--threads 2] [--long-minutes 10] [--seed 12] [--named-only]
 
 Speakers (each a different voice to CAM++; the espeak-ng voice is made here, if espeak-ng is installed):
 the LibriVox reader, the Kokoro English, French and Mandarin voices, eSpeak NG's en-us voice (the
@@ -35,6 +35,11 @@ without a count; with the true count, agglomerative (the default) and spectral):
   (all threads: on a shared machine the wall time includes waiting for a core; cpu / threads is
   what the wall time would be with the threads to itself);
 - the process's peak resident memory after load and at the end, and the load average.
+
+Then the named-speakers table (bench/named_speakers.py): enrolled voices (from clips kept out of the
+conversations) named on their words, and strangers' words that wrongly took a name, per threshold of
+`shared.domain.speaker_match`; `--named-only` prints that table alone, once per way of computing the
+embedding windows' features this CPU can run.
 """
 
 from __future__ import annotations
@@ -60,6 +65,8 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+import named_speakers  # noqa: E402
 
 from shared.domain.speaker_turns import attribute_speakers, merge_channels  # noqa: E402
 from shared.engines.audio import SAMPLE_RATE, decode  # noqa: E402
@@ -338,6 +345,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--long-minutes", type=float, default=10.0, help="0 skips the long recording")
     parser.add_argument("--seed", type=int, default=12)
+    parser.add_argument("--named-only", action="store_true", help="only the named-speakers table")
     args = parser.parse_args()
     rng = random.Random(args.seed)
     print(f"load average at start: {os.getloadavg()}", flush=True)
@@ -356,6 +364,19 @@ def main() -> None:
                 return [p for c in clips[speaker] for p in cut_pieces(c, audio[c.path], words[c.path], rng, span)]
 
             synthetic = "espeak" if "espeak" in clips else "goforward"
+            held = named_speakers.enrollment_clips(clips, workdir)
+            others = named_speakers.without_held_out(clips)
+
+            # Its own random sequence, so the table above lays out the same conversations with or without it.
+            named_rng = random.Random(args.seed + 1)
+
+            def held_out_pool(speaker: str, span: tuple[float, float]) -> list[Piece]:
+                pieces = (cut_pieces(c, audio[c.path], words[c.path], named_rng, span) for c in others[speaker])
+                return [p for found in pieces for p in found]
+
+            named_cases = named_speakers.scenarios(held_out_pool, lay_out, named_rng, synthetic)
+            for case in named_cases:
+                case.enrolled = tuple(speaker for speaker in case.enrolled if speaker in held)
             conversations = [
                 lay_out("3 spk, long turns", {s: pool(s, None) for s in ("libri", "kokoro-en", synthetic)}, 60, rng),
                 lay_out(
@@ -375,7 +396,12 @@ def main() -> None:
             call = conversations[-1]
             channels = stereo(call, "libri")
             split_jobs = [(f"channel-{i}", channels[i], "en") for i in range(2)]
-            split = whisper.submit(_transcribe_all, split_jobs, str(workdir / "models")).result()
+            split = (
+                {} if args.named_only else whisper.submit(_transcribe_all, split_jobs, str(workdir / "models")).result()
+            )
+        if args.named_only:
+            run_named(args.threads, held, named_cases)
+            return
         unfiltered = merge_channels({i: split[f"channel-{i}"] for i in range(2)})
         raw_split_error, _ = split_wder(call, unfiltered)
         # As the stack's join does (shared/steps/transcribe.py): the other party's leaked words dropped.
@@ -432,7 +458,22 @@ def main() -> None:
             f"   (merged as heard: {raw_split_error:.1%})"
         )
         print(f"peak RSS of the diarizing process: {peak_rss_mib():.0f} MiB (after load {rss_loaded:.0f} MiB)")
+        named_speakers.run(diarizer, held, named_cases, segments_of, features)
         print(f"load average at end: {os.getloadavg()}")
+
+
+def run_named(threads: int, held: dict[str, np.ndarray], cases: list[named_speakers.Scenario]) -> None:
+    """The named-speakers table alone, with each way of computing the windows' features this CPU can run."""
+    ways = [True, False] if senko_extractor_runs_here() else [False]
+    engine = None
+    for senko_features in ways:
+        diarizer = SenkoDiarizer(threads=threads, warmup=False, senko_features=senko_features)
+        if engine is not None:
+            diarizer._engine = engine  # one copy of the models (the bench only)
+        engine = diarizer.engine
+        named = "senko's own" if senko_features else "kaldi-native-fbank"
+        named_speakers.run(diarizer, held, cases, segments_of, named)
+    print(f"load average at end: {os.getloadavg()}")
 
 
 def _spectral(diarizer: SenkoDiarizer) -> SenkoDiarizer:

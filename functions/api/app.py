@@ -21,7 +21,7 @@ from functions.api.deps import _ERROR_CODES, ApiError, _error
 from functions.api.live_page import make_live_page_router
 from functions.api.openai_audio import make_openai_audio_router
 from functions.api.realtime import make_realtime_router
-from functions.api.routes import batches, health, jobs, results, usage
+from functions.api.routes import batches, health, jobs, results, speakers, usage
 from functions.api.security import (
     Authenticator,
     SecurityError,
@@ -146,6 +146,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     app.include_router(batches.router)
     app.include_router(results.router)
     app.include_router(usage.router)
+    app.include_router(speakers.router)
     app.include_router(make_openai_audio_router(settings))
     app.include_router(make_realtime_router(settings, load_signing_key(settings)))
     app.include_router(make_live_page_router())

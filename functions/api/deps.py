@@ -20,6 +20,7 @@ from functions.api.security import (
 )
 from shared.core.config import Settings
 from shared.domain.models import Job
+from shared.domain.workflow import INTERNAL_WORKFLOWS
 from shared.jobs.store import get_job
 from shared.runtime import Runtime
 
@@ -74,7 +75,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 def _job_or_404(session: Session, job_id: uuid.UUID, principal: Principal, *, for_update: bool = False) -> Job:
     """The caller's job; another key's job answers 404 exactly as a job that does not exist."""
     job = get_job(session=session, job_id=job_id, for_update=for_update)
-    if job is None or not principal.owns(job):
+    if job is None or not principal.owns(job) or job.workflow_type in INTERNAL_WORKFLOWS:
         raise ApiError(404, "not_found", f"job {job_id} not found")
     return job
 

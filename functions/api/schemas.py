@@ -102,6 +102,8 @@ class CreateJobRequest(JobRequestFields):
             raise ValueError("redact_pii_audio_method applies only with redact_pii_audio: true")
         if self.redact_pii_audio and self.workflow_type == "lid_only":
             raise ValueError("redact_pii_audio needs a transcript: full_pipeline or transcribe_only, not lid_only")
+        if self.known_speakers and (self.channels == "split" or self.workflow_type == "lid_only"):
+            raise ValueError("known_speakers names diarized speakers: channels=mix, full_pipeline or transcribe_only")
         if self.workflow_type not in AUDIO_WORKFLOWS:
             given = [name for name in AUDIO_ONLY_OPTIONS if name in self.model_fields_set]
             if given:
@@ -252,6 +254,25 @@ class ResultsResponse(BaseModel):
     transcript: TranscriptPart | None
     translation: TranscriptPart | None
     summary: SummaryPart | None
+
+
+class SpeakerResponse(BaseModel):
+    """An enrolled voice of the voice library; its voiceprint is never shown."""
+
+    speaker_id: uuid.UUID
+    name: str
+    status: Literal["pending", "ready", "failed"]
+    """pending while the diarize worker enrolls the clip (poll GET /speakers/{id}); ready to use in
+    known_speakers; failed: `error_message` says why (enroll again)."""
+    audio_seconds: float | None = None
+    """Seconds of speech the clip held."""
+    error_message: str | None = None
+    created_at: datetime
+
+
+class SpeakerListResponse(BaseModel):
+    items: list[SpeakerResponse]
+    total: int
 
 
 class ErrorBody(BaseModel):

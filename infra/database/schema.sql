@@ -205,4 +205,26 @@ ALTER TABLE webhook_deliveries ADD CONSTRAINT fk_webhook_deliveries_batch_id_bat
 
 UPDATE alembic_version SET version_num='0007' WHERE alembic_version.version_num = '0006';
 
+-- Running upgrade 0007 -> 0008
+
+CREATE TABLE speakers (
+    id UUID NOT NULL,
+    api_key_id VARCHAR(64),
+    name VARCHAR(100) NOT NULL,
+    status VARCHAR(12) DEFAULT 'pending' NOT NULL,
+    embedding JSON,
+    audio_seconds FLOAT,
+    error_message TEXT,
+    enroll_job_id UUID,
+    created_at TIMESTAMP WITH TIME ZONE DEFAULT CURRENT_TIMESTAMP NOT NULL,
+    updated_at TIMESTAMP WITH TIME ZONE DEFAULT CURRENT_TIMESTAMP NOT NULL,
+    CONSTRAINT pk_speakers PRIMARY KEY (id)
+);
+
+CREATE INDEX idx_speakers_api_key_id ON speakers (api_key_id, created_at);
+
+CREATE INDEX idx_speakers_created_at ON speakers (created_at);
+
+UPDATE alembic_version SET version_num='0008' WHERE alembic_version.version_num = '0007';
+
 COMMIT;

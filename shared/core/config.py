@@ -244,6 +244,12 @@ class Settings(BaseSettings):
     result_retention_seconds: int = Field(default=30 * 86400, ge=60, validation_alias="RESULT_RETENTION_SECONDS")
     """This long after a job ends its results and text are purged, the job row kept as a tombstone. A
     job's own `retention_seconds` may shorten it, never lengthen it."""
+    speaker_retention_seconds: int = Field(default=365 * 86400, ge=60, validation_alias="SPEAKER_RETENTION_SECONDS")
+    """An enrolled voice (POST /speakers) and its voiceprint are deleted this long after enrollment."""
+    speaker_enroll_wait_seconds: float = Field(
+        default=60.0, gt=0, le=600, validation_alias="SPEAKER_ENROLL_WAIT_SECONDS"
+    )
+    """How long POST /speakers waits for the diarize worker to enroll the clip before answering 202."""
     purge_interval_seconds: float = Field(default=300.0, gt=0, validation_alias="PURGE_INTERVAL_SECONDS")
     """How often the local `retention` component applies retention and finishes requested purges."""
     cost_per_gpu_second: float = Field(default=0.0, ge=0, validation_alias="COST_PER_GPU_SECOND")

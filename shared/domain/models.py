@@ -295,3 +295,35 @@ class RateLimitBucket(Base):
     tokens: Mapped[float] = mapped_column(Float)
     refilled_at: Mapped[datetime] = mapped_column()
     """When `tokens` was last computed, by the database's clock, so replicas' clocks do not matter."""
+
+
+class Speaker(Base):
+    """An enrolled voice of the voice library (shared/jobs/speakers.py): its name and its voiceprint, the
+    CAM++ embedding of a clip of it. Only the embedding is kept (biometric data, docs/SECURITY.md): the
+    clip is deleted once enrolled, and the row (embedding and all) on DELETE or after
+    SPEAKER_RETENTION_SECONDS."""
+
+    __tablename__ = "speakers"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    api_key_id: Mapped[str | None] = mapped_column(String(64))
+    """The key that enrolled it, its owner (as `jobs.api_key_id`)."""
+    name: Mapped[str] = mapped_column(String(100))
+    status: Mapped[str] = mapped_column(String(12), default="pending", server_default="pending")
+    """pending (its clip waits for the ENROLL step) → ready, or failed (`error_message` says why)."""
+    embedding: Mapped[list[float] | None] = mapped_column(JSON)
+    """The voiceprint (192 values); never shown by the API."""
+    audio_seconds: Mapped[float | None] = mapped_column(Float)
+    """Seconds of speech the clip held."""
+    error_message: Mapped[str | None] = mapped_column(Text)
+    enroll_job_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    """The internal job whose ENROLL step computes the voiceprint (its clip is that job's audio)."""
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, server_default=text("CURRENT_TIMESTAMP"))
+    updated_at: Mapped[datetime] = mapped_column(
+        default=utcnow, onupdate=utcnow, server_default=text("CURRENT_TIMESTAMP")
+    )
+
+    __table_args__ = (
+        Index("idx_speakers_api_key_id", "api_key_id", "created_at"),
+        Index("idx_speakers_created_at", "created_at"),
+    )

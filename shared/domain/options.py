@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -37,6 +38,9 @@ class ClientOptions(BaseModel):
     """Label who speaks when: every segment and word gets a `speaker` ("A", "B", …). Audio workflows."""
     speakers_expected: int | None = Field(default=None, ge=1, le=20)
     """How many people speak, if known (implies speaker_labels). Audio workflows."""
+    known_speakers: tuple[uuid.UUID, ...] | None = Field(default=None, min_length=1, max_length=20)
+    """Enrolled voices (POST /speakers) that may speak: a speaker whose voice matches one is named after
+    it instead of "A", "B", … (implies speaker_labels). Audio workflows, channels=mix."""
     channels: Literal["mix", "split"] = "mix"
     """`mix` downmixes; `split` transcribes each channel as its own speaker (a call recorded one party a
     channel) and merges them in time order. Audio workflows; a one-channel upload is refused at start."""
@@ -73,6 +77,19 @@ class ClientOptions(BaseModel):
             return {**data, "redact_pii": True}
         return data
 
+    @model_validator(mode="before")
+    @classmethod
+    def _known_speakers_label_speakers(cls, data: Any) -> Any:
+        # Naming speakers after enrolled voices needs the speakers told apart first.
+        if isinstance(data, Mapping) and (data.get("known_speakers") or data.get("speaker_references")):
+            return {**data, "speaker_labels": True}
+        return data
+
+    @field_validator("known_speakers")
+    @classmethod
+    def _distinct_speakers(cls, value: tuple[uuid.UUID, ...] | None) -> tuple[uuid.UUID, ...] | None:
+        return None if value is None else tuple(dict.fromkeys(value))
+
     @field_validator("audio_url")
     @classmethod
     def _absolute_http_url(cls, value: str | None) -> str | None:
@@ -98,10 +115,23 @@ class ClientOptions(BaseModel):
             raise ValueError(f"languages: {error.code!r} is not a language code SpeechFlow knows") from None
 
 
+class SpeakerReference(BaseModel):
+    """A voice given with one request rather than enrolled (the OpenAI front's known_speaker_references):
+    its name and its clip, a blob under the job's folder of the audio container, deleted with the job's audio."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100), NoNul]
+    blob: str
+
+
 class JobOptions(ClientOptions):
     """A job's options as recorded (jobs.options): the client's, and what start learned of the upload."""
 
     model_config = ConfigDict(extra="ignore", frozen=True)
+
+    speaker_references: tuple[SpeakerReference, ...] | None = Field(default=None, min_length=1, max_length=4)
+    """Set by the OpenAI front, never by a client of POST /jobs (implies speaker_labels)."""
 
     channel_count: int | None = None
     """How many channels the upload has (recorded at start, from the probe)."""
@@ -121,6 +151,7 @@ class JobOptions(ClientOptions):
 
 AUDIO_ONLY_OPTIONS = (
     "speaker_labels",
+    "known_speakers",
     "speakers_expected",
     "channels",
     "prompt",

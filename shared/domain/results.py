@@ -45,6 +45,12 @@ class SpeakerTalk(ResultModel):
     speaker: str
     talk_seconds: float
     channel: int | None = None
+    known: bool | None = None
+    """Set when enrolled voices were asked for (known_speakers): whether this speaker took one's name."""
+    speaker_id: str | None = None
+    """The voice library's id of the enrolled voice it was named after."""
+    similarity: float | None = None
+    """Its cluster's best cosine similarity to the voices asked for (shared/domain/speaker_match.py)."""
 
 
 class SpeakerTurn(ResultModel):
@@ -53,14 +59,43 @@ class SpeakerTurn(ResultModel):
     speaker: str
 
 
+class SpeakerMatch(ResultModel):
+    """How one diarized speaker compares with the enrolled voices the job asked for."""
+
+    speaker: str
+    """Its label in the turns: the enrolled voice's name when it took one, else the diarizer's label."""
+    similarity: float
+    """Its best cosine similarity to any voice asked for."""
+    name: str | None = None
+    speaker_id: str | None = None
+
+
 class Diarization(ResultModel):
-    """DIARIZE: who speaks when. Labels are the diarizer's; the join with the transcript
-    (shared/domain/speaker_join.py) names them "A", "B", … in order of first appearance."""
+    """DIARIZE: who speaks when. Labels are the diarizer's, or the names of enrolled voices that matched
+    (`matches`); the join with the transcript (shared/domain/speaker_join.py) keeps the names and calls
+    the others "A", "B", … in order of first appearance."""
 
     turns: list[SpeakerTurn] = Field(default_factory=list)
     speakers: list[str] = Field(default_factory=list)
     duration: float | None = None
     speakers_expected: int | None = None
+    matches: list[SpeakerMatch] | None = None
+    """Set when the job asked for enrolled voices (known_speakers, or references on the OpenAI front)."""
+
+    @property
+    def names(self) -> frozenset[str]:
+        """The labels that are enrolled voices' names."""
+        return frozenset(match.speaker for match in self.matches or [] if match.name is not None)
+
+
+class SpeakerEnrollment(ResultModel):
+    """ENROLL: what became of a voice library enrollment. Never the voiceprint, which only the speaker's
+    row holds (shared/jobs/speakers.py)."""
+
+    speaker_id: str
+    status: str
+    """ready, or deleted (the speaker was deleted before its voiceprint was kept)."""
+    speech_seconds: float | None = None
 
 
 class LanguageResult(ResultModel):

@@ -15,11 +15,25 @@ def with_speakers(transcript: Transcript, diarization: Diarization | None) -> Tr
     if transcript.speakers is not None or diarization is None or not transcript.timed:
         return transcript
     turns = [turn.model_dump(include={"start", "end", "speaker"}) for turn in diarization.turns]
-    segments = attribute_speakers([s.model_dump(mode="json", exclude_none=True) for s in transcript.segments], turns)
+    plain = [s.model_dump(mode="json", exclude_none=True) for s in transcript.segments]
+    segments = attribute_speakers(plain, turns, keep=diarization.names)
     typed = [Segment.model_validate(segment) for segment in segments]
     return transcript.model_copy(
         update={
             "segments": typed,
-            "speakers": [SpeakerTalk.model_validate(entry) for entry in talk_time(segments)],
+            "speakers": [_talk(entry, diarization) for entry in talk_time(segments)],
         }
     )
+
+
+def _talk(entry: dict[str, object], diarization: Diarization) -> SpeakerTalk:
+    """A speaker's talk time, with how it compares with the enrolled voices the job asked for."""
+    talk = SpeakerTalk.model_validate(entry)
+    if diarization.matches is None:
+        return talk
+    named = {match.speaker: match for match in diarization.matches if match.name is not None}
+    if talk.speaker in named:
+        match = named[talk.speaker]
+        return talk.model_copy(update={"known": True, "speaker_id": match.speaker_id, "similarity": match.similarity})
+    # A letter: how close its cluster came to each voice is in the diarization's `matches`.
+    return talk.model_copy(update={"known": False})

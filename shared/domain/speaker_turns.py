@@ -12,7 +12,8 @@ the diarizer's arbitrary labels become "A", "B", … in order of first appearanc
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+import itertools
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any
 
 Segment = dict[str, Any]
@@ -146,17 +147,19 @@ def _join_words(words: Sequence[Mapping[str, Any]]) -> str:
     return joined.strip()
 
 
-def relabel_speakers(segments: Iterable[Mapping[str, Any]]) -> list[Segment]:
+def relabel_speakers(segments: Iterable[Mapping[str, Any]], *, keep: Collection[str] = ()) -> list[Segment]:
     """Copies with the speakers renamed "A", "B", … in the order they first speak (segment by segment,
-    word by word), so the same diarizer label is always the same letter across the file."""
+    word by word), so the same diarizer label is always the same letter across the file. Labels in
+    `keep` (enrolled voices' names) stay as they are, and no letter is given that one of them already is."""
     copies = [dict(segment) for segment in segments]
-    names: dict[str, str] = {}
+    names: dict[str, str] = {label: label for label in keep}
+    letters = iter(label for label in map(speaker_label, itertools.count()) if label not in names)
 
     def rename(label: Any) -> Any:
         if label is None:
             return None
         if label not in names:
-            names[label] = speaker_label(len(names))
+            names[label] = next(letters)
         return names[label]
 
     for segment in copies:
@@ -169,11 +172,14 @@ def relabel_speakers(segments: Iterable[Mapping[str, Any]]) -> list[Segment]:
     return copies
 
 
-def attribute_speakers(segments: Iterable[Mapping[str, Any]], turns: Sequence[Turn]) -> list[Segment]:
+def attribute_speakers(
+    segments: Iterable[Mapping[str, Any]], turns: Sequence[Turn], *, keep: Collection[str] = ()
+) -> list[Segment]:
     """The join of a transcript and a diarization: each word gets a speaker, segments are split where
-    the speaker changes, and speakers are labelled "A", "B", … in order of first appearance."""
+    the speaker changes, and speakers are labelled "A", "B", … in order of first appearance (but for
+    the labels in `keep`: enrolled voices' names)."""
     turns = sorted(turns, key=lambda turn: (float(turn["start"]), float(turn["end"])))
-    return relabel_speakers(split_at_speaker_changes(assign_words(segments, turns)))
+    return relabel_speakers(split_at_speaker_changes(assign_words(segments, turns)), keep=keep)
 
 
 def talk_time(items: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:

@@ -26,6 +26,9 @@ WORKFLOW_TYPES: tuple[str, ...] = get_args(WorkflowType)
 # Workflows whose input is audio (uploaded through upload_url); the others take a transcript.
 AUDIO_WORKFLOWS = frozenset({"full_pipeline", "transcribe_only", "lid_only"})
 NEEDS_SOURCE_LANGUAGE = frozenset({"transcribe_only", "translate_only", "summarize_only"})
+INTERNAL_WORKFLOWS = frozenset({"enroll_speaker"})
+"""Workflows the service runs for itself, never asked for on POST /jobs nor shown by /jobs: enrolling a
+voice of the voice library (POST /speakers) on the diarize worker, where the speaker model lives."""
 
 
 @dataclass(frozen=True)
@@ -197,6 +200,7 @@ WORKFLOWS: Mapping[str, Workflow] = {
     "lid_only": chain(FETCH, Node("LID", after=("FETCH",))),
     "translate_only": chain(Node("TRANSLATE")),
     "summarize_only": chain(Node("SUMMARIZE")),
+    "enroll_speaker": chain(Node("ENROLL")),
 }
 
 

@@ -1,5 +1,6 @@
 """Deleting a job's data: the purge (DELETE /jobs/{id}, or the end of its retention) and the retention
-pass that applies AUDIO_RETENTION_SECONDS, RESULT_RETENTION_SECONDS and a job's own `retention_seconds`.
+pass that applies AUDIO_RETENTION_SECONDS, RESULT_RETENTION_SECONDS and a job's own `retention_seconds`,
+and SPEAKER_RETENTION_SECONDS to the voice library (shared/jobs/speakers.py).
 
 A purge is crash-safe because it is idempotent and its intent is recorded before anything is deleted:
 
@@ -31,13 +32,13 @@ from datetime import datetime, timedelta
 from pathlib import PurePosixPath
 from typing import Any, Literal
 
-from sqlalchemy import Text, and_, cast, func, or_, select, update
+from sqlalchemy import Text, and_, cast, delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from shared.core.config import Settings
 from shared.core.db import transaction
 from shared.domain.messages import result_blob_path
-from shared.domain.models import Job, WebhookDelivery, utcnow
+from shared.domain.models import Job, Speaker, WebhookDelivery, utcnow
 from shared.domain.options import JobOptions
 from shared.jobs.batches import sweep_ended_batches
 from shared.jobs.store import get_job
@@ -55,8 +56,8 @@ SCRUBBED = "removed when the job's data was purged"
 """What replaces a text column that may have quoted the transcript."""
 KEPT_TEXT_DETAILS = frozenset({"device", "model", "engine", "backend", "compute_type", "language"})
 """Step details that are strings and never hold content: what ran, where. Other strings go."""
-TEXT_OPTIONS = frozenset({"prompt", "hotwords"})
-"""Job options that are the client's own text (vocabulary): removed by a purge."""
+TEXT_OPTIONS = frozenset({"prompt", "hotwords", "speaker_references"})
+"""Job options that are the client's own text (vocabulary, known speakers' names): removed by a purge."""
 STALE_STAGING_SECONDS = 6 * 3600
 """A local staging file this old belongs to a write that died; it is deleted by the retention pass."""
 
@@ -320,6 +321,11 @@ def apply_retention(runtime: Runtime, *, now: datetime | None = None) -> Retenti
                 "audio deletion failed; retried next pass",
                 extra={"action": "audio_delete_failed", "job_id": str(job_id)},
             )
+    try:
+        delete_expired_speakers(runtime, now=moment)
+    except Exception:
+        failed += 1
+        log.exception("speaker retention failed; retried next pass", extra={"action": "speaker_retention_failed"})
     _sweep_local_leftovers(runtime)
     try:
         sweep_ended_batches(runtime)
@@ -345,6 +351,25 @@ def apply_retention(runtime: Runtime, *, now: datetime | None = None) -> Retenti
             },
         )
     return done
+
+
+def delete_expired_speakers(runtime: Runtime, *, now: datetime | None = None, batch: int = 500) -> int:
+    """SPEAKER_RETENTION_SECONDS: delete the speakers enrolled longer ago than that; returns how many."""
+    moment = now or utcnow()
+    cutoff = moment - timedelta(seconds=runtime.settings.speaker_retention_seconds)
+    with runtime.sessions() as session:
+        expired = session.execute(
+            select(Speaker.id, Speaker.enroll_job_id).where(Speaker.created_at <= cutoff).limit(batch)
+        ).all()
+    if not expired:
+        return 0
+    with transaction(runtime.sessions) as session:
+        session.execute(delete(Speaker).where(Speaker.id.in_([row.id for row in expired])))
+    for row in expired:
+        if row.enroll_job_id is not None:
+            purge_job(runtime, row.enroll_job_id, now=moment)
+    log.info("speakers past retention deleted", extra={"action": "speaker_retention", "speakers": len(expired)})
+    return len(expired)
 
 
 def _remove_uploads_of_purged_jobs(runtime: Runtime, *, batch: int = 500) -> int:

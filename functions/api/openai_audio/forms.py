@@ -15,8 +15,9 @@ from starlette.datastructures import FormData, UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser, parse_options_header
 
 from functions.api.openai_audio.errors import OpenAIError
+from functions.api.openai_audio.references import MAX_REFERENCES, Reference, parse_references
 from shared.domain.languages import UnsupportedLanguage, to_iso639_3, to_whisper
-from shared.domain.options import JobOptions
+from shared.domain.options import JobOptions, SpeakerReference
 from shared.domain.subtitle_cues import CUE_SECONDS, LINE_CHARS, LINES, CueRules
 from shared.engines.speech.prompt_tokens import tokens_over_limit
 from shared.engines.speech.transcriber import MAX_PROMPT_TOKENS
@@ -63,17 +64,28 @@ class AudioRequest:
     granularities: frozenset[str]
     cue_rules: CueRules | None = None
     """How srt and vtt cues are cut (max_line_chars, max_lines, max_cue_seconds; shared/domain/subtitle_cues.py)."""
+    references: tuple[Reference, ...] = ()
+    """Known speakers' names and clips (known_speaker_names[], known_speaker_references[])."""
 
     @property
     def diarize(self) -> bool:
         """Speakers asked for: the job diarizes and the answer waits for it."""
         return self.response_format == "diarized_json"
 
-    def job_options(self) -> dict[str, Any]:
-        """What the job records: its vocabulary options, speaker labels, and how it was asked for."""
+    def job_options(self, reference_blobs: tuple[str, ...] = ()) -> dict[str, Any]:
+        """What the job records: its vocabulary options, speaker labels (and the blobs of the known
+        speakers' references, one per reference), and how it was asked for."""
+        given = [
+            SpeakerReference(name=reference.name, blob=blob)
+            for reference, blob in zip(self.references, reference_blobs, strict=True)
+        ]
         try:
             options = JobOptions(
-                prompt=self.prompt, hotwords=self.hotwords, speaker_labels=self.diarize, languages=self.languages
+                prompt=self.prompt,
+                hotwords=self.hotwords,
+                speaker_labels=self.diarize,
+                languages=self.languages,
+                speaker_references=tuple(given) or None,
             )
         except ValidationError as error:
             first = error.errors()[0]
@@ -150,13 +162,7 @@ def parse_request(form: FormData, task: Task) -> AudioRequest:
             f"response_format {response_format!r} is not supported here: one of {', '.join(formats)}",
             param="response_format",
         )
-    for name in ("known_speaker_names", "known_speaker_references"):
-        if _list_field(form, name):
-            raise OpenAIError(
-                400,
-                f"{name} is not supported: speakers are labelled A, B, … in order of first appearance",
-                param=name,
-            )
+    references = parse_references(form, response_format)
     temperature = 0.0
     if (raw := _text_field(form, "temperature", max_length=40)) is not None:
         try:
@@ -189,6 +195,7 @@ def parse_request(form: FormData, task: Task) -> AudioRequest:
         temperature=temperature,
         granularities=granularities,
         cue_rules=cue_rules,
+        references=references,
     )
 
 
@@ -269,6 +276,18 @@ def _form_schema(task: Task) -> dict[str, Any]:
             "items": {"type": "string", "minLength": 1, "maxLength": 100},
             "maxItems": 100,
             "description": "Words and names to favour (the job's hotwords).",
+        }
+        properties["known_speaker_names[]"] = {
+            "type": "array",
+            "items": {"type": "string", "minLength": 1, "maxLength": 100},
+            "maxItems": MAX_REFERENCES,
+            "description": "diarized_json: the names of known speakers, one per known_speaker_references entry.",
+        }
+        properties["known_speaker_references[]"] = {
+            "type": "array",
+            "items": {"type": "string", "pattern": "^data:"},
+            "maxItems": MAX_REFERENCES,
+            "description": "diarized_json: a short clip of each named voice as a data URL (data:audio/wav;base64,…).",
         }
     return {
         "requestBody": {

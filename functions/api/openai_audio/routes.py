@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
+import tempfile
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
@@ -40,6 +43,8 @@ from shared.bus import publish_committed
 from shared.core.config import Settings
 from shared.core.tracing import current_traceparent
 from shared.domain.models import Job
+from shared.domain.speaker_match import MAX_CLIP_SECONDS
+from shared.engines.audio import AudioError, probe
 from shared.jobs.store import create_job, get_job, start_job
 from shared.jobs.uploads import input_blob_path
 from shared.runtime import Runtime
@@ -130,8 +135,9 @@ def _create_and_start(
 ) -> uuid.UUID:
     """Create the job, write the upload to its audio blob, probe it and start the job — one transaction,
     so a file that is refused leaves no job behind (and its blob is removed)."""
-    options = request.job_options()
     job_id = uuid.uuid4()
+    references = tuple(f"{job_id}/references/{index}{ref.extension}" for index, ref in enumerate(request.references))
+    options = request.job_options(references)
     filename = safe_filename(request.upload.filename or "audio")
     # No upload URL is made for this job; its file goes straight to where a started job's upload is read.
     blob_path = input_blob_path(job_id, filename)
@@ -154,9 +160,13 @@ def _create_and_start(
         try:
             _write_upload(runtime, container, blob_path, request.upload, limit)
             accepted = accept_upload_or_422(blobs=runtime.blobs, settings=settings, job=job)
+            for reference, blob in zip(request.references, references, strict=True):
+                _check_reference(reference.audio, reference.extension)
+                runtime.blobs.put(container, blob, reference.audio)
         except BaseException:
             session.rollback()
             runtime.blobs.delete(container, blob_path)
+            runtime.blobs.delete_prefix(container, f"{job_id}/references/")
             raise
         if accepted is not None:
             job.audio_duration_seconds = accepted.info.duration_seconds
@@ -172,6 +182,21 @@ def _create_and_start(
         session.commit()
     publish_committed(runtime.bus)
     return job_id
+
+
+def _check_reference(audio: bytes, extension: str) -> None:
+    """A reference clip is audio PyAV can read, of at most MAX_CLIP_SECONDS."""
+    with tempfile.TemporaryDirectory(prefix="speechflow-reference-") as folder:
+        path = Path(folder) / f"reference{extension}"
+        path.write_bytes(audio)
+        try:
+            seconds = probe(path).duration_seconds
+        except AudioError as error:
+            message = f"known_speaker_references: a reference cannot be used: {error}"
+            raise OpenAIError(400, message, param="known_speaker_references", code="invalid_audio") from None
+    if not math.isfinite(seconds) or seconds > MAX_CLIP_SECONDS:
+        message = f"known_speaker_references: a reference lasts {seconds:.0f} s; at most {MAX_CLIP_SECONDS:g} s"
+        raise OpenAIError(400, message, param="known_speaker_references")
 
 
 def _write_upload(runtime: Runtime, container: str, blob: str, upload: UploadFile, limit: int) -> None:

@@ -12,6 +12,7 @@ from fastapi import APIRouter, Query, Response
 from sqlalchemy.orm import Session
 
 from functions.api.deps import ERRORS, ApiError, RuntimeDep, SessionDep, SettingsDep, _job_or_404
+from functions.api.routes.speakers import check_known_speakers
 from functions.api.routes.usage import _usage_of
 from functions.api.schemas import (
     CreateJobRequest,
@@ -79,8 +80,14 @@ def _queue(session: Session, runtime: Runtime, job: Job, *, refused: str) -> Non
 
 
 def shown_options(stored: dict[str, Any] | None) -> dict[str, Any]:
-    """A job's options as answers show them: audio_url without its query, which may be a secret (a SAS)."""
+    """A job's options as answers show them: audio_url without its query, which may be a secret (a SAS);
+    the OpenAI front's known-speaker references by name, not by where their clips lie."""
     shown = dict(stored or {})
+    references = shown.get("speaker_references")
+    if isinstance(references, list):
+        shown["speaker_references"] = [
+            {"name": reference.get("name")} for reference in references if isinstance(reference, dict)
+        ]
     url = shown.get("audio_url")
     if isinstance(url, str):
         with contextlib.suppress(ValueError):
@@ -191,6 +198,8 @@ def create_job_from(
         except UnsafeFetchUrl as refused:
             raise ApiError(422, "validation_error", str(refused)) from None
         upload_name = upload_name or filename_from_url(body.audio_url)
+    if body.known_speakers:
+        check_known_speakers(session, principal, body.known_speakers)
     filename = upload_name
     if body.source_job_id is not None:
         source = get_job(session=session, job_id=body.source_job_id)

