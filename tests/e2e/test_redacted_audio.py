@@ -65,8 +65,10 @@ def test_redacted_audio_no_longer_says_what_was_masked(stack: RunningStack) -> N
         print(f"{clip}: {text!r}")  # the figure for the record: what Whisper hears in the redacted audio
         gone, kept = CLIPS[clip]
         assert not re.search(gone, text, flags=re.IGNORECASE), (clip, text)
+        # Whisper writes "email" or "e-mail" by the CPU it runs on (seen: "my e-mail" on an AVX-512 one)
+        words = text.lower().replace("-", "")
         for word in kept:
-            assert word in text.lower(), (clip, word, text)
+            assert word in words, (clip, word, text)
 
     plain = stack.client.get(f"/jobs/{next(iter(again.values()))}/redacted-audio")
     assert plain.status_code == 404 and plain.json()["error"]["code"] == "not_requested"
