@@ -5,6 +5,9 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 AZURITE := tools/azurite/node_modules/.bin/azurite-blob
 PYTEST_ARGS ?=
+# Test processes side by side (pytest-xdist), a test module to each: 2 keeps two cores busy while one
+# module's stack waits; every test makes its own databases, ports and folders.
+TEST_WORKERS ?= 2
 
 .PHONY: up test browser lint typecheck unit integration test-fault bench schema manifests install azurite clean
 
@@ -46,7 +49,7 @@ browser:
 	  else echo "chromium is missing: install it (Debian: apt-get install chromium) to run the browser test"; fi; }
 
 test: $(STAMP) $(AZURITE) browser lint typecheck
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 # The fault-injection suite at full size: 100 jobs under SIGKILLs, a whole-stack kill and a
 # PostgreSQL restart (make test runs a smaller round of the same).
