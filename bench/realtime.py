@@ -186,6 +186,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sessions", type=int, nargs="+", default=[1, 2, 4, 6])
     parser.add_argument("--silence-ms", type=int, default=500)
+    parser.add_argument("--show-text", action="store_true", help="print one session's completed turns")
     parser.add_argument("--model-cache", type=Path, default=Path(tempfile.gettempdir()) / "models")
     parser.add_argument("--skip-offline", action="store_true")
     args = parser.parse_args()
@@ -267,6 +268,9 @@ def main() -> int:
                 f" {100 * statistics.mean(rates):>6.2f} {peak:>9.0f} {(peak - idle) / count:>12.0f}"
                 + (f"  errors: {errors[:2]}" if errors else "")
             )
+            if args.show_text:
+                for index, (_, text) in enumerate(runs[0].completed):
+                    print(f"    turn {index + 1}: {text}")
         # The batch path, same recording, through the OpenAI front.
         import io
         import wave

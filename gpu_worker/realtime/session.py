@@ -43,6 +43,7 @@ from gpu_worker.realtime.turns import (
     Turn,
     TurnDecoder,
     iso639_3,
+    words_after,
 )
 from shared.engines.speech.streaming import (
     FRAME_SAMPLES,
@@ -335,8 +336,8 @@ class LiveSession:
             )
             return
         words = found.words
-        rest = words[len(confirmed) :] if len(words) >= len(confirmed) else []
-        remainder = "".join(word.word for word in rest)
+        sent = words_after(words, "".join(confirmed))
+        remainder = "".join(word.word for word in words[sent:])
         transcript = "".join(confirmed) + remainder
         offset = turn.start / SAMPLE_RATE
         timed = [
@@ -348,9 +349,11 @@ class LiveSession:
             }
             for word in words
         ]
-        # Confirmed words keep their spelling as sent; the final decode gives their times.
-        for index, text in enumerate(confirmed[: len(timed)]):
-            timed[index]["word"] = text
+        # Confirmed words keep their spelling as sent, where the final decode split them alike; it gives
+        # their times.
+        if sent == len(confirmed):
+            for index, text in enumerate(confirmed[: len(timed)]):
+                timed[index]["word"] = text
         language = found.language or turn.language
         shown, shown_words = transcript, timed
         if self._redact is not None:

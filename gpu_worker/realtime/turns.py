@@ -31,6 +31,21 @@ class FinalDecode:
     language: str | None
 
 
+def words_after(words: list[Word], sent: str) -> int:
+    """How many of a final decode's words spell out the text already sent as deltas; the rest are new.
+
+    Counted by characters, not words: the final decode goes on from the sent text (its prefix), but its
+    word timings split words the partial decodes kept whole (" ill-disposed" comes back as " ill" and
+    "-disposed"), so the n-th word of one is not the n-th of the other."""
+    wanted = len("".join(sent.split()))
+    covered = 0
+    for index, word in enumerate(words):
+        if covered >= wanted:
+            return index
+        covered += len("".join(word.word.split()))
+    return len(words)
+
+
 class TurnDecoder(Protocol):
     """Decodes a turn's audio (16 kHz mono float32): partial hypotheses and the final transcript."""
 

@@ -144,6 +144,38 @@ def test_server_vad_turns_send_deltas_that_add_up_to_the_completed_transcript(tm
     del second, second_words
 
 
+class SplittingDecoder(ReadingDecoder):
+    """As faster-whisper's word timings do, the final splits a hyphenated word the partials kept whole."""
+
+    def final(self, audio: np.ndarray, *, language: str | None, prompt: str | None, prefix: str | None) -> FinalDecode:
+        found = super().final(audio, language=language, prompt=prompt, prefix=prefix)
+        split: list[Word] = []
+        for word in found.words:
+            head, hyphen, tail = word.word.partition("-")
+            if hyphen:
+                middle = (word.start + word.end) / 2
+                split += [Word(head, word.start, middle, 0.9), Word(hyphen + tail, middle, word.end, 0.9)]
+            else:
+                split.append(word)
+        return FinalDecode(words=split, language=found.language)
+
+
+def test_a_word_the_final_splits_in_two_is_not_sent_twice(tmp_path: Path) -> None:
+    # Seen on an AVX-512 CPU: "... cold-hearted and rather selfish is to be ill-disposed. ill-disposed." —
+    # the words already sent were counted as the final's first words, and the final had one more of them.
+    pcm, words = speech("librivox-0890")
+    for first, second in ((" cold", " hearted"), (" ill", " disposed")):
+        at = words.index(first)
+        words[at : at + 2] = [first + "-" + second.strip()]
+    events, _ = asyncio.run(run_session(tmp_path, SplittingDecoder(words), chunks(pcm)))
+
+    completed = of_type(events, "conversation.item.input_audio_transcription.completed")
+    deltas = [e["delta"] for e in of_type(events, "conversation.item.input_audio_transcription.delta")]
+    assert len(deltas) >= 2, "some words were sent before the final"
+    assert completed[0]["transcript"] == "".join(words) == "".join(deltas)
+    assert "".join(w["word"] for w in completed[0]["words"]) == "".join(words)
+
+
 def test_a_manual_commit_transcribes_the_buffer_and_an_empty_one_is_an_error(tmp_path: Path) -> None:
     pcm, words = speech("librivox-0880")
     manual = SessionConfig(rate=RATE, turn_detection=None)
