@@ -19,6 +19,7 @@ from pydantic import (
 )
 
 from shared.domain.languages import WHISPER_TO_ISO639_3, UnsupportedLanguage, to_whisper
+from shared.domain.models import WebhookDelivery
 from shared.domain.options import AUDIO_ONLY_OPTIONS, LANGUAGE_CODE, ClientOptions, JobOptions, NoNul
 from shared.domain.results import Segment, SpeakerTalk
 from shared.domain.status import JobStatus, StepStatus
@@ -197,6 +198,20 @@ class WebhookDeliveryResponse(BaseModel):
     last_error: str | None
     next_attempt_at: datetime | None
     delivered_at: datetime | None
+
+    @classmethod
+    def of(cls, delivery: WebhookDelivery) -> WebhookDeliveryResponse:
+        """A delivery row as the API shows it, a job's or a batch's alike."""
+        return cls(
+            webhook_id=delivery.id,
+            event_type=delivery.event_type,
+            status=delivery.status,  # type: ignore[arg-type]
+            attempts=delivery.attempts,
+            last_status_code=delivery.last_status_code,
+            last_error=delivery.last_error,
+            next_attempt_at=delivery.next_attempt_at if delivery.status == "pending" else None,
+            delivered_at=delivery.delivered_at,
+        )
 
 
 class JobResponse(BaseModel):

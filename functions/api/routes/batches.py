@@ -247,19 +247,7 @@ def batch_response(session: Session, batch: Batch) -> BatchResponse:
         created_at=batch.created_at,
         cancel_requested_at=batch.cancel_requested_at,
         completed_at=batch.completed_at,
-        webhooks=[
-            WebhookDeliveryResponse(
-                webhook_id=delivery.id,
-                event_type=delivery.event_type,
-                status=delivery.status,  # type: ignore[arg-type]
-                attempts=delivery.attempts,
-                last_status_code=delivery.last_status_code,
-                last_error=delivery.last_error,
-                next_attempt_at=delivery.next_attempt_at if delivery.status == "pending" else None,
-                delivered_at=delivery.delivered_at,
-            )
-            for delivery in deliveries
-        ],
+        webhooks=[WebhookDeliveryResponse.of(delivery) for delivery in deliveries],
     )
 
 

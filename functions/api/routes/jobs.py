@@ -127,19 +127,7 @@ def job_response(job: Job, settings: Settings | None = None) -> JobResponse:
             )
             for step in job.steps
         ],
-        webhooks=[
-            WebhookDeliveryResponse(
-                webhook_id=delivery.id,
-                event_type=delivery.event_type,
-                status=delivery.status,  # type: ignore[arg-type]
-                attempts=delivery.attempts,
-                last_status_code=delivery.last_status_code,
-                last_error=delivery.last_error,
-                next_attempt_at=delivery.next_attempt_at if delivery.status == "pending" else None,
-                delivered_at=delivery.delivered_at,
-            )
-            for delivery in job.webhook_deliveries
-        ],
+        webhooks=[WebhookDeliveryResponse.of(delivery) for delivery in job.webhook_deliveries],
         created_at=job.created_at,
         updated_at=job.updated_at,
         completed_at=job.completed_at,
