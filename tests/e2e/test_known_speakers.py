@@ -10,6 +10,7 @@ import base64
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -64,23 +65,28 @@ def test_a_job_with_an_enrolled_voice_names_its_speaker(stack: RunningStack, tmp
     assert stack.client.get("/speakers").json()["total"] == 0
 
 
-def test_openais_known_speaker_references_name_the_diarized_segments(stack: RunningStack, tmp_path: Path) -> None:
+def diarized_with_reference(stack: RunningStack, audio: Path, name: str, clip: Path, **fields: Any) -> Any:
+    """The recording through the OpenAI SDK's diarize request, with one known speaker's reference clip."""
     import openai
 
-    mono, _call, truth = conversation(tmp_path)
-    reference = "data:audio/wav;base64," + base64.b64encode(ENROLLMENT.read_bytes()).decode()
+    reference = "data:audio/wav;base64," + base64.b64encode(clip.read_bytes()).decode()
     client = openai.OpenAI(
         api_key=stack.env["SPEECHFLOW_API_KEY"], base_url=f"{stack.base_url}/v1", max_retries=0, timeout=400
     )
-    with mono.open("rb") as audio:
-        answer = client.audio.transcriptions.create(
+    with audio.open("rb") as file:
+        return client.audio.transcriptions.create(
             model="gpt-4o-transcribe-diarize",
-            file=audio,
+            file=file,
             response_format="diarized_json",
-            chunking_strategy="auto",
             language="en",
-            extra_body={"known_speaker_names": ["Elinor"], "known_speaker_references": [reference]},
+            extra_body={"known_speaker_names": [name], "known_speaker_references": [reference]},
+            **fields,
         )
+
+
+def test_openais_known_speaker_references_name_the_diarized_segments(stack: RunningStack, tmp_path: Path) -> None:
+    mono, _call, truth = conversation(tmp_path)
+    answer = diarized_with_reference(stack, mono, "Elinor", ENROLLMENT, chunking_strategy="auto")
 
     found = [(segment.speaker, true_speaker(truth, segment.start, segment.end)) for segment in answer.segments]
     assert {label: who for label, who in found} == {"Elinor": "reader", "A": "kokoro"}, found
@@ -89,21 +95,7 @@ def test_openais_known_speaker_references_name_the_diarized_segments(stack: Runn
 
 def test_a_stranger_is_not_given_an_enrolled_name(stack: RunningStack, tmp_path: Path) -> None:
     """Only a voice absent from the conversation is enrolled (a Kokoro French voice): nobody takes its name."""
-    import openai
-
     mono, _call, _truth = conversation(tmp_path)
-    absent = AUDIO / "fr" / "kokoro-comptage.wav"
-    reference = "data:audio/wav;base64," + base64.b64encode(absent.read_bytes()).decode()
-    client = openai.OpenAI(
-        api_key=stack.env["SPEECHFLOW_API_KEY"], base_url=f"{stack.base_url}/v1", max_retries=0, timeout=400
-    )
-    with mono.open("rb") as audio:
-        answer = client.audio.transcriptions.create(
-            model="gpt-4o-transcribe-diarize",
-            file=audio,
-            response_format="diarized_json",
-            language="en",
-            extra_body={"known_speaker_names": ["Marianne"], "known_speaker_references": [reference]},
-        )
+    answer = diarized_with_reference(stack, mono, "Marianne", AUDIO / "fr" / "kokoro-comptage.wav")
 
     assert {segment.speaker for segment in answer.segments} == {"A", "B"}
