@@ -9,15 +9,18 @@ the host (and so every child it supervises) stopped cleanly with exit code 0.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import secrets
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -232,3 +235,21 @@ def start_stack(
         )
 
     return start
+
+
+class QuietHandler(SimpleHTTPRequestHandler):
+    """Serves files without a log line per request."""
+
+    def log_message(self, *_args: Any) -> None:
+        return
+
+
+@pytest.fixture(scope="module")
+def clip_server() -> Iterator[str]:
+    """The audio fixtures over plain HTTP on 127.0.0.1; yields the base URL."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(QuietHandler, directory=str(AUDIO)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()

@@ -5,13 +5,10 @@ and the webhook dispatcher sends one batch.completed whose signature verifies.""
 
 from __future__ import annotations
 
-import functools
 import json
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import httpx
@@ -26,21 +23,6 @@ pytestmark = [pytest.mark.model, pytest.mark.slow]
 SECRET = "whsec_" + "YmF0Y2gtd2ViaG9vay1zZWNyZXQtZm9yLXRlc3Rz"
 UPLOADED = ("en/kokoro-hello_world.wav", "en/kokoro-quick_brown_fox.wav")
 FETCHED = "fr/kokoro-bonjour_monde.wav"
-
-
-class QuietHandler(SimpleHTTPRequestHandler):
-    def log_message(self, *_args: Any) -> None:
-        return
-
-
-@pytest.fixture(scope="module")
-def clip_server() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(QuietHandler, directory=str(AUDIO)))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
 
 
 @pytest.fixture(scope="module")

@@ -4,12 +4,8 @@ FETCH_ALLOWED_HOSTS), the LID worker identifies its language from the blob FETCH
 
 from __future__ import annotations
 
-import functools
-import threading
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
 
 import pytest
 
@@ -18,22 +14,6 @@ from tests.e2e.conftest import AUDIO, RunningStack
 pytestmark = [pytest.mark.model, pytest.mark.slow]
 
 CLIP = "fr/kokoro-bonjour_monde.wav"
-
-
-class QuietHandler(SimpleHTTPRequestHandler):
-    def log_message(self, *_args: Any) -> None:
-        return
-
-
-@pytest.fixture(scope="module")
-def clip_server() -> Iterator[str]:
-    """The audio fixtures over plain HTTP on 127.0.0.1; yields the base URL."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(QuietHandler, directory=str(AUDIO)))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
 
 
 @pytest.fixture(scope="module")
