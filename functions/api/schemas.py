@@ -97,8 +97,13 @@ class CreateJobRequest(JobRequestFields):
         if self.languages and self.workflow_type in AUDIO_WORKFLOWS:
             if self.source_language:
                 raise ValueError("give source_language (the language) or languages (the possible ones), not both")
-            if self.workflow_type not in LANGUAGE_IDENTIFYING:
+            if self.workflow_type not in LANGUAGE_IDENTIFYING and not self.code_switching:
                 raise ValueError(f"languages narrows language identification, which {self.workflow_type} does not run")
+        if self.code_switching:
+            if self.source_language:
+                raise ValueError("code_switching identifies the language of each stretch: give no source_language")
+            if self.workflow_type == "lid_only":
+                raise ValueError("code_switching needs a transcript: full_pipeline or transcribe_only, not lid_only")
         if "redact_pii_audio_method" in self.model_fields_set and not self.redact_pii_audio:
             raise ValueError("redact_pii_audio_method applies only with redact_pii_audio: true")
         if self.redact_pii_audio and self.workflow_type == "lid_only":

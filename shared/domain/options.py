@@ -53,6 +53,11 @@ class ClientOptions(BaseModel):
     )
     """The languages the audio may be in (ISO 639-1 or 639-3; recorded as ISO 639-3): language
     identification answers one of them. full_pipeline and lid_only, without source_language."""
+    code_switching: bool = False
+    """The language may change between stretches of speech (at pauses): each stretch is identified and
+    transcribed in its own language, every segment says which, and full_pipeline translates the segments
+    not already in the target language. `languages` narrows the choice. full_pipeline and transcribe_only,
+    without source_language."""
     redact_pii: bool = False
     """Mask card and phone numbers, other identifying numbers, e-mail addresses and names in every result."""
     redact_pii_audio: bool = False
@@ -158,6 +163,7 @@ AUDIO_ONLY_OPTIONS = (
     "hotwords",
     "audio_url",
     "languages",
+    "code_switching",
     "redact_pii_audio",
     "redact_pii_audio_method",
 )

@@ -35,6 +35,9 @@ class Segment(ResultModel):
     words: list[Word] | None = None
     speaker: str | None = None
     channel: int | None = None
+    language: str | None = None
+    """ISO 639-3: the language this segment was transcribed in, where the job followed language changes
+    (code_switching); otherwise the transcript's `language` holds for every segment."""
 
     @property
     def timed(self) -> bool:
@@ -51,6 +54,12 @@ class SpeakerTalk(ResultModel):
     """The voice library's id of the enrolled voice it was named after."""
     similarity: float | None = None
     """Its cluster's best cosine similarity to the voices asked for (shared/domain/speaker_match.py)."""
+
+
+class LanguageTalk(ResultModel):
+    language: str
+    """ISO 639-3."""
+    talk_seconds: float
 
 
 class SpeakerTurn(ResultModel):
@@ -134,6 +143,9 @@ class Transcript(ResultModel):
     segments: list[Segment] = Field(default_factory=list)
     duration: float | None = None
     speakers: list[SpeakerTalk] | None = None
+    languages: list[LanguageTalk] | None = None
+    """With code_switching: each language heard and how long, the most spoken first (`language` is that
+    one); each segment says its own."""
 
     @property
     def timed(self) -> bool:

@@ -203,6 +203,19 @@ def talk_time(items: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
     return result
 
 
+def language_time(segments: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Seconds spoken in each language, from timed segments that carry their `language` (a code-switching
+    transcript): `[{language, talk_seconds}]`, the most spoken first; empty when no segment says."""
+    spans: dict[str, list[tuple[float, float]]] = {}
+    for segment in segments:
+        language = segment.get("language")
+        if language is None or segment.get("start") is None or segment.get("end") is None:
+            continue
+        spans.setdefault(str(language), []).append((float(segment["start"]), float(segment["end"])))
+    talk = [{"language": language, "talk_seconds": round(_union_length(found), 3)} for language, found in spans.items()]
+    return sorted(talk, key=lambda entry: -float(entry["talk_seconds"]))
+
+
 def _union_length(spans: list[tuple[float, float]]) -> float:
     total = 0.0
     reach = float("-inf")

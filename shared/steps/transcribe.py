@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any
 from shared.core.errors import Cancelled, ShutdownRequested
 from shared.domain.options import JobOptions
 from shared.domain.registry import StepSpec, per_process
-from shared.domain.results import SpeakerTalk, Transcript
-from shared.domain.speaker_turns import merge_channels, talk_time
+from shared.domain.results import LanguageTalk, SpeakerTalk, Transcript
+from shared.domain.speaker_turns import language_time, merge_channels, talk_time
 from shared.domain.workflow import part_name, split_part
 from shared.steps.inputs import read_result
 
@@ -67,6 +67,7 @@ def process(step: StepContext) -> Transcript:
     transcript = Transcript.model_validate(found)
     if part is None:
         step.job_updates.setdefault("audio_duration_seconds", transcript.duration)
+        transcript = with_languages(transcript)
     step.details.update(
         model=found["model"],
         device=found["device"],
@@ -103,20 +104,44 @@ def _transcribe(
     else:
         audio = path
     try:
-        result: dict[str, Any] = transcriber(step.settings).transcribe(
-            audio,
-            language=step.job.language,
-            on_progress=step.report_progress,
-            should_stop=step.should_stop,
-            max_seconds=max_seconds,
-            prompt=options.prompt,
-            hotwords=options.hotwords,
-        )
+        if options.code_switching:
+            result = _transcribe_code_switching(step, audio, options)
+        else:
+            result = transcriber(step.settings).transcribe(
+                audio,
+                language=step.job.language,
+                on_progress=step.report_progress,
+                should_stop=step.should_stop,
+                max_seconds=max_seconds,
+                prompt=options.prompt,
+                hotwords=options.hotwords,
+            )
     except TranscriptionCancelled as error:
         if step.shutting_down:
             raise ShutdownRequested("the worker is shutting down") from error
         raise Cancelled("job cancelled during transcription") from error
     return result
+
+
+def _transcribe_code_switching(step: StepContext, audio: Any, options: JobOptions) -> dict[str, Any]:
+    # lazy: PyAV and numpy stay out of the router's start-up (it reads the registry)
+    from shared.engines.audio import decode
+
+    # lazy: faster-whisper loads only in the worker that runs the step
+    from shared.engines.speech.code_switching import transcribe_code_switching
+
+    samples = decode(audio, max_seconds=step.settings.max_audio_seconds) if isinstance(audio, (str, Path)) else audio
+    found = transcribe_code_switching(
+        transcriber(step.settings),
+        samples,
+        languages=options.languages,
+        on_progress=step.report_progress,
+        should_stop=step.should_stop,
+        prompt=options.prompt,
+        hotwords=options.hotwords,
+    )
+    step.details.update(stretches=found["stretches"], runs=found["runs"])
+    return found
 
 
 def chunk_window(step: StepContext, path: Path, *, part: int, parts: int) -> tuple[float, float]:
@@ -190,7 +215,21 @@ def _join(step: StepContext, parts: int, options: JobOptions) -> Transcript:
         joined = Transcript.model_validate(stitch(chunks, offsets))
     step.job_updates.setdefault("audio_duration_seconds", joined.duration)
     step.details.update(parts=parts, joined="channels" if options.split_channels else "chunks")
-    return joined
+    return with_languages(joined)
+
+
+def with_languages(transcript: Transcript) -> Transcript:
+    """Where the segments say their languages (code_switching), the languages heard with their talk time,
+    and the transcript's language the one spoken longest."""
+    talk = language_time(segment.model_dump(include={"start", "end", "language"}) for segment in transcript.segments)
+    if not talk:
+        return transcript
+    return transcript.model_copy(
+        update={
+            "language": talk[0]["language"],
+            "languages": [LanguageTalk.model_validate(entry) for entry in talk],
+        }
+    )
 
 
 def _most_common(languages: list[str | None]) -> str | None:

@@ -143,7 +143,7 @@ def stitch(chunk_transcripts: Sequence[Mapping[str, Any]], offsets: Sequence[flo
     for segment in segments:
         segment["words"].sort(key=lambda word: (word["start"], word["end"]))
         if segment.pop("_rebuilt", False):
-            segment["text"] = _join_words(segment["words"], language)
+            segment["text"] = _join_words(segment["words"], str(segment.get("language") or language))
     first = chunks[0]
     winner = [chunk for chunk in chunks if chunk.get("language") == language]
     return {
