@@ -21,7 +21,7 @@ from pydantic import (
 from shared.domain.languages import WHISPER_TO_ISO639_3, UnsupportedLanguage, to_whisper
 from shared.domain.models import WebhookDelivery
 from shared.domain.options import AUDIO_ONLY_OPTIONS, LANGUAGE_CODE, ClientOptions, JobOptions, NoNul
-from shared.domain.results import Segment, SpeakerTalk
+from shared.domain.results import LanguageTalk, Segment, SpeakerTalk
 from shared.domain.status import JobStatus, StepStatus
 from shared.domain.workflow import AUDIO_WORKFLOWS, NEEDS_SOURCE_LANGUAGE, WorkflowType
 
@@ -83,7 +83,8 @@ class CreateJobRequest(JobRequestFields):
 
     @model_validator(mode="after")
     def _per_workflow(self) -> CreateJobRequest:
-        if self.workflow_type in NEEDS_SOURCE_LANGUAGE and not self.source_language:
+        # code_switching finds each stretch's language: transcribe_only needs none given then.
+        if self.workflow_type in NEEDS_SOURCE_LANGUAGE and not self.source_language and not self.code_switching:
             raise ValueError(f"{self.workflow_type} requires source_language")
         if self.workflow_type in AUDIO_WORKFLOWS:
             if self.source_job_id is not None:
@@ -99,7 +100,7 @@ class CreateJobRequest(JobRequestFields):
                 raise ValueError("give source_language (the language) or languages (the possible ones), not both")
             if self.workflow_type not in LANGUAGE_IDENTIFYING and not self.code_switching:
                 raise ValueError(f"languages narrows language identification, which {self.workflow_type} does not run")
-        if self.code_switching:
+        if self.code_switching and self.workflow_type in AUDIO_WORKFLOWS:
             if self.source_language:
                 raise ValueError("code_switching identifies the language of each stretch: give no source_language")
             if self.workflow_type == "lid_only":
@@ -260,6 +261,9 @@ class TranscriptPart(BaseModel):
     segments: list[Segment]
     """Each with `start`/`end` in seconds — null for a transcript uploaded as text, which has no timings."""
     speakers: list[SpeakerTalk] | None = None
+    languages: list[LanguageTalk] | None = None
+    """With code_switching: each language heard (ISO 639-3) and its talk time, the most spoken first; each
+    segment then carries its own `language`."""
 
 
 class SummaryPart(BaseModel):

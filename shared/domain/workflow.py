@@ -124,6 +124,9 @@ def chain(*nodes: Node) -> Workflow:
 
 def translation_skip_reason(job: JobState) -> str | None:
     """Why full_pipeline needs no TRANSLATE step for this job, or None if it does."""
+    if job.options.get("code_switching"):
+        # The file's main language says nothing of the others: the step translates what is not in the target.
+        return None
     language = (job.detected_language or job.source_language or "").lower()
     target = (job.target_language or "en").lower()
     if not language:

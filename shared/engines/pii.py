@@ -402,14 +402,16 @@ class Redactor:
             copy = dict(segment)
             words = segment.get("words")
             text = str(segment.get("text") or "")
+            # A code-switching transcript's segment is masked in the language it was spoken in.
+            spoken = str(segment.get("language") or language)
             if words:
-                copy["words"] = self.redact_words(words, language=language)
+                copy["words"] = self.redact_words(words, language=spoken)
                 if text == " ".join(str(word["word"]) for word in words):
                     copy["text"] = " ".join(str(word["word"]) for word in copy["words"])
                 else:
-                    copy["text"] = self.redact_text(text, language=language)[0]
+                    copy["text"] = self.redact_text(text, language=spoken)[0]
             else:
-                copy["text"] = self.redact_text(text, language=language)[0]
+                copy["text"] = self.redact_text(text, language=spoken)[0]
             redacted.append(copy)
         return redacted
 

@@ -5,6 +5,7 @@ routed to the transcription workers, where the audio and the Whisper model alrea
 
 from __future__ import annotations
 
+import functools
 import tempfile
 import uuid
 from pathlib import Path
@@ -13,7 +14,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import select
 
 from shared.core.errors import Cancelled, PermanentError, ShutdownRequested
-from shared.domain.languages import is_english
+from shared.domain.languages import UnsupportedLanguage, is_english, to_whisper
 from shared.domain.models import Job
 from shared.domain.registry import StepSpec
 from shared.domain.results import Translation
@@ -40,25 +41,39 @@ def route(settings: Settings, job: JobState) -> str | None:
 def process(step: StepContext) -> Translation:
     found = load_transcript(step)
     transcript = found.transcript
-    source = transcript.language or "und"
     target = step.job.target_language or "en"
-    texts = [segment.text for segment in transcript.segments]
+    spoken = [segment.language or transcript.language or "und" for segment in transcript.segments]
+    # A code-switching transcript says each segment's language: each is translated from its own, and a
+    # segment already in the target language is kept as it is.
+    todo: dict[str, list[int]] = {}
+    for index, language in enumerate(spoken):
+        if not same_language(language, target):
+            todo.setdefault(language, []).append(index)
+    translated = [segment.text for segment in transcript.segments]
     from_audio = transcript.timed and found.audio_job_id is not None
-    if speaks_from_audio(step.settings, target_language=target, has_audio=from_audio):
-        translated = _translate_from_audio(step, found)
+    if not todo:
+        step.details.update(engine="none", model=None)
+    elif speaks_from_audio(step.settings, target_language=target, has_audio=from_audio):
+        _translate_from_audio(step, found, todo, translated)
     else:
         model = make_text_model(step.settings, should_stop=step.should_stop)
-        translated = model.translate(texts, source_language=source, target_language=target) if texts else []
+        for language, indexes in todo.items():
+            texts = [transcript.segments[index].text for index in indexes]
+            for index, text in zip(
+                indexes, model.translate(texts, source_language=language, target_language=target), strict=True
+            ):
+                translated[index] = text
         record_model(step, model)
     segments = [
         segment.model_copy(update={"text": text, "words": None})
         for segment, text in zip(transcript.segments, translated, strict=True)
     ]
+    languages = list(dict.fromkeys(spoken))
     translation = Translation(
         language=target,
         text=" ".join(text for text in translated if text),
         segments=segments,
-        source_language=source,
+        source_language=languages[0] if len(languages) == 1 else "mul" if languages else transcript.language or "und",
         target_language=target,
         speakers=transcript.speakers,
         engine=step.details["engine"],
@@ -67,29 +82,52 @@ def process(step: StepContext) -> Translation:
     return translation
 
 
-def _translate_from_audio(step: StepContext, found: TranscriptInput) -> list[str]:
+def same_language(language: str, target: str) -> bool:
+    """Whether text in `language` needs no translation into `target` (codes in any accepted spelling)."""
+    try:
+        return to_whisper(language) == to_whisper(target)
+    except UnsupportedLanguage:
+        return language.lower() == target.lower()
+
+
+def _translate_from_audio(
+    step: StepContext, found: TranscriptInput, todo: dict[str, list[int]], translated: list[str]
+) -> None:
+    # lazy: PyAV and numpy stay out of the router's start-up (it reads the registry)
+    from shared.engines.audio import decode
+
     # lazy: the Whisper model loads only in the worker that runs the step
     from shared.engines.speech.translation import translate_speech
 
     assert found.audio_job_id is not None
     blob = _audio_blob(step, found.audio_job_id)
+    total = sum(len(indexes) for indexes in todo.values())
+    done = 0
 
-    def progress(fraction: float) -> None:
+    def progress(fraction: float, *, share: int = 0) -> None:
         if step.shutting_down:
             raise ShutdownRequested("the worker is shutting down")
         if step.should_stop():
             raise Cancelled("the job was cancelled")
-        step.report_progress(fraction)
+        step.report_progress((done + fraction * share) / total)
 
-    segments = [segment.model_dump(include={"start", "end", "text"}) for segment in found.transcript.segments]
     with tempfile.TemporaryDirectory(prefix="speechflow-") as folder:
         path = Path(folder) / "audio"
         step.runtime.blobs.download_to(step.settings.audio_container, blob, path)
+        samples = decode(path)
+    for language, indexes in todo.items():
+        segments = [found.transcript.segments[index].model_dump(include={"start", "end", "text"}) for index in indexes]
         texts, details = translate_speech(
-            path, segments, language=found.transcript.language, settings=step.settings, on_progress=progress
+            samples,
+            segments,
+            language=language if language != "und" else None,
+            settings=step.settings,
+            on_progress=functools.partial(progress, share=len(indexes)),
         )
-    step.details.update(details)
-    return texts
+        for index, text in zip(indexes, texts, strict=True):
+            translated[index] = text
+        done += len(indexes)
+        step.details.update(details)
 
 
 def _audio_blob(step: StepContext, job_id: uuid.UUID) -> str:

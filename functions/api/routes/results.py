@@ -30,7 +30,9 @@ router = APIRouter()
 def _text_part(result: Transcript | None) -> TranscriptPart | None:
     if result is None:
         return None
-    return TranscriptPart(text=result.full_text(), segments=result.segments, speakers=result.speakers)
+    return TranscriptPart(
+        text=result.full_text(), segments=result.segments, speakers=result.speakers, languages=result.languages
+    )
 
 
 def _summary_part(result: Summary | None) -> SummaryPart | None:
@@ -85,7 +87,10 @@ def results(
     return ResultsResponse(
         job_id=job.id,
         status=job.status,  # type: ignore[arg-type]
-        language=(language.language if language else None) or job.detected_language or job.source_language,
+        language=(language.language if language else None)
+        or job.detected_language
+        or job.source_language
+        or (found.transcript.language if found.transcript else None),
         transcript=_text_part(found.transcript),
         translation=_text_part(found.translation),
         summary=_summary_part(found.summary),

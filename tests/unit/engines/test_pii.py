@@ -155,3 +155,16 @@ def test_nothing_is_downloaded_with_the_network_blocked(monkeypatch: pytest.Monk
     assert redact(fresh, "Mail ann@example.co.uk or bob@mail.example.com") == "Mail [EMAIL] or [EMAIL]"
     assert redact(fresh, "not an address: ann@example.invalidtld") == "not an address: ann@example.invalidtld"
     assert attempts == []
+
+
+def test_each_segment_of_a_code_switching_transcript_is_masked_in_its_own_language(redactor: Redactor) -> None:
+    # The English name model runs on the English segment only; the French segment gets the patterns,
+    # whatever the transcript's main language is.
+    segments = [
+        {"start": 0.0, "end": 3.0, "text": "Hello, this is Alice Johnson from accounts.", "language": "eng"},
+        {"start": 3.5, "end": 6.0, "text": "Ma carte : 4539 1488 0343 6467. Jean Dupont", "language": "fra"},
+    ]
+    redacted = redactor.redact_transcript(segments, language="fra")
+    assert redacted[0]["text"] == "Hello, this is [PERSON] from accounts."
+    assert redacted[1]["text"] == "Ma carte : [CREDIT_CARD]. Jean Dupont"
+    assert [segment["language"] for segment in redacted] == ["eng", "fra"]
