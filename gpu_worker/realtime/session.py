@@ -43,6 +43,7 @@ from gpu_worker.realtime.turns import (
     Turn,
     TurnDecoder,
     iso639_3,
+    repeated_after,
     words_after,
 )
 from shared.engines.speech.streaming import (
@@ -335,8 +336,9 @@ class LiveSession:
                 error={"type": "server_error", "code": "transcription_failed", "message": str(error), "param": None},
             )
             return
-        words = found.words
-        sent = words_after(words, "".join(confirmed))
+        sent = words_after(found.words, "".join(confirmed))
+        repeated = repeated_after(found.words[sent:], "".join(confirmed))
+        words = found.words[:sent] + found.words[sent + repeated :]
         remainder = "".join(word.word for word in words[sent:])
         transcript = "".join(confirmed) + remainder
         offset = turn.start / SAMPLE_RATE

@@ -14,7 +14,7 @@ import numpy as np
 import numpy.typing as npt
 
 from shared.domain.languages import to_iso639_3
-from shared.engines.speech.streaming import SAMPLE_RATE, LocalAgreement
+from shared.engines.speech.streaming import SAMPLE_RATE, LocalAgreement, normalise
 
 
 @dataclass(frozen=True)
@@ -44,6 +44,23 @@ def words_after(words: list[Word], sent: str) -> int:
             return index
         covered += len("".join(word.word.split()))
     return len(words)
+
+
+def repeated_after(words: list[Word], sent: str) -> int:
+    """How many of a final decode's new words (those past the sent text) only say the sent text again.
+
+    A final decode goes on from the sent words, and now and then Whisper starts the turn over instead
+    ("He was not. He was not an ill-disposed young man."): those words would be sent twice. Compared by
+    characters, case and punctuation aside, as `words_after` counts them."""
+    wanted = "".join(normalise(word) for word in sent.split())
+    said = ""
+    for index, word in enumerate(words):
+        said += normalise(word.word)
+        if not wanted.startswith(said):
+            return 0
+        if said == wanted:
+            return index + 1
+    return 0
 
 
 class TurnDecoder(Protocol):

@@ -264,6 +264,27 @@ def test_under_load_partials_go_first_and_every_final_still_comes(tmp_path: Path
     assert deltas[0]["delta"] == completed[0]["transcript"] == "".join(words)
 
 
+class RestartingDecoder(ReadingDecoder):
+    """A final that, given the words already sent, says them and then starts the turn over."""
+
+    def final(self, audio: np.ndarray, *, language: str | None, prompt: str | None, prefix: str | None) -> FinalDecode:
+        found = super().final(audio, language=language, prompt=prompt, prefix=prefix)
+        said = [Word(" " + word, 0.0, 0.1, 0.9) for word in (prefix or "").split()]
+        return FinalDecode(words=said + found.words, language=found.language)
+
+
+def test_a_final_that_starts_the_turn_over_does_not_repeat_the_words_sent(tmp_path: Path) -> None:
+    pcm, words = speech("librivox-0880")
+    decoder = RestartingDecoder(words)
+    events, _ = asyncio.run(run_session(tmp_path, decoder, chunks(pcm)))
+
+    deltas = [e["delta"] for e in of_type(events, "conversation.item.input_audio_transcription.delta")]
+    completed = of_type(events, "conversation.item.input_audio_transcription.completed")
+    assert decoder.prefixes[-1], "words were sent before the final"
+    assert "".join(deltas) == completed[0]["transcript"] == "".join(words)
+    assert [w["word"] for w in completed[0]["words"]] == words
+
+
 def test_a_client_faster_than_real_time_waits_and_the_backlog_stays_bounded(tmp_path: Path) -> None:
     from gpu_worker.realtime.turns import Limits
 
