@@ -38,6 +38,7 @@ from gpu_worker.realtime.turns import (
     DecodeLoad,
     FinalDecode,
     Limits,
+    PartialDecode,
     Recording,
     SessionOver,
     Turn,
@@ -53,7 +54,6 @@ from shared.engines.speech.streaming import (
     StreamingVad,
     TurnDetector,
     TurnEvent,
-    words_of,
 )
 from shared.runtime.metrics import LIVE_AUDIO_SECONDS, LIVE_PARTIALS_SKIPPED, LIVE_TURN_LATENCY
 
@@ -281,16 +281,16 @@ class LiveSession:
         turn.decoded_to = end
         self.load.partials += 1
         try:
-            text, language = await self._decode(
+            found: PartialDecode = await self._decode(
                 self._decoder.partial, audio, language=self._language(turn), prompt=self._prompt()
             )
         finally:
             self.load.partials -= 1
 
-        turn.language = turn.language or language
+        turn.language = turn.language or found.language
         if self._open is not turn or turn.early is not None:
             return  # the turn ended or paused while this decode ran: its final decode goes on from what was sent
-        agreed = turn.agreement.update(words_of(text))
+        agreed = turn.agreement.update(found.words, ends=found.ends, heard=len(audio) / SAMPLE_RATE)
         if agreed and self._redact is None:  # masked text goes out whole, with the turn's final
             await self._emit(
                 "conversation.item.input_audio_transcription.delta",

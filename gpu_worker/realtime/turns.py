@@ -26,6 +26,15 @@ class Word:
 
 
 @dataclass(frozen=True)
+class PartialDecode:
+    words: list[str]
+    """As `words_of` splits text: each with its leading space."""
+    ends: list[float]
+    """Where each word ends, seconds from the turn's start."""
+    language: str
+
+
+@dataclass(frozen=True)
 class FinalDecode:
     words: list[Word]
     language: str | None
@@ -66,8 +75,8 @@ def repeated_after(words: list[Word], sent: str) -> int:
 class TurnDecoder(Protocol):
     """Decodes a turn's audio (16 kHz mono float32): partial hypotheses and the final transcript."""
 
-    def partial(self, audio: npt.NDArray[np.float32], *, language: str | None, prompt: str | None) -> tuple[str, str]:
-        """The text of a quick decode and the language it was decoded in."""
+    def partial(self, audio: npt.NDArray[np.float32], *, language: str | None, prompt: str | None) -> PartialDecode:
+        """The words of a quick decode, where they end, and the language it was decoded in."""
         ...
 
     def final(

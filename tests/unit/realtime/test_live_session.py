@@ -18,7 +18,7 @@ import pytest
 
 from gpu_worker.realtime.protocol import SessionConfig
 from gpu_worker.realtime.session import LiveSession
-from gpu_worker.realtime.turns import FinalDecode, Word
+from gpu_worker.realtime.turns import FinalDecode, PartialDecode, Word
 
 AUDIO = Path(__file__).resolve().parents[2] / "fixtures" / "audio" / "en"
 RATE = 16000
@@ -26,17 +26,17 @@ RATE = 16000
 
 class ReadingDecoder:
     """Decodes by reading: a partial gives the reference's words heard so far (2.5 words a second, the
-    last one misheard), the final gives them all, continuing `prefix`."""
+    last one misheard while the reading goes on), the final gives them all, continuing `prefix`."""
 
     def __init__(self, words: list[str]) -> None:
         self.words = words
         self.prefixes: list[str | None] = []
         self.finals = 0
 
-    def partial(self, audio: np.ndarray, *, language: str | None, prompt: str | None) -> tuple[str, str]:
-        heard = min(len(self.words), int(len(audio) / RATE * 2.5))
-        words = [*self.words[: max(0, heard - 1)], " mumble"] if heard else []
-        return "".join(words), "en"
+    def partial(self, audio: np.ndarray, *, language: str | None, prompt: str | None) -> PartialDecode:
+        heard = int(len(audio) / RATE * 2.5)
+        words = [*self.words[: max(0, heard - 1)], " mumble"] if 0 < heard <= len(self.words) else self.words[:heard]
+        return PartialDecode(words, [(index + 1) / 2.5 for index in range(len(words))], "en")
 
     def final(self, audio: np.ndarray, *, language: str | None, prompt: str | None, prefix: str | None) -> FinalDecode:
         self.finals += 1

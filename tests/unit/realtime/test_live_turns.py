@@ -4,11 +4,26 @@ which words of a partial decode are confirmed, and which words of the final deco
 from __future__ import annotations
 
 from gpu_worker.realtime.turns import Word, repeated_after, words_after
-from shared.engines.speech.streaming import words_of
+from shared.engines.speech.streaming import LocalAgreement, words_of
 
 
 def final(text: str) -> list[Word]:
     return [Word(word, 0.3 * index, 0.3 * (index + 1), 0.9) for index, word in enumerate(words_of(text))]
+
+
+def test_a_word_the_newer_decode_hears_cut_off_is_not_confirmed_even_where_both_agree() -> None:
+    agreement = LocalAgreement()
+    agreement.update(words_of(" And Mr. John De..."))
+
+    # "De-" and "De..." agree once punctuation is set aside, but the audio ended inside the word.
+    assert agreement.update(words_of(" And Mr. John De-")) == [" And", " Mr.", " John"]
+    assert agreement.update(words_of(" And Mr. John Dashwood had")) == []
+    assert agreement.update(words_of(" And Mr. John Dashwood had then")) == [" Dashwood", " had"]
+    # The older decode's cut-off spelling does not stop a word the newer one hears whole.
+    assert agreement.update(words_of(" And Mr. John Dashwood had then leisure to...")) == [" then"]
+    assert agreement.update(words_of(" And Mr. John Dashwood had then leisure to consider")) == [" leisure", " to"]
+    assert agreement.update(words_of(" And Mr. John Dashwood had then leisure to consider…")) == []
+    assert agreement.text == " And Mr. John Dashwood had then leisure to"
 
 
 def test_a_final_that_starts_the_turn_over_has_its_repeat_found() -> None:
@@ -33,3 +48,27 @@ def test_a_final_that_goes_on_from_the_sent_words_repeats_nothing() -> None:
     assert repeated_after(partly[words_after(partly, " Unless to be") :], " Unless to be") == 0
     # Nothing sent: nothing to repeat.
     assert repeated_after(final(" He was not."), "") == 0
+
+
+def test_words_past_the_audio_the_previous_decode_heard_are_not_confirmed() -> None:
+    # Seen with 4 sessions: decodes of 1.2 s and 1.5 s of "Had he married a more amiable woman" both ran on
+    # with the previous turn's text from the prompt ("ill-disposed young man"), and agreed on it.
+    agreement = LocalAgreement()
+    agreement.update(
+        words_of(" Had he married a more-disposed young man?"), ends=[0.4, 0.5, 0.8, 1.0, 1.2, 1.2, 1.2], heard=1.2
+    )
+    agreed = agreement.update(
+        words_of(" Had he married a more-disposed young man?"), ends=[0.4, 0.5, 0.8, 1.0, 1.35, 1.5, 1.5], heard=1.5
+    )
+
+    assert agreed == [" Had", " he", " married", " a"]
+    # What the next decode hears in the audio both heard is confirmed then.
+    agreed = agreement.update(
+        words_of(" Had he married a more amiable woman"), ends=[0.4, 0.5, 0.8, 1.0, 1.2, 1.45, 1.7], heard=1.8
+    )
+    assert agreed == []  # "more" against "more-disposed": they disagree
+    agreed = agreement.update(
+        words_of(" Had he married a more amiable woman he"), ends=[0.4, 0.5, 0.8, 1.0, 1.2, 1.45, 1.7, 2.0], heard=2.1
+    )
+    assert agreed == [" more", " amiable", " woman"]
+    assert agreement.text == " Had he married a more amiable woman"
