@@ -44,6 +44,7 @@ from gpu_worker.realtime.turns import (
     Turn,
     TurnDecoder,
     iso639_3,
+    partial_due,
     repeated_after,
     words_after,
 )
@@ -66,7 +67,6 @@ MIN_COMMIT_SAMPLES = SAMPLE_RATE // 10
 """OpenAI refuses to commit less than 100 ms of audio."""
 PROMPT_CHARACTERS = 400
 """How much of the previous turns' text goes into the next turn's prompt."""
-FIRST_PARTIAL_SAMPLES = int(0.9 * SAMPLE_RATE)
 
 
 class LiveSession:
@@ -168,11 +168,7 @@ class LiveSession:
             return
         for event in self._detector.feed(probabilities):
             await self._on_turn_event(event)
-        turn = self._open
-        if (
-            turn is not None
-            and self.recording.total - turn.decoded_to >= self.limits.partial_every_seconds * SAMPLE_RATE
-        ):
+        if self._open is not None and self._partial_due(self._open):
             self._wake.set()
         self._trim()
 
@@ -281,8 +277,9 @@ class LiveSession:
         turn.decoded_to = end
         self.load.partials += 1
         try:
+            prompt = self._prompt() if len(audio) >= self.limits.prompted_partial_seconds * SAMPLE_RATE else None
             found: PartialDecode = await self._decode(
-                self._decoder.partial, audio, language=self._language(turn), prompt=self._prompt()
+                self._decoder.partial, audio, language=self._language(turn), prompt=prompt
             )
         finally:
             self.load.partials -= 1
@@ -429,10 +426,12 @@ class LiveSession:
     # --- helpers
 
     def _partial_due(self, turn: Turn) -> bool:
-        heard = self.recording.total - turn.start
-        fresh = self.recording.total - turn.decoded_to
-        # Under 0.9 s a turn is mostly its padding, and Whisper guesses (it echoes the prompt).
-        return heard >= FIRST_PARTIAL_SAMPLES and fresh >= self.limits.partial_every_seconds * SAMPLE_RATE
+        return partial_due(
+            self.limits,
+            heard=(self.recording.total - turn.start) / SAMPLE_RATE,
+            fresh=(self.recording.total - turn.decoded_to) / SAMPLE_RATE,
+            confirmed=bool(turn.agreement.confirmed),
+        )
 
     def _language(self, turn: Turn) -> str | None:
         return self.config.language or turn.language

@@ -88,6 +88,12 @@ class TurnDecoder(Protocol):
 
 @dataclass
 class Limits:
+    first_partial_seconds: float = 0.6
+    """A turn's first partial decode, this far into the turn (its 0.3 s of padding included)."""
+    unconfirmed_every_seconds: float = 0.3
+    """Partial decodes this often until the turn has a confirmed word: its first words come from two
+    decodes 0.3 s apart (those of short audio cost little), the rest from decodes `partial_every_seconds`
+    apart."""
     partial_every_seconds: float = 0.6
     max_session_seconds: float = 3600.0
     max_turn_seconds: float = 25.0
@@ -95,9 +101,19 @@ class Limits:
     """With this many decodes of the process waiting or running, partials are skipped (finals never)."""
     max_partials: int = 1
     """Partial decodes the process runs at once: the other decode threads stay free for finals."""
+    prompted_partial_seconds: float = 0.9
+    """Partial decodes of less of the turn go without the prompt: on so little audio Whisper may say the
+    prompt again, and two such decodes agree on it."""
     max_backlog_seconds: float = 60.0
     """Audio heard but not yet finally transcribed, at most: past it the session stops reading the socket
     until its finals catch up (a client sending faster than real time waits; memory stays bounded)."""
+
+
+def partial_due(limits: Limits, *, heard: float, fresh: float, confirmed: bool) -> bool:
+    """Whether the open turn is due a partial decode: `heard` seconds into it, `fresh` seconds of it not
+    yet heard by a partial decode, and words of it `confirmed` already or not."""
+    every = limits.partial_every_seconds if confirmed else limits.unconfirmed_every_seconds
+    return heard >= limits.first_partial_seconds and fresh >= every
 
 
 @dataclass

@@ -264,6 +264,31 @@ def test_under_load_partials_go_first_and_every_final_still_comes(tmp_path: Path
     assert deltas[0]["delta"] == completed[0]["transcript"] == "".join(words)
 
 
+class PromptNotingDecoder(ReadingDecoder):
+    """Notes the audio length (seconds) and the prompt of each partial decode."""
+
+    def __init__(self, words: list[str]) -> None:
+        super().__init__(words)
+        self.partials: list[tuple[float, str | None]] = []
+
+    def partial(self, audio: np.ndarray, *, language: str | None, prompt: str | None) -> PartialDecode:
+        self.partials.append((len(audio) / RATE, prompt))
+        return super().partial(audio, language=language, prompt=prompt)
+
+
+def test_a_turn_is_first_decoded_0_6_s_in_and_without_the_prompt_under_0_9_s(tmp_path: Path) -> None:
+    pcm, words = speech("librivox-0890")
+    decoder = PromptNotingDecoder(words)
+    config = SessionConfig(rate=RATE, prompt="Sense and Sensibility, chapter two.")
+    asyncio.run(run_session(tmp_path, decoder, chunks(pcm), config=config))
+
+    heard = [seconds for seconds, _ in decoder.partials]
+    assert 0.6 <= heard[0] < 0.7
+    assert all(prompt is None for seconds, prompt in decoder.partials if seconds < 0.9)
+    assert all(prompt == config.prompt for seconds, prompt in decoder.partials if seconds >= 0.9)
+    assert any(seconds >= 0.9 for seconds in heard)
+
+
 class RestartingDecoder(ReadingDecoder):
     """A final that, given the words already sent, says them and then starts the turn over."""
 

@@ -3,7 +3,7 @@ which words of a partial decode are confirmed, and which words of the final deco
 
 from __future__ import annotations
 
-from gpu_worker.realtime.turns import Word, repeated_after, words_after
+from gpu_worker.realtime.turns import Limits, Word, partial_due, repeated_after, words_after
 from shared.engines.speech.streaming import LocalAgreement, words_of
 
 
@@ -72,3 +72,15 @@ def test_words_past_the_audio_the_previous_decode_heard_are_not_confirmed() -> N
     )
     assert agreed == [" more", " amiable", " woman"]
     assert agreement.text == " Had he married a more amiable woman"
+
+
+def test_a_turn_is_decoded_every_0_3_s_from_0_6_s_until_its_first_words_then_every_0_6_s() -> None:
+    limits = Limits()
+
+    assert not partial_due(limits, heard=0.55, fresh=0.55, confirmed=False)
+    assert partial_due(limits, heard=0.6, fresh=0.6, confirmed=False)
+    assert not partial_due(limits, heard=0.85, fresh=0.25, confirmed=False)
+    assert partial_due(limits, heard=0.9, fresh=0.3, confirmed=False)
+    # Once a word is out, the rest come from decodes 0.6 s apart.
+    assert not partial_due(limits, heard=1.5, fresh=0.3, confirmed=True)
+    assert partial_due(limits, heard=1.8, fresh=0.6, confirmed=True)
