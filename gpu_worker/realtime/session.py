@@ -213,6 +213,7 @@ class LiveSession:
 
     async def _committed(self, turn: Turn) -> None:
         assert turn.end is not None
+        self.load.first_waiting.pop(turn.item_id, None)
         self._buffer_start = turn.end
         self._previous_item = turn.item_id
         await self._emit("input_audio_buffer.committed", item_id=turn.item_id, previous_item_id=turn.previous_item_id)
@@ -226,6 +227,8 @@ class LiveSession:
         self._wake.set()
 
     async def _clear(self) -> None:
+        if self._open is not None:
+            self.load.first_waiting.pop(self._open.item_id, None)
         self._open = None
         self._buffer_start = self.recording.total
         self._detector = self._new_detector(frames_seen=self._detector.frames_seen)
@@ -259,6 +262,7 @@ class LiveSession:
         remaining finals are decoded."""
         if self._open is not None and self.recording.total - self._open.start >= MIN_COMMIT_SAMPLES:
             turn, self._open = self._open, None
+            self.load.first_waiting.pop(turn.item_id, None)
             turn.end = self.recording.total
             self._buffer_start = turn.end
             self._previous_item = turn.item_id
@@ -268,10 +272,17 @@ class LiveSession:
         self._wake.set()
 
     async def _partial(self, turn: Turn) -> None:
-        if self.load.in_flight >= self.limits.busy_decodes or self.load.partials >= self.limits.max_partials:
+        now, first = time.monotonic(), not turn.agreement.confirmed
+        slots = self.limits.max_partials + (self.limits.first_words_partials if first else 0)
+        busy = self.load.in_flight >= self.limits.busy_decodes or self.load.partials >= slots
+        if busy or (not first and self.load.first_words_waiting(besides=turn.item_id, now=now)):
             self.partials_skipped += 1
             LIVE_PARTIALS_SKIPPED.inc()
-            return  # under load partials go first
+            if first:
+                self.load.first_waiting.setdefault(turn.item_id, now)
+            self.load.skipped.add(self._wake)
+            return  # under load partials go first; a turn with words out gives way to one waiting for its first
+        self.load.first_waiting.pop(turn.item_id, None)
         end = self.recording.total
         audio = self.recording.window(turn.start, end)
         turn.decoded_to = end
@@ -422,6 +433,7 @@ class LiveSession:
             return await loop.run_in_executor(self._executor, lambda: function(audio, **options))
         finally:
             self.load.in_flight -= 1
+            self.load.decode_ended()
 
     # --- helpers
 

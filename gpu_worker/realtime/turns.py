@@ -101,6 +101,9 @@ class Limits:
     """With this many decodes of the process waiting or running, partials are skipped (finals never)."""
     max_partials: int = 1
     """Partial decodes the process runs at once: the other decode threads stay free for finals."""
+    first_words_partials: int = 1
+    """As many more for turns with no word out yet: those may take a thread kept for finals (a partial
+    decode of a second or two of audio takes about 0.1 s on 2 cores, all a final then waits)."""
     prompted_partial_seconds: float = 0.9
     """Partial decodes of less of the turn go without the prompt: on so little audio Whisper may say the
     prompt again, and two such decodes agree on it."""
@@ -116,12 +119,35 @@ def partial_due(limits: Limits, *, heard: float, fresh: float, confirmed: bool) 
     return heard >= limits.first_partial_seconds and fresh >= every
 
 
+FIRST_WORDS_WAIT_SECONDS = 1.0
+
+
 @dataclass
 class DecodeLoad:
     """The decodes a live worker has waiting or running, over all its sessions."""
 
     in_flight: int = 0
     partials: int = 0
+    first_waiting: dict[str, float] = field(default_factory=dict)
+    """Open turns with no word confirmed yet whose partial decode was skipped under load (item id → since
+    when, monotonic): the next partial slot is theirs, before turns that have words out already."""
+
+    skipped: set[asyncio.Event] = field(default_factory=set)
+    """The wake-ups of sessions whose partial decode was skipped: set when a decode ends, so that they try
+    again then rather than at their next audio (up to 100 ms later)."""
+
+    def decode_ended(self) -> None:
+        for wake in self.skipped:
+            wake.set()
+        self.skipped.clear()
+
+    def first_words_waiting(self, *, besides: str, now: float) -> bool:
+        """Whether another turn waits for its first words. A turn holds its place for a second at most: one
+        whose session went away without a word is forgotten."""
+        for item, since in list(self.first_waiting.items()):
+            if now - since > FIRST_WORDS_WAIT_SECONDS:
+                del self.first_waiting[item]
+        return any(item != besides for item in self.first_waiting)
 
 
 @dataclass

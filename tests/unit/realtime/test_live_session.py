@@ -254,7 +254,8 @@ def test_under_load_partials_go_first_and_every_final_still_comes(tmp_path: Path
     from gpu_worker.realtime.turns import DecodeLoad
 
     pcm, words = speech("librivox-0870")
-    busy = DecodeLoad(in_flight=0, partials=1)  # another session's partial holds the only partial slot
+    # Other sessions' partials hold both partial slots, the one for a turn's first words too.
+    busy = DecodeLoad(in_flight=0, partials=2)
     events, session = asyncio.run(run_session(tmp_path, ReadingDecoder(words), chunks(pcm), load=busy))
 
     assert session.partials_skipped > 0
@@ -262,6 +263,34 @@ def test_under_load_partials_go_first_and_every_final_still_comes(tmp_path: Path
     deltas = of_type(events, "conversation.item.input_audio_transcription.delta")
     assert len(completed) == 1 and len(deltas) == 1  # no partial words: the whole turn with its final
     assert deltas[0]["delta"] == completed[0]["transcript"] == "".join(words)
+
+    # With one slot held, the turn's first words still take the other; the words after them wait.
+    events, session = asyncio.run(
+        run_session(tmp_path, ReadingDecoder(words), chunks(pcm), load=DecodeLoad(in_flight=0, partials=1))
+    )
+    deltas = of_type(events, "conversation.item.input_audio_transcription.delta")
+    completed = of_type(events, "conversation.item.input_audio_transcription.completed")
+    assert len(deltas) == 2 and session.partials_skipped > 0
+    assert "".join(delta["delta"] for delta in deltas) == completed[0]["transcript"] == "".join(words)
+
+
+def test_partials_of_a_turn_with_words_out_give_way_to_a_turn_waiting_for_its_first(tmp_path: Path) -> None:
+    import time
+
+    from gpu_worker.realtime.turns import DecodeLoad
+
+    pcm, words = speech("librivox-0870")
+    # Another session's turn waits for its first words the whole time (it never stops waiting).
+    waiting = DecodeLoad(first_waiting={"item_elsewhere": time.monotonic() + 3600})
+    events, session = asyncio.run(run_session(tmp_path, ReadingDecoder(words), chunks(pcm), load=waiting))
+
+    deltas = [e["delta"] for e in of_type(events, "conversation.item.input_audio_transcription.delta")]
+    completed = of_type(events, "conversation.item.input_audio_transcription.completed")
+    # This turn's first words still came early (it waited for its first too); then nothing until its final.
+    assert len(deltas) == 2 and deltas[0].split() == [word.strip() for word in words[: len(deltas[0].split())]]
+    assert session.partials_skipped > 0
+    assert "".join(deltas) == completed[0]["transcript"] == "".join(words)
+    assert set(waiting.first_waiting) == {"item_elsewhere"}  # the turn, once over, holds no place
 
 
 class PromptNotingDecoder(ReadingDecoder):

@@ -3,7 +3,7 @@ which words of a partial decode are confirmed, and which words of the final deco
 
 from __future__ import annotations
 
-from gpu_worker.realtime.turns import Limits, Word, partial_due, repeated_after, words_after
+from gpu_worker.realtime.turns import DecodeLoad, Limits, Word, partial_due, repeated_after, words_after
 from shared.engines.speech.streaming import LocalAgreement, words_of
 
 
@@ -84,3 +84,12 @@ def test_a_turn_is_decoded_every_0_3_s_from_0_6_s_until_its_first_words_then_eve
     # Once a word is out, the rest come from decodes 0.6 s apart.
     assert not partial_due(limits, heard=1.5, fresh=0.3, confirmed=True)
     assert partial_due(limits, heard=1.8, fresh=0.6, confirmed=True)
+
+
+def test_a_turn_waiting_for_its_first_words_holds_the_next_partial_for_a_second_at_most() -> None:
+    load = DecodeLoad(first_waiting={"item_a": 100.0})
+
+    assert load.first_words_waiting(besides="item_b", now=100.5)
+    assert not load.first_words_waiting(besides="item_a", now=100.5)  # a turn does not wait for itself
+    assert not load.first_words_waiting(besides="item_b", now=101.5)  # its session went: forgotten
+    assert load.first_waiting == {}
