@@ -10,7 +10,8 @@
 - `LocalAgreement` is the policy of whisper_streaming (Macháček et al., 2023, "Turning Whisper into
   Real-Time Transcription System"): the open turn is decoded again as audio arrives, and the words that
   two successive decodes agree on, past those already confirmed, are confirmed — sent as deltas, never
-  taken back. The final decode of a turn continues from the confirmed words (faster-whisper's `prefix`),
+  taken back; not a word the newer decode hears cut off, nor one it places past the audio the older
+  decode heard. The final decode of a turn continues from the confirmed words (faster-whisper's `prefix`),
   so what it adds completes them.
 
 No sockets here: shared/realtime drives it.
