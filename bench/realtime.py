@@ -58,6 +58,7 @@ class SessionRun:
     turns: list[Turn]
     completed: list[tuple[float, str]] = field(default_factory=list)
     first_deltas: dict[str, float] = field(default_factory=dict)
+    deltas: dict[str, list[str]] = field(default_factory=dict)
     item_order: list[str] = field(default_factory=list)
     item_start_ms: dict[str, int] = field(default_factory=dict)
     completed_at: dict[str, float] = field(default_factory=dict)
@@ -157,6 +158,7 @@ def stream(url: str, key: str, pcm: bytes, spans: list[tuple[int, int]], silence
             kind = event["type"]
             if kind == "conversation.item.input_audio_transcription.delta":
                 run.first_deltas.setdefault(event["item_id"], time.monotonic())
+                run.deltas.setdefault(event["item_id"], []).append(event["delta"])
             elif kind == "input_audio_buffer.speech_started":
                 run.item_start_ms[event["item_id"]] = event["audio_start_ms"]
             elif kind == "input_audio_buffer.committed":
@@ -186,7 +188,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sessions", type=int, nargs="+", default=[1, 2, 4, 6])
     parser.add_argument("--silence-ms", type=int, default=500)
-    parser.add_argument("--show-text", action="store_true", help="print one session's completed turns")
+    parser.add_argument(
+        "--show-text", action="store_true", help="print one session's deltas per reading ('|' between deltas)"
+    )
     parser.add_argument("--model-cache", type=Path, default=Path(tempfile.gettempdir()) / "models")
     parser.add_argument("--skip-offline", action="store_true")
     args = parser.parse_args()
@@ -269,8 +273,12 @@ def main() -> int:
                 + (f"  errors: {errors[:2]}" if errors else "")
             )
             if args.show_text:
-                for index, (_, text) in enumerate(runs[0].completed):
-                    print(f"    turn {index + 1}: {text}")
+                first = runs[0]
+                for index, (turn, items) in enumerate(zip(first.turns, first.by_reading(spans), strict=True)):
+                    deltas = [first.first_deltas[item] for item in items if item in first.first_deltas]
+                    after = f"{min(deltas) - turn.first_sent:.2f} s" if deltas else "-"
+                    sent = " | ".join(delta for item in items for delta in first.deltas.get(item, []))
+                    print(f"    reading {index + 1}, first delta {after}: {sent}")
         # The batch path, same recording, through the OpenAI front.
         import io
         import wave

@@ -207,6 +207,8 @@ class LiveServer:
             limits=Limits(
                 max_session_seconds=self.settings.realtime_max_session_seconds,
                 max_partials=max(1, self.settings.realtime_decoders - 1),
+                # with one decode thread there is none kept for finals for a turn's first words to take
+                first_words_partials=min(1, self.settings.realtime_decoders - 1),
             ),
             load=self._load,
             redact=_masked if connection.redact else None,  # type: ignore[attr-defined]

@@ -38,11 +38,14 @@ from gpu_worker.realtime.turns import (
     DecodeLoad,
     FinalDecode,
     Limits,
+    PartialDecode,
     Recording,
     SessionOver,
     Turn,
     TurnDecoder,
     iso639_3,
+    partial_due,
+    repeated_after,
     words_after,
 )
 from shared.engines.speech.streaming import (
@@ -52,7 +55,6 @@ from shared.engines.speech.streaming import (
     StreamingVad,
     TurnDetector,
     TurnEvent,
-    words_of,
 )
 from shared.runtime.metrics import LIVE_AUDIO_SECONDS, LIVE_PARTIALS_SKIPPED, LIVE_TURN_LATENCY
 
@@ -65,7 +67,6 @@ MIN_COMMIT_SAMPLES = SAMPLE_RATE // 10
 """OpenAI refuses to commit less than 100 ms of audio."""
 PROMPT_CHARACTERS = 400
 """How much of the previous turns' text goes into the next turn's prompt."""
-FIRST_PARTIAL_SAMPLES = int(0.9 * SAMPLE_RATE)
 
 
 class LiveSession:
@@ -167,11 +168,7 @@ class LiveSession:
             return
         for event in self._detector.feed(probabilities):
             await self._on_turn_event(event)
-        turn = self._open
-        if (
-            turn is not None
-            and self.recording.total - turn.decoded_to >= self.limits.partial_every_seconds * SAMPLE_RATE
-        ):
+        if self._open is not None and self._partial_due(self._open):
             self._wake.set()
         self._trim()
 
@@ -216,6 +213,7 @@ class LiveSession:
 
     async def _committed(self, turn: Turn) -> None:
         assert turn.end is not None
+        self.load.first_waiting.pop(turn.item_id, None)
         self._buffer_start = turn.end
         self._previous_item = turn.item_id
         await self._emit("input_audio_buffer.committed", item_id=turn.item_id, previous_item_id=turn.previous_item_id)
@@ -229,6 +227,8 @@ class LiveSession:
         self._wake.set()
 
     async def _clear(self) -> None:
+        if self._open is not None:
+            self.load.first_waiting.pop(self._open.item_id, None)
         self._open = None
         self._buffer_start = self.recording.total
         self._detector = self._new_detector(frames_seen=self._detector.frames_seen)
@@ -262,6 +262,7 @@ class LiveSession:
         remaining finals are decoded."""
         if self._open is not None and self.recording.total - self._open.start >= MIN_COMMIT_SAMPLES:
             turn, self._open = self._open, None
+            self.load.first_waiting.pop(turn.item_id, None)
             turn.end = self.recording.total
             self._buffer_start = turn.end
             self._previous_item = turn.item_id
@@ -271,25 +272,33 @@ class LiveSession:
         self._wake.set()
 
     async def _partial(self, turn: Turn) -> None:
-        if self.load.in_flight >= self.limits.busy_decodes or self.load.partials >= self.limits.max_partials:
+        now, first = time.monotonic(), not turn.agreement.confirmed
+        slots = self.limits.max_partials + (self.limits.first_words_partials if first else 0)
+        busy = self.load.in_flight >= self.limits.busy_decodes or self.load.partials >= slots
+        if busy or (not first and self.load.first_words_waiting(besides=turn.item_id, now=now)):
             self.partials_skipped += 1
             LIVE_PARTIALS_SKIPPED.inc()
-            return  # under load partials go first
+            if first:
+                self.load.first_waiting.setdefault(turn.item_id, now)
+            self.load.skipped.add(self._wake)
+            return  # under load partials go first; a turn with words out gives way to one waiting for its first
+        self.load.first_waiting.pop(turn.item_id, None)
         end = self.recording.total
         audio = self.recording.window(turn.start, end)
         turn.decoded_to = end
         self.load.partials += 1
         try:
-            text, language = await self._decode(
-                self._decoder.partial, audio, language=self._language(turn), prompt=self._prompt()
+            prompt = self._prompt() if len(audio) >= self.limits.prompted_partial_seconds * SAMPLE_RATE else None
+            found: PartialDecode = await self._decode(
+                self._decoder.partial, audio, language=self._language(turn), prompt=prompt
             )
         finally:
             self.load.partials -= 1
 
-        turn.language = turn.language or language
+        turn.language = turn.language or found.language
         if self._open is not turn or turn.early is not None:
             return  # the turn ended or paused while this decode ran: its final decode goes on from what was sent
-        agreed = turn.agreement.update(words_of(text))
+        agreed = turn.agreement.update(found.words, ends=found.ends, heard=len(audio) / SAMPLE_RATE)
         if agreed and self._redact is None:  # masked text goes out whole, with the turn's final
             await self._emit(
                 "conversation.item.input_audio_transcription.delta",
@@ -335,8 +344,9 @@ class LiveSession:
                 error={"type": "server_error", "code": "transcription_failed", "message": str(error), "param": None},
             )
             return
-        words = found.words
-        sent = words_after(words, "".join(confirmed))
+        sent = words_after(found.words, "".join(confirmed))
+        repeated = repeated_after(found.words[sent:], "".join(confirmed))
+        words = found.words[:sent] + found.words[sent + repeated :]
         remainder = "".join(word.word for word in words[sent:])
         transcript = "".join(confirmed) + remainder
         offset = turn.start / SAMPLE_RATE
@@ -423,14 +433,17 @@ class LiveSession:
             return await loop.run_in_executor(self._executor, lambda: function(audio, **options))
         finally:
             self.load.in_flight -= 1
+            self.load.decode_ended()
 
     # --- helpers
 
     def _partial_due(self, turn: Turn) -> bool:
-        heard = self.recording.total - turn.start
-        fresh = self.recording.total - turn.decoded_to
-        # Under 0.9 s a turn is mostly its padding, and Whisper guesses (it echoes the prompt).
-        return heard >= FIRST_PARTIAL_SAMPLES and fresh >= self.limits.partial_every_seconds * SAMPLE_RATE
+        return partial_due(
+            self.limits,
+            heard=(self.recording.total - turn.start) / SAMPLE_RATE,
+            fresh=(self.recording.total - turn.decoded_to) / SAMPLE_RATE,
+            confirmed=bool(turn.agreement.confirmed),
+        )
 
     def _language(self, turn: Turn) -> str | None:
         return self.config.language or turn.language

@@ -14,7 +14,7 @@ import numpy as np
 import numpy.typing as npt
 
 from shared.domain.languages import to_iso639_3
-from shared.engines.speech.streaming import SAMPLE_RATE, LocalAgreement
+from shared.engines.speech.streaming import SAMPLE_RATE, LocalAgreement, normalise
 
 
 @dataclass(frozen=True)
@@ -23,6 +23,15 @@ class Word:
     start: float
     end: float
     probability: float
+
+
+@dataclass(frozen=True)
+class PartialDecode:
+    words: list[str]
+    """As `words_of` splits text: each with its leading space."""
+    ends: list[float]
+    """Where each word ends, seconds from the turn's start."""
+    language: str
 
 
 @dataclass(frozen=True)
@@ -46,11 +55,28 @@ def words_after(words: list[Word], sent: str) -> int:
     return len(words)
 
 
+def repeated_after(words: list[Word], sent: str) -> int:
+    """How many of a final decode's new words (those past the sent text) only say the sent text again.
+
+    A final decode goes on from the sent words, and now and then Whisper starts the turn over instead
+    ("He was not. He was not an ill-disposed young man."): those words would be sent twice. Compared by
+    characters, case and punctuation aside, as `words_after` counts them."""
+    wanted = "".join(normalise(word) for word in sent.split())
+    said = ""
+    for index, word in enumerate(words):
+        said += normalise(word.word)
+        if not wanted.startswith(said):
+            return 0
+        if said == wanted:
+            return index + 1
+    return 0
+
+
 class TurnDecoder(Protocol):
     """Decodes a turn's audio (16 kHz mono float32): partial hypotheses and the final transcript."""
 
-    def partial(self, audio: npt.NDArray[np.float32], *, language: str | None, prompt: str | None) -> tuple[str, str]:
-        """The text of a quick decode and the language it was decoded in."""
+    def partial(self, audio: npt.NDArray[np.float32], *, language: str | None, prompt: str | None) -> PartialDecode:
+        """The words of a quick decode, where they end, and the language it was decoded in."""
         ...
 
     def final(
@@ -62,6 +88,12 @@ class TurnDecoder(Protocol):
 
 @dataclass
 class Limits:
+    first_partial_seconds: float = 0.6
+    """A turn's first partial decode, this far into the turn (its 0.3 s of padding included)."""
+    unconfirmed_every_seconds: float = 0.3
+    """Partial decodes this often until the turn has a confirmed word: its first words come from two
+    decodes 0.3 s apart (those of short audio cost little), the rest from decodes `partial_every_seconds`
+    apart."""
     partial_every_seconds: float = 0.6
     max_session_seconds: float = 3600.0
     max_turn_seconds: float = 25.0
@@ -69,9 +101,25 @@ class Limits:
     """With this many decodes of the process waiting or running, partials are skipped (finals never)."""
     max_partials: int = 1
     """Partial decodes the process runs at once: the other decode threads stay free for finals."""
+    first_words_partials: int = 1
+    """As many more for turns with no word out yet: those may take a thread kept for finals (a partial
+    decode of a second or two of audio takes about 0.1 s on 2 cores, all a final then waits)."""
+    prompted_partial_seconds: float = 0.9
+    """Partial decodes of less of the turn go without the prompt: on so little audio Whisper may say the
+    prompt again, and two such decodes agree on it."""
     max_backlog_seconds: float = 60.0
     """Audio heard but not yet finally transcribed, at most: past it the session stops reading the socket
     until its finals catch up (a client sending faster than real time waits; memory stays bounded)."""
+
+
+def partial_due(limits: Limits, *, heard: float, fresh: float, confirmed: bool) -> bool:
+    """Whether the open turn is due a partial decode: `heard` seconds into it, `fresh` seconds of it not
+    yet heard by a partial decode, and words of it `confirmed` already or not."""
+    every = limits.partial_every_seconds if confirmed else limits.unconfirmed_every_seconds
+    return heard >= limits.first_partial_seconds and fresh >= every
+
+
+FIRST_WORDS_WAIT_SECONDS = 1.0
 
 
 @dataclass
@@ -80,6 +128,26 @@ class DecodeLoad:
 
     in_flight: int = 0
     partials: int = 0
+    first_waiting: dict[str, float] = field(default_factory=dict)
+    """Open turns with no word confirmed yet whose partial decode was skipped under load (item id → since
+    when, monotonic): the next partial slot is theirs, before turns that have words out already."""
+
+    skipped: set[asyncio.Event] = field(default_factory=set)
+    """The wake-ups of sessions whose partial decode was skipped: set when a decode ends, so that they try
+    again then rather than at their next audio (up to 100 ms later)."""
+
+    def decode_ended(self) -> None:
+        for wake in self.skipped:
+            wake.set()
+        self.skipped.clear()
+
+    def first_words_waiting(self, *, besides: str, now: float) -> bool:
+        """Whether another turn waits for its first words. A turn holds its place for a second at most: one
+        whose session went away without a word is forgotten."""
+        for item, since in list(self.first_waiting.items()):
+            if now - since > FIRST_WORDS_WAIT_SECONDS:
+                del self.first_waiting[item]
+        return any(item != besides for item in self.first_waiting)
 
 
 @dataclass

@@ -10,7 +10,8 @@
 - `LocalAgreement` is the policy of whisper_streaming (Macháček et al., 2023, "Turning Whisper into
   Real-Time Transcription System"): the open turn is decoded again as audio arrives, and the words that
   two successive decodes agree on, past those already confirmed, are confirmed — sent as deltas, never
-  taken back. The final decode of a turn continues from the confirmed words (faster-whisper's `prefix`),
+  taken back; not a word the newer decode hears cut off, nor one it places past the audio the older
+  decode heard. The final decode of a turn continues from the confirmed words (faster-whisper's `prefix`),
   so what it adds completes them.
 
 No sockets here: shared/realtime drives it.
@@ -18,6 +19,7 @@ No sockets here: shared/realtime drives it.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -190,23 +192,42 @@ def normalise(word: str) -> str:
     return _WORD.sub("", word.lower())
 
 
+TRAILING_OFF = ("...", "…", "-")
+"""How Whisper ends a word the audio cuts off ("rather...", "De-"): the next decode may hear it otherwise."""
+
+
+def trails_off(word: str) -> bool:
+    return word.rstrip().endswith(TRAILING_OFF)
+
+
 @dataclass
 class LocalAgreement:
     """Words two successive decodes of the open turn agree on become confirmed, never to be taken back."""
 
     confirmed: list[str] = field(default_factory=list)
     previous: list[str] = field(default_factory=list)
+    previous_heard: float = 0.0
+    """Seconds of audio the previous decode heard."""
 
-    def update(self, hypothesis: Sequence[str]) -> list[str]:
-        """Newly confirmed words of this decode (as it spells them), past those already confirmed."""
+    def update(
+        self, hypothesis: Sequence[str], *, ends: Sequence[float] | None = None, heard: float = math.inf
+    ) -> list[str]:
+        """Newly confirmed words of this decode (as it spells them), past those already confirmed; never
+        one this decode hears cut off, even where the previous one heard it alike ("De-" and "De..."), nor,
+        given where this decode's words end (`ends`, seconds into the `heard` audio), one that ends past
+        the audio the previous decode heard: those two agree on what neither heard."""
         done = len(self.confirmed)
         new, old = list(hypothesis[done:]), self.previous[done:]
+        settled = list(ends[done:]) if ends is not None else [0.0] * len(new)
         agreed: list[str] = []
-        for word, before in zip(new, old, strict=False):
-            if normalise(word) != normalise(before) or not normalise(word):
+        for word, before, end in zip(new, old, settled, strict=False):
+            if normalise(word) != normalise(before) or not normalise(word) or trails_off(word):
+                break
+            if end > self.previous_heard:
                 break
             agreed.append(word)
         self.previous = list(hypothesis)
+        self.previous_heard = heard
         self.confirmed.extend(agreed)
         return agreed
 

@@ -18,7 +18,7 @@ import pytest
 
 from gpu_worker.realtime.protocol import SessionConfig
 from gpu_worker.realtime.session import LiveSession
-from gpu_worker.realtime.turns import FinalDecode, Word
+from gpu_worker.realtime.turns import FinalDecode, PartialDecode, Word
 
 AUDIO = Path(__file__).resolve().parents[2] / "fixtures" / "audio" / "en"
 RATE = 16000
@@ -26,17 +26,17 @@ RATE = 16000
 
 class ReadingDecoder:
     """Decodes by reading: a partial gives the reference's words heard so far (2.5 words a second, the
-    last one misheard), the final gives them all, continuing `prefix`."""
+    last one misheard while the reading goes on), the final gives them all, continuing `prefix`."""
 
     def __init__(self, words: list[str]) -> None:
         self.words = words
         self.prefixes: list[str | None] = []
         self.finals = 0
 
-    def partial(self, audio: np.ndarray, *, language: str | None, prompt: str | None) -> tuple[str, str]:
-        heard = min(len(self.words), int(len(audio) / RATE * 2.5))
-        words = [*self.words[: max(0, heard - 1)], " mumble"] if heard else []
-        return "".join(words), "en"
+    def partial(self, audio: np.ndarray, *, language: str | None, prompt: str | None) -> PartialDecode:
+        heard = int(len(audio) / RATE * 2.5)
+        words = [*self.words[: max(0, heard - 1)], " mumble"] if 0 < heard <= len(self.words) else self.words[:heard]
+        return PartialDecode(words, [(index + 1) / 2.5 for index in range(len(words))], "en")
 
     def final(self, audio: np.ndarray, *, language: str | None, prompt: str | None, prefix: str | None) -> FinalDecode:
         self.finals += 1
@@ -254,7 +254,8 @@ def test_under_load_partials_go_first_and_every_final_still_comes(tmp_path: Path
     from gpu_worker.realtime.turns import DecodeLoad
 
     pcm, words = speech("librivox-0870")
-    busy = DecodeLoad(in_flight=0, partials=1)  # another session's partial holds the only partial slot
+    # Other sessions' partials hold both partial slots, the one for a turn's first words too.
+    busy = DecodeLoad(in_flight=0, partials=2)
     events, session = asyncio.run(run_session(tmp_path, ReadingDecoder(words), chunks(pcm), load=busy))
 
     assert session.partials_skipped > 0
@@ -262,6 +263,80 @@ def test_under_load_partials_go_first_and_every_final_still_comes(tmp_path: Path
     deltas = of_type(events, "conversation.item.input_audio_transcription.delta")
     assert len(completed) == 1 and len(deltas) == 1  # no partial words: the whole turn with its final
     assert deltas[0]["delta"] == completed[0]["transcript"] == "".join(words)
+
+    # With one slot held, the turn's first words still take the other; the words after them wait.
+    events, session = asyncio.run(
+        run_session(tmp_path, ReadingDecoder(words), chunks(pcm), load=DecodeLoad(in_flight=0, partials=1))
+    )
+    deltas = of_type(events, "conversation.item.input_audio_transcription.delta")
+    completed = of_type(events, "conversation.item.input_audio_transcription.completed")
+    assert len(deltas) == 2 and session.partials_skipped > 0
+    assert "".join(delta["delta"] for delta in deltas) == completed[0]["transcript"] == "".join(words)
+
+
+def test_partials_of_a_turn_with_words_out_give_way_to_a_turn_waiting_for_its_first(tmp_path: Path) -> None:
+    import time
+
+    from gpu_worker.realtime.turns import DecodeLoad
+
+    pcm, words = speech("librivox-0870")
+    # Another session's turn waits for its first words the whole time (it never stops waiting).
+    waiting = DecodeLoad(first_waiting={"item_elsewhere": time.monotonic() + 3600})
+    events, session = asyncio.run(run_session(tmp_path, ReadingDecoder(words), chunks(pcm), load=waiting))
+
+    deltas = [e["delta"] for e in of_type(events, "conversation.item.input_audio_transcription.delta")]
+    completed = of_type(events, "conversation.item.input_audio_transcription.completed")
+    # This turn's first words still came early (it waited for its first too); then nothing until its final.
+    assert len(deltas) == 2 and deltas[0].split() == [word.strip() for word in words[: len(deltas[0].split())]]
+    assert session.partials_skipped > 0
+    assert "".join(deltas) == completed[0]["transcript"] == "".join(words)
+    assert set(waiting.first_waiting) == {"item_elsewhere"}  # the turn, once over, holds no place
+
+
+class PromptNotingDecoder(ReadingDecoder):
+    """Notes the audio length (seconds) and the prompt of each partial decode."""
+
+    def __init__(self, words: list[str]) -> None:
+        super().__init__(words)
+        self.partials: list[tuple[float, str | None]] = []
+
+    def partial(self, audio: np.ndarray, *, language: str | None, prompt: str | None) -> PartialDecode:
+        self.partials.append((len(audio) / RATE, prompt))
+        return super().partial(audio, language=language, prompt=prompt)
+
+
+def test_a_turn_is_first_decoded_0_6_s_in_and_without_the_prompt_under_0_9_s(tmp_path: Path) -> None:
+    pcm, words = speech("librivox-0890")
+    decoder = PromptNotingDecoder(words)
+    config = SessionConfig(rate=RATE, prompt="Sense and Sensibility, chapter two.")
+    asyncio.run(run_session(tmp_path, decoder, chunks(pcm), config=config))
+
+    heard = [seconds for seconds, _ in decoder.partials]
+    assert 0.6 <= heard[0] < 0.7
+    assert all(prompt is None for seconds, prompt in decoder.partials if seconds < 0.9)
+    assert all(prompt == config.prompt for seconds, prompt in decoder.partials if seconds >= 0.9)
+    assert any(seconds >= 0.9 for seconds in heard)
+
+
+class RestartingDecoder(ReadingDecoder):
+    """A final that, given the words already sent, says them and then starts the turn over."""
+
+    def final(self, audio: np.ndarray, *, language: str | None, prompt: str | None, prefix: str | None) -> FinalDecode:
+        found = super().final(audio, language=language, prompt=prompt, prefix=prefix)
+        said = [Word(" " + word, 0.0, 0.1, 0.9) for word in (prefix or "").split()]
+        return FinalDecode(words=said + found.words, language=found.language)
+
+
+def test_a_final_that_starts_the_turn_over_does_not_repeat_the_words_sent(tmp_path: Path) -> None:
+    pcm, words = speech("librivox-0880")
+    decoder = RestartingDecoder(words)
+    events, _ = asyncio.run(run_session(tmp_path, decoder, chunks(pcm)))
+
+    deltas = [e["delta"] for e in of_type(events, "conversation.item.input_audio_transcription.delta")]
+    completed = of_type(events, "conversation.item.input_audio_transcription.completed")
+    assert decoder.prefixes[-1], "words were sent before the final"
+    assert "".join(deltas) == completed[0]["transcript"] == "".join(words)
+    assert [w["word"] for w in completed[0]["words"]] == words
 
 
 def test_a_client_faster_than_real_time_waits_and_the_backlog_stays_bounded(tmp_path: Path) -> None:
