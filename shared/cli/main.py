@@ -59,7 +59,8 @@ class JobRequest:
     source_job_id: str | None = None
     callback_url: str | None = None
     options: tuple[tuple[str, Any], ...] = ()
-    """Job options (speaker_labels, speakers_expected, channels, prompt, hotwords) given on the command line."""
+    """Job options (speaker_labels, speakers_expected, channels, languages, code_switching, prompt, hotwords)
+    given on the command line."""
 
     def body(self, *, path: Path | None, url: str | None) -> dict[str, Any]:
         body: dict[str, Any] = {"workflow_type": self.workflow, "target_language": self.target_language}
@@ -184,6 +185,10 @@ def build_parser() -> argparse.ArgumentParser:
     cmd.add_argument("--speakers", type=int, metavar="N", help="how many people speak (implies --speaker-labels)")
     cmd.add_argument("--speaker-labels", action="store_true", help="label who speaks when")
     cmd.add_argument("--channels", choices=["mix", "split"], help="split: each channel is its own speaker")
+    cmd.add_argument("--languages", help="the languages the audio may be in, comma-separated (ISO 639-1 or -3): en,es")
+    cmd.add_argument(
+        "--code-switching", action="store_true", help="the language changes between turns: each in its own"
+    )
     cmd.add_argument("--prompt", help="Whisper's initial prompt: spellings, names, style")
     cmd.add_argument("--hotword", action="append", default=[], help="a word or name to favour (repeatable)")
     cmd.add_argument("--wait", action="store_true", help="wait for the jobs to finish and print their results")
@@ -379,6 +384,8 @@ def _submit_command(
         ("speakers_expected", args.speakers),
         ("speaker_labels", args.speaker_labels),
         ("channels", args.channels),
+        ("languages", [code.strip() for code in args.languages.split(",") if code.strip()] if args.languages else None),
+        ("code_switching", args.code_switching),
         ("prompt", args.prompt),
         ("hotwords", args.hotword or None),
     )

@@ -111,6 +111,17 @@ def test_submit_without_wait_prints_the_job_ids_and_sends_the_options(
     }
 
 
+def test_submit_sends_code_switching_and_the_languages(
+    stack: Stack, clips: list[Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = run(stack, "submit", str(clips[0]), "-w", "transcribe_only", "--code-switching", "--languages", "es, en")
+    job_id = capsys.readouterr().out.strip()
+
+    assert code == 0
+    assert run(stack, "jobs", "show", job_id) == 0
+    assert json.loads(capsys.readouterr().out)["options"] == {"code_switching": True, "languages": ["spa", "eng"]}
+
+
 def test_channels_split_on_a_one_channel_file_is_refused_in_one_line(
     stack: Stack, clips: list[Path], capsys: pytest.CaptureFixture[str]
 ) -> None:
