@@ -25,6 +25,7 @@ from shared.domain.languages import to_iso639_3, to_whisper
 from shared.domain.speaker_turns import language_time
 from shared.engines.audio import SAMPLE_RATE, AudioArray
 from shared.engines.speech.language_id import Scores, find_speech, whisper_scores
+from shared.engines.speech.transcriber import TranscriptionCancelled
 
 if TYPE_CHECKING:
     from faster_whisper import WhisperModel
@@ -221,7 +222,12 @@ def transcribe_code_switching(
     allowed = [to_iso639_3(language) for language in languages] if languages else None
     model = transcriber.model
 
+    should_stop = options.get("should_stop")
+
     def score(audio: AudioArray) -> Scores:
+        # Asked between stretches too: a long recording's detection takes a while before any decoding.
+        if should_stop is not None and should_stop():
+            raise TranscriptionCancelled()
         return whisper_scores(model.get(), audio)
 
     def fit(audio: AudioArray, language: str) -> tuple[float, int]:
