@@ -26,6 +26,7 @@ from shared.engines.speech.diarization import (
     check_speaker_count,
     cluster_to_count,
     nearest_speaker,
+    quietest_point,
     turns_from_windows,
 )
 
@@ -216,6 +217,42 @@ def test_turns_from_windows_cut_a_change_in_the_middle_of_the_overlap_and_keep_p
         {"start": 1.65, "end": 3.3, "speaker": "s2"},
         {"start": 5.0, "end": 6.5, "speaker": "s1"},
     ]
+
+
+def test_a_change_inside_an_overlap_falls_where_it_is_quietest() -> None:
+    windows = [(0.0, 1.5), (0.6, 2.1), (1.2, 2.7), (1.8, 3.3)]
+    speakers = ["s1", "s1", "s2", "s2"]
+    asked: list[tuple[float, float]] = []
+
+    def quietest(start: float, end: float) -> float:
+        asked.append((start, end))
+        return 1.31
+
+    turns = turns_from_windows(windows, speakers, quietest=quietest)
+
+    assert asked == [(1.2, 2.1)]  # the overlap of the last s1 window and the first s2 window
+    assert [(t["start"], t["end"], t["speaker"]) for t in turns] == [(0.0, 1.31, "s1"), (1.31, 3.3, "s2")]
+
+
+def test_a_quiet_point_outside_the_overlap_is_held_to_it() -> None:
+    windows = [(0.0, 1.5), (0.9, 2.4)]
+
+    turns = turns_from_windows(windows, ["s1", "s2"], quietest=lambda start, end: 5.0)
+
+    assert [(t["start"], t["end"]) for t in turns] == [(0.0, 1.5), (1.5, 2.4)]
+
+
+def test_the_quietest_point_is_the_pause_between_two_voices() -> None:
+    rng = np.random.default_rng(5)
+    samples = (0.3 * rng.normal(size=3 * 16000)).astype(np.float32)
+    samples[round(1.7 * 16000) : round(1.82 * 16000)] *= 0.01  # 120 ms of near silence
+
+    quietest = quietest_point(samples)
+
+    assert quietest(1.2, 2.1) == pytest.approx(1.76, abs=0.03)
+    assert quietest(0.3, 1.2) != pytest.approx(1.76, abs=0.3)  # a span without the pause
+    assert quietest(1.0, 1.03) == pytest.approx(1.015)  # shorter than the 50 ms it averages: the middle
+    assert quietest_point(samples[:100])(0.0, 0.006) == pytest.approx(0.003)  # audio shorter than a frame
 
 
 def test_turns_from_windows_clip_negative_starts() -> None:
