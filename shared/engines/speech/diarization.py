@@ -28,9 +28,10 @@ Turns are cut from the labelled windows much as senko does it, but a change of s
 windows' overlap (0.9 s where neither window can say who speaks) falls at the quietest 50 ms of the
 overlap, where people take turns, not in its middle: on the held-out short-turn conversations of
 bench/diarize.py (30 of them) that took the words given the wrong speaker with the count from 1.3 %
-to 0.9 %, most of what was left being words at a turn's edge. Turns are never merged across pauses: the join in `shared/domain/speaker_turns.py`
-gives a word in a pause the nearest turn's speaker anyway, and senko's merging (turns up to 4 s
-apart, dropping turns under 0.78 s) loses the short turns of a lively conversation.
+to 0.9 %, most of what was left being words at a turn's edge. Turns are never merged across
+pauses: the join in `shared/domain/speaker_turns.py` gives a word in a pause the nearest turn's
+speaker anyway, and senko's merging (turns up to 4 s apart, dropping turns under 0.78 s) loses the
+short turns of a lively conversation.
 """
 
 from __future__ import annotations
