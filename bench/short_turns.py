@@ -12,8 +12,9 @@ audio it has not seen. Each is made here, with eSpeak NG and SoX:
   higher, Mandarin 400 lower (the Kokoro voices stay alike to CAM++ whatever the pitch: 0.83–0.91).
 
 Clips are cut between words into turns of 1–4 s and laid out one speaker after another, as
-bench/diarize.py lays out its conversations, once per seed. Sets (no voice pair in a set above 0.72
-but the two eSpeak voices of the 5-speaker set, 0.62, and its LibriVox pair, 0.61):
+bench/diarize.py lays out its conversations, once per seed. Sets (the most alike pair of voices in
+a set, about: 0.52 in the 3-speaker set, 0.67 the two eSpeak voices of the 4-speaker set, 0.62 and 0.61
+the eSpeak and the LibriVox pairs of the 5-speaker set):
 
 - `3 spk`: LibriVox +400, eSpeak Scottish, Kokoro fr +350;
 - `4 spk`: LibriVox -350, eSpeak en-gb+f4, eSpeak klatt2, Kokoro en -450;

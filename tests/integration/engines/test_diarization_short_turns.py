@@ -1,12 +1,13 @@
 """Diarization with the speaker count on a conversation of short turns (1–4 s) from four voices that
 CAM++ hears as different (tests/fixtures/audio/short-turns: a LibriVox reader and a Kokoro voice
-pitched down with SoX, two eSpeak NG variants; the README there says how they were made).
+pitched down with SoX, two eSpeak NG variants; tests/fixtures/README.md says how they were made).
 
 Each clip comes with its words and their times (Whisper's, once, stored beside it), so the
 conversation laid out here, cut between words and with pauses of 0.15–0.6 s, has a known speaker for
 every word, and the share of words that get the wrong speaker (WDER) can be measured. Before
 `MIN_CLUSTER_WINDOWS`, average linkage cut at the count made an odd window a speaker of its own and
-merged two voices: this conversation lost 32.6 % of its words that way (1.4 % since, with senko's
+merged two voices: this conversation lost 32.6 % of its words that way (none since, or 1.4 % with the
+change of speaker in the middle of the windows' overlap rather than at its quietest point; senko's
 filterbank features and kaldi-native-fbank's alike).
 """
 
