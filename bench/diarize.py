@@ -1,6 +1,7 @@
 """Speaker diarization quality and speed on conversations built from the fixtures, with known turns.
 
     .venv/bin/python bench/diarize.py [--threads 2] [--long-minutes 10] [--seed 12] [--named-only]
+                                      [--short-seeds 1,2,3] [--short-only]
 
 Speakers (each a different voice to CAM++; the espeak-ng voice is made here, if espeak-ng is installed):
 the LibriVox reader, the Kokoro English, French and Mandarin voices, eSpeak NG's en-us voice (the
@@ -36,6 +37,28 @@ without a count; with the true count, agglomerative (the default) and spectral):
   what the wall time would be with the threads to itself);
 - the process's peak resident memory after load and at the end, and the load average.
 
+Then the held-out short-turn table (bench/short_turns.py): conversations of 1–4 s turns from voices
+none of the tables above use (eSpeak NG variants and SoX pitch shifts of the fixture voices, made
+here: left out unless espeak-ng and sox are installed), 3, 4 and 5 speakers, one conversation per set and seed of
+`--short-seeds`; WDER and DER of raw senko and of the engine without and with the count, per
+conversation, then the mean WDER per set and over all, with the real-time factor of each way;
+`--short-only` prints that table alone (its reference words are transcribed as above). Measured on
+a 2-core CPU with AVX-512 shared with other work (so the real-time factors are rough), seeds 1–3,
+before and after the minimum cluster size and the quiet change points of issue #23 part 4 (raw
+senko's own figures vary from run to run: Whisper's word times, hence the cuts, differ slightly,
+and on 5 spk seed 3 senko found 7 speakers in one run, 9 in the other):
+
+| mean WDER, seeds 1-3 | 3 spk | 4 spk | 5 spk | all | RTF |
+|---|---|---|---|---|---|
+| raw senko (= engine, no count) | 0.9–1.3 % | 0.8–1.2 % | 3.8–8.8 % | 2.0–3.6 % | 0.05–0.09 |
+| engine, count, before | 1.3 % | 8.3 % | 1.0 % | 3.5 % | 0.10 |
+| engine, count, now | 0.9 % | 0.8 % | 1.0 % | 0.9 % | 0.06 |
+
+Over 30 such conversations (seeds 1–6 and 101–104, one process, the same audio for every way):
+raw senko 2.9 %, the count before 6.0 % (two voices merged in 6 conversations, 21–34 % each), now
+0.9 % (at most 4.4 %: one 1.3 s turn alone in its window given another voice); real-time factor
+0.065 without the count, 0.073 with it.
+
 Then the named-speakers table (bench/named_speakers.py): enrolled voices (from clips kept out of the
 conversations) named on their words, and strangers' words that wrongly took a name, per threshold of
 `shared.domain.speaker_match`; `--named-only` prints that table alone, once per way of computing the
@@ -67,6 +90,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 import named_speakers  # noqa: E402
+import short_turns  # noqa: E402
 
 from shared.domain.speaker_turns import attribute_speakers, merge_channels  # noqa: E402
 from shared.engines.audio import SAMPLE_RATE, decode  # noqa: E402
@@ -346,6 +370,10 @@ def main() -> None:
     parser.add_argument("--long-minutes", type=float, default=10.0, help="0 skips the long recording")
     parser.add_argument("--seed", type=int, default=12)
     parser.add_argument("--named-only", action="store_true", help="only the named-speakers table")
+    parser.add_argument(
+        "--short-seeds", default="1,2,3", help="seeds of the held-out short-turn conversations (comma-separated)"
+    )
+    parser.add_argument("--short-only", action="store_true", help="only the held-out short-turn table")
     args = parser.parse_args()
     rng = random.Random(args.seed)
     print(f"load average at start: {os.getloadavg()}", flush=True)
@@ -353,12 +381,46 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         clips = sources(workdir)
+        (workdir / "short").mkdir()
+        fixture_clips = {speaker: [(c.path, c.language) for c in pool] for speaker, pool in clips.items()}
+        tools = shutil.which("espeak-ng") and shutil.which("sox")
+        if not tools:
+            print("held-out short-turn table left out: it needs espeak-ng and sox", flush=True)
+            if args.short_only:
+                return
+        held_voices = short_turns.voices(fixture_clips, workdir / "short") if tools else {}
+        made = [
+            Clip(voice.name, path, voice.language)
+            for voice in held_voices.values()
+            if voice.words_from is None and voice.name not in clips
+            for path in voice.paths
+        ]
+        clips_of_held_voices = [Clip(v.name, path, v.language) for v in held_voices.values() for path in v.paths]
         audio = {clip.path: decode(clip.path) for pool in clips.values() for clip in pool}
+        audio |= {clip.path: decode(clip.path) for clip in clips_of_held_voices}
         spawn = multiprocessing.get_context("spawn")
         with concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=spawn) as whisper:
             jobs = [(str(clip.path), audio[clip.path], clip.language) for pool in clips.values() for clip in pool]
+            jobs += [(str(clip.path), audio[clip.path], clip.language) for clip in made]
             transcribed = whisper.submit(_transcribe_all, jobs, str(workdir / "models")).result()
-            words = {clip.path: words_of(transcribed[str(clip.path)]) for pool in clips.values() for clip in pool}
+            words = {Path(key): words_of(segments) for key, segments in transcribed.items()}
+
+            def cut_held(voice: str, span: tuple[float, float], rng: random.Random) -> list[Piece]:
+                held_voice = held_voices[voice]
+                sources = zip(held_voice.paths, held_voice.words_from or held_voice.paths, strict=True)
+                return [
+                    piece
+                    for path, words_at in sources
+                    for piece in cut_pieces(
+                        Clip(voice, path, held_voice.language), audio[path], words[words_at], rng, span
+                    )
+                ]
+
+            seeds = [int(seed) for seed in args.short_seeds.split(",") if seed.strip()]
+            short = short_turns.conversations(seeds, cut_held, lay_out) if tools else []
+            if args.short_only:
+                run_short(args.threads, short)
+                return
 
             def pool(speaker: str, span: tuple[float, float] | None) -> list[Piece]:
                 return [p for c in clips[speaker] for p in cut_pieces(c, audio[c.path], words[c.path], rng, span)]
@@ -459,7 +521,65 @@ def main() -> None:
         )
         print(f"peak RSS of the diarizing process: {peak_rss_mib():.0f} MiB (after load {rss_loaded:.0f} MiB)")
         named_speakers.run(diarizer, held, named_cases, segments_of, features)
+        if short:
+            short_table(diarizer, short)
         print(f"load average at end: {os.getloadavg()}")
+
+
+SHORT_WAYS = WAYS[:3]
+
+
+def run_short(threads: int, short: list[tuple[str, int, Conversation]]) -> None:
+    """The short-turn table alone."""
+    diarizer = SenkoDiarizer(threads=threads, warmup=False)
+    diarizer.load()
+    diarizer.diarize(short[0][2].audio[: 10 * SAMPLE_RATE])
+    short_table(diarizer, short)
+    print(f"load average at end: {os.getloadavg()}")
+
+
+def short_table(diarizer: SenkoDiarizer, short: list[tuple[str, int, Conversation]]) -> None:
+    """WDER of raw senko, the engine without and with the count on the held-out short-turn
+    conversations (bench/short_turns.py), per conversation, then the mean per set and overall."""
+    print("\nheld-out voices, 1-4 s turns (bench/short_turns.py)")
+    header = f"{'conversation':22} {'audio s':>7} {'words':>5} {'diarizer':30} {'spk':>7} "
+    header += f"{'WDER':>6} {'DER':>6} {'RTF':>6}"
+    print(header)
+    print("-" * len(header))
+    errors: dict[tuple[str, str], list[float]] = {}
+    times: dict[str, list[float]] = {}
+    audio_seconds = 0.0
+    for set_name, _seed, conversation in short:
+        audio_seconds += conversation.seconds
+        for label in SHORT_WAYS:
+            if label == WAYS[0] and not senko_extractor_runs_here():
+                continue
+            count = conversation.speakers if label == WAYS[2] else None
+
+            def run(c: Conversation = conversation, label: str = label, count: int | None = count) -> list[Turn]:
+                if label == WAYS[0]:
+                    return senko_raw(diarizer, c.audio)
+                return diarizer.diarize(c.audio, speakers_expected=count).turns
+
+            turns, wall, _cpu = measure(run)
+            error = wder(conversation.words, turns)
+            errors.setdefault((set_name, label), []).append(error)
+            errors.setdefault(("all", label), []).append(error)
+            times.setdefault(label, []).append(wall)
+            print(
+                f"{conversation.name:22} {conversation.seconds:7.1f} {len(conversation.words):5d} {label:30} "
+                f"{len({t['speaker'] for t in turns}):3d}/{conversation.speakers:<3d} {error:6.1%} "
+                f"{der(conversation.turns, turns, conversation.seconds):6.1%} {wall / conversation.seconds:6.3f}",
+                flush=True,
+            )
+    print(f"\nmean WDER over seeds {sorted({seed for _, seed, _ in short})}")
+    sets = [*dict.fromkeys(name for name, _, _ in short), "all"]
+    print(f"{'diarizer':30} " + " ".join(f"{name:>7}" for name in sets) + f" {'RTF':>6}")
+    for label in SHORT_WAYS:
+        if label not in times:
+            continue
+        means = " ".join(f"{np.mean(errors[(name, label)]):7.1%}" for name in sets)
+        print(f"{label:30} {means} {sum(times[label]) / audio_seconds:6.3f}")
 
 
 def run_named(threads: int, held: dict[str, np.ndarray], cases: list[named_speakers.Scenario]) -> None:

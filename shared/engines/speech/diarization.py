@@ -13,16 +13,25 @@ that count:
 - without a count, senko's own clustering decides (spectral with eigen-gap and merging of close
   speakers below 20 minutes, UMAP + HDBSCAN above), exactly as `diarize_samples` does;
 - with a count, the window embeddings are clustered to exactly that count by average-linkage
-  agglomerative clustering on cosine distance (scikit-learn), without senko's afterwards-merging of
-  similar speakers, which would undo the count. senko's own spectral clustering can also be given
-  the count (`count_method="spectral"`), but on the fixture conversations of bench/diarize.py it
-  split one voice and merged two others where average linkage made no error (5 speakers, 2–5 s
-  turns: word diarization error 11.8 % against 0.0 %), and was never better elsewhere.
+  agglomerative clustering on cosine distance (SciPy's tree), without senko's afterwards-merging of
+  similar speakers, which would undo the count. Only clusters of `MIN_CLUSTER_WINDOWS` windows or
+  more count as speakers: the tree is cut finer until `count` such clusters appear, and the windows
+  of the smaller ones join the speaker whose mean embedding they are most alike to. Cut plainly at
+  the count, an odd window or two (straddling a change of speaker, an isolated word) became a
+  "speaker" and two real voices were merged, the main error on conversations of short turns.
+  senko's own spectral clustering can also be given the count (`count_method="spectral"`), but on
+  the fixture conversations of bench/diarize.py it split one voice and merged two others where
+  average linkage made no error (5 speakers, 2–5 s turns: word diarization error 11.8 % against
+  0.0 %); on the held-out short-turn conversations the two are within a word of each other.
 
-Turns are cut from the labelled windows the way senko does it (a change of speaker falls in the
-middle of two windows' overlap), but never merged across pauses: the join in `shared/domain/speaker_turns.py`
-gives a word in a pause the nearest turn's speaker anyway, and senko's merging (turns up to 4 s
-apart, dropping turns under 0.78 s) loses the short turns of a lively conversation.
+Turns are cut from the labelled windows much as senko does it, but a change of speaker inside two
+windows' overlap (0.9 s where neither window can say who speaks) falls at the quietest 50 ms of the
+overlap, where people take turns, not in its middle: on the held-out short-turn conversations of
+bench/diarize.py (30 of them) that took the words given the wrong speaker with the count from 1.3 %
+to 0.9 %, most of what was left being words at a turn's edge. Turns are never merged across
+pauses: the join in `shared/domain/speaker_turns.py` gives a word in a pause the nearest turn's
+speaker anyway, and senko's merging (turns up to 4 s apart, dropping turns under 0.78 s) loses the
+short turns of a lively conversation.
 """
 
 from __future__ import annotations
@@ -33,7 +42,7 @@ import logging
 import threading
 import time
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol, TypedDict
@@ -66,6 +75,19 @@ SAME_VOICE_SIMILARITY = 0.6
 """The halves of a clip's windows, split in two, whose mean embeddings are less alike than this are two
 voices. Measured on the fixture clips: halves of one voice 0.75–0.92 (eSpeak NG the lowest), of two
 different voices 0.36–0.47, with or without a pause between them."""
+
+MIN_CLUSTER_WINDOWS = 3
+"""With a speaker count, the fewest windows a cluster needs to count as a speaker. Average linkage
+cut at the count can leave one or two odd windows (one straddling a change of speaker, a short
+isolated word) as a cluster of their own and merge two voices to make up the number; on 30
+held-out short-turn conversations of bench/diarize.py (3–5 voices, seeds 1–6 and 101–104) that
+merge cost 21–34 % of the words in 6 of them. Two windows were not enough (one conversation had an
+odd pair); three cleared every one, and four changed nothing more on the 21 it was tried on."""
+
+_LOUDNESS_FRAME = 0.025
+_LOUDNESS_HOP = 0.01
+_LOUDNESS_SMOOTHING = 0.05
+"""Seconds: where a change of speaker falls inside two windows' overlap (`quietest_point`)."""
 
 CountMethod = Literal["spectral", "agglomerative"]
 
@@ -300,9 +322,11 @@ class SenkoDiarizer:
                 for name, vector in senko_centroids.items()
             }
             return turns, centroids, sum(end - start for start, end in speech)
-        labels = cluster_to_count(embeddings, speakers_expected, method=self._count_method)
+        labels = cluster_to_count(
+            embeddings, speakers_expected, method=self._count_method, min_windows=MIN_CLUSTER_WINDOWS
+        )
         names = _names_by_first_window(labels)
-        turns = turns_from_windows(windows, [names[label] for label in labels])
+        turns = turns_from_windows(windows, [names[label] for label in labels], quietest=quietest_point(samples))
         centroids = {
             names[label]: [round(float(value), 5) for value in embeddings[labels == label].mean(axis=0)]
             for label in np.unique(labels)
@@ -381,10 +405,16 @@ def _names_by_first_window(labels: npt.NDArray[np.int_]) -> dict[int, str]:
 
 
 def cluster_to_count(
-    embeddings: npt.NDArray[np.float32], count: int, *, method: CountMethod = "agglomerative"
+    embeddings: npt.NDArray[np.float32],
+    count: int,
+    *,
+    method: CountMethod = "agglomerative",
+    min_windows: int = 1,
 ) -> npt.NDArray[np.int_]:
     """Labels 0 … count-1 for the window embeddings, exactly `count` clusters (fewer only when there
-    are fewer windows than that)."""
+    are fewer windows than that). With average linkage, a cluster of fewer than `min_windows` windows
+    does not count as a speaker: the tree is cut into more clusters until `count` of them have that
+    many windows, and the windows of the others join the nearest of those (see `MIN_CLUSTER_WINDOWS`)."""
     windows = len(embeddings)
     count = min(count, windows)
     if count <= 1:
@@ -392,16 +422,44 @@ def cluster_to_count(
     if method == "agglomerative" or windows < _MIN_SPECTRAL_WINDOWS:
         # Spectral clustering prunes each row of the affinity to its closest windows; with only a
         # handful of windows there is nothing to prune and plain average linkage does as well.
-        from sklearn.cluster import AgglomerativeClustering
-
-        model = AgglomerativeClustering(n_clusters=count, metric="cosine", linkage="average")
-        return np.asarray(model.fit_predict(embeddings), dtype=int)
+        return _average_linkage(embeddings, count, min_windows=min_windows)
     with _quiet_dependencies():
         from senko.cluster.cluster_cpu import SpectralCluster
 
     # senko's own settings (senko/cluster/conf/spectral.yaml in its wheel).
     spectral = SpectralCluster(min_num_spks=1, max_num_spks=MAX_SPEAKERS, pval=0.012, min_pnum=6)
     return np.asarray(spectral(embeddings.copy(), oracle_num=count), dtype=int)
+
+
+def _average_linkage(embeddings: npt.NDArray[np.float32], count: int, *, min_windows: int) -> npt.NDArray[np.int_]:
+    from scipy.cluster.hierarchy import fcluster, linkage
+
+    tree = linkage(np.asarray(embeddings, dtype=np.float64), method="average", metric="cosine")
+    for clusters in range(count, len(embeddings) + 1):
+        labels = np.asarray(fcluster(tree, t=clusters, criterion="maxclust"), dtype=int) - 1
+        sizes = np.bincount(labels)
+        if np.count_nonzero(sizes >= min_windows) >= count:
+            break
+    # The `count` largest clusters are the speakers (on a tie in size, the one of the lower label).
+    speakers = np.argsort(-sizes, kind="stable")[:count]
+    return nearest_speaker(embeddings, labels, speakers)
+
+
+def nearest_speaker(
+    embeddings: npt.NDArray[np.float32], labels: npt.NDArray[np.int_], speakers: npt.NDArray[np.int_]
+) -> npt.NDArray[np.int_]:
+    """Labels 0 … len(speakers)-1: a window of cluster `speakers[i]` gets i, a window of any other
+    cluster the i of the speaker whose mean embedding it is most alike to (cosine)."""
+    result = np.full(len(labels), -1, dtype=int)
+    for index, cluster in enumerate(speakers.tolist()):
+        result[labels == cluster] = index
+    strays = result < 0
+    if strays.any():
+        unit = embeddings / np.maximum(np.linalg.norm(embeddings, axis=1, keepdims=True), 1e-12)
+        centroids = np.stack([unit[labels == cluster].mean(axis=0) for cluster in speakers.tolist()])
+        centroids /= np.maximum(np.linalg.norm(centroids, axis=1, keepdims=True), 1e-12)
+        result[strays] = np.argmax(unit[strays] @ centroids.T, axis=1)
+    return result
 
 
 @contextlib.contextmanager
@@ -415,10 +473,16 @@ def _quiet_dependencies() -> Iterator[None]:
         yield
 
 
-def turns_from_windows(windows: Sequence[tuple[float, float]], speakers: Sequence[str]) -> list[Turn]:
+def turns_from_windows(
+    windows: Sequence[tuple[float, float]],
+    speakers: Sequence[str],
+    *,
+    quietest: Callable[[float, float], float] | None = None,
+) -> list[Turn]:
     """Turns from overlapping labelled windows (in time order): windows of one speaker that touch or
-    overlap join into one turn; where the speaker changes inside an overlap, the turn boundary falls in
-    its middle. Windows separated by a pause stay separate turns."""
+    overlap join into one turn; where the speaker changes inside an overlap, the turn boundary falls
+    at `quietest(start, end)` of the overlap (a time within it), or in its middle without
+    `quietest`. Windows separated by a pause stay separate turns."""
     turns: list[Turn] = []
     for (window_start, end), speaker in zip(windows, speakers, strict=True):
         start = max(0.0, window_start)
@@ -427,13 +491,38 @@ def turns_from_windows(windows: Sequence[tuple[float, float]], speakers: Sequenc
             if last["speaker"] == speaker:
                 last["end"] = max(last["end"], end)
                 continue
-            start = (start + last["end"]) / 2
+            overlap = (start, last["end"])
+            start = quietest(*overlap) if quietest is not None else (overlap[0] + overlap[1]) / 2
+            start = min(max(start, overlap[0]), overlap[1])
             last["end"] = start
         turns.append({"start": start, "end": end, "speaker": speaker})
     for turn in turns:
         turn["start"] = round(turn["start"], 3)
         turn["end"] = round(turn["end"], 3)
     return [turn for turn in turns if turn["end"] > turn["start"]]
+
+
+def quietest_point(samples: AudioArray) -> Callable[[float, float], float]:
+    """For 16 kHz samples: the time of the quietest 50 ms in a span (the middle of the span when it
+    is shorter than that). The loudness is computed once, as 25 ms frames every 10 ms averaged over
+    50 ms."""
+    hop, frame = _LOUDNESS_HOP * SAMPLE_RATE, _LOUDNESS_FRAME * SAMPLE_RATE
+    count = max(0, (len(samples) - int(frame)) // int(hop) + 1)
+    if count == 0:
+        return lambda start, end: (start + end) / 2
+    squares = np.concatenate([[0.0], np.cumsum(np.asarray(samples, dtype=np.float64) ** 2)])
+    starts = np.arange(count) * int(hop)
+    energy = (squares[starts + int(frame)] - squares[starts]) / frame
+    span = round(_LOUDNESS_SMOOTHING / _LOUDNESS_HOP)
+    smoothed = np.convolve(energy, np.ones(span) / span, mode="same")
+
+    def quietest(start: float, end: float) -> float:
+        first, last = round(start / _LOUDNESS_HOP), min(round(end / _LOUDNESS_HOP), count)
+        if last - first < span:
+            return (start + end) / 2
+        return (first + int(np.argmin(smoothed[first:last]))) * _LOUDNESS_HOP + _LOUDNESS_FRAME / 2
+
+    return quietest
 
 
 class _thread_limits:

@@ -20,10 +20,13 @@ from shared.domain.speaker_turns import (
     talk_time,
 )
 from shared.engines.speech.diarization import (
+    MIN_CLUSTER_WINDOWS,
     BadSpeakerCount,
     CountMethod,
     check_speaker_count,
     cluster_to_count,
+    nearest_speaker,
+    quietest_point,
     turns_from_windows,
 )
 
@@ -216,6 +219,42 @@ def test_turns_from_windows_cut_a_change_in_the_middle_of_the_overlap_and_keep_p
     ]
 
 
+def test_a_change_inside_an_overlap_falls_where_it_is_quietest() -> None:
+    windows = [(0.0, 1.5), (0.6, 2.1), (1.2, 2.7), (1.8, 3.3)]
+    speakers = ["s1", "s1", "s2", "s2"]
+    asked: list[tuple[float, float]] = []
+
+    def quietest(start: float, end: float) -> float:
+        asked.append((start, end))
+        return 1.31
+
+    turns = turns_from_windows(windows, speakers, quietest=quietest)
+
+    assert asked == [(1.2, 2.1)]  # the overlap of the last s1 window and the first s2 window
+    assert [(t["start"], t["end"], t["speaker"]) for t in turns] == [(0.0, 1.31, "s1"), (1.31, 3.3, "s2")]
+
+
+def test_a_quiet_point_outside_the_overlap_is_held_to_it() -> None:
+    windows = [(0.0, 1.5), (0.9, 2.4)]
+
+    turns = turns_from_windows(windows, ["s1", "s2"], quietest=lambda start, end: 5.0)
+
+    assert [(t["start"], t["end"]) for t in turns] == [(0.0, 1.5), (1.5, 2.4)]
+
+
+def test_the_quietest_point_is_the_pause_between_two_voices() -> None:
+    rng = np.random.default_rng(5)
+    samples = (0.3 * rng.normal(size=3 * 16000)).astype(np.float32)
+    samples[round(1.7 * 16000) : round(1.82 * 16000)] *= 0.01  # 120 ms of near silence
+
+    quietest = quietest_point(samples)
+
+    assert quietest(1.2, 2.1) == pytest.approx(1.76, abs=0.03)
+    assert quietest(0.3, 1.2) != pytest.approx(1.76, abs=0.3)  # a span without the pause
+    assert quietest(1.0, 1.03) == pytest.approx(1.015)  # shorter than the 50 ms it averages: the middle
+    assert quietest_point(samples[:100])(0.0, 0.006) == pytest.approx(0.003)  # audio shorter than a frame
+
+
 def test_turns_from_windows_clip_negative_starts() -> None:
     assert turns_from_windows([(-0.3, 1.2)], ["s"]) == [{"start": 0.0, "end": 1.2, "speaker": "s"}]
 
@@ -258,3 +297,52 @@ def test_a_count_above_the_windows_gives_one_cluster_per_window_at_most() -> Non
 
     assert len(set(cluster_to_count(embeddings, 6).tolist())) == 4
     assert set(cluster_to_count(embeddings, 1).tolist()) == {0}
+
+
+def _voices_and_strays(strays: int, seed: int = 3) -> tuple[np.ndarray, np.ndarray]:
+    """Windows of three voices that share a common part, as CAM++ embeddings do (20, 15 and 18
+    windows), then `strays` odd windows (one straddling a change of speaker, a lone word): unlike
+    every voice, but nearer the first than the others. Truth: the voice index, 0 for the strays."""
+    rng = np.random.default_rng(seed)
+    common = rng.normal(size=192)
+    centres = common + rng.normal(size=(3, 192))
+    truth = np.repeat(np.arange(3), [20, 15, 18])
+    voices = centres[truth] + 0.5 * rng.normal(size=(len(truth), 192))
+    odd = -common + 0.6 * centres[0] + 0.5 * rng.normal(size=(strays, 192))
+    return np.vstack([voices, odd]).astype(np.float32), np.concatenate([truth, np.zeros(strays, dtype=int)])
+
+
+def _same_partition(labels: np.ndarray, truth: np.ndarray) -> bool:
+    pairs = set(zip(labels.tolist(), truth.tolist(), strict=True))
+    return len(pairs) == len(set(labels.tolist())) == len(set(truth.tolist()))
+
+
+@pytest.mark.parametrize("strays", [1, 2])
+def test_odd_windows_do_not_take_a_speaker_of_the_count(strays: int) -> None:
+    embeddings, truth = _voices_and_strays(strays)
+
+    plain = cluster_to_count(embeddings, 3)
+    labels = cluster_to_count(embeddings, 3, min_windows=MIN_CLUSTER_WINDOWS)
+
+    # Cut at the count, the odd windows are a cluster of their own and two voices share one.
+    assert not set(plain[-strays:].tolist()) & set(plain[:-strays].tolist())
+    assert len(set(plain[:-strays].tolist())) == 2
+    # Made to count only clusters of three windows or more, the voices are apart and the odd windows
+    # join the voice they are nearest to.
+    assert _same_partition(labels, truth)
+
+
+def test_the_count_is_kept_when_a_voice_has_fewer_windows_than_a_cluster_needs() -> None:
+    embeddings, _ = _voices_and_strays(0)
+    few = np.vstack([embeddings[:50], embeddings[-2:]])  # the third voice down to 2 windows
+
+    labels = cluster_to_count(few, 3, min_windows=MIN_CLUSTER_WINDOWS)
+
+    assert sorted(set(labels.tolist())) == [0, 1, 2]
+
+
+def test_windows_outside_the_speakers_clusters_join_the_most_alike_speaker() -> None:
+    embeddings = np.array([[1, 0], [0.9, 0.1], [0, 1], [0.1, 0.9], [0.8, 0.3], [-0.2, 1]], dtype=np.float32)
+    labels = np.array([5, 5, 7, 7, 2, 9])
+
+    assert nearest_speaker(embeddings, labels, np.array([7, 5])).tolist() == [1, 1, 0, 0, 1, 0]
