@@ -27,7 +27,7 @@ from shared.engines.speech.transcriber import (
     Transcriber,
     TranscriptionCancelled,
 )
-from tests.support.wer import wer
+from tests.support.wer import close_enough
 
 AUDIO = Path(__file__).resolve().parents[2] / "fixtures" / "audio"
 LIBRIVOX = sorted(path.stem for path in (AUDIO / "en").glob("librivox-*.wav"))
@@ -62,7 +62,7 @@ def test_librivox_word_error_rate(librivox_results: dict[str, dict[str, Any]], n
     result = librivox_results[name]
     reference = (AUDIO / "en" / f"{name}.txt").read_text()
 
-    assert wer(reference, result["text"]) <= MAX_WER, result["text"]
+    assert close_enough(reference, result["text"], MAX_WER), result["text"]
     assert result["language"] == "eng"
 
 

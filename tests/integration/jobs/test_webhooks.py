@@ -129,6 +129,7 @@ def test_delivery_rechecks_the_address_dns_rebinding(
 ) -> None:
     """Public when the job was submitted, loopback when the callback is due: nothing is sent."""
     from shared.core import netsafety
+
     answers = iter(["93.184.215.14", "127.0.0.1"])
 
     def getaddrinfo(host: str, port: int, *args: object, **kwargs: object) -> list[object]:

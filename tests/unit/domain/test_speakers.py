@@ -19,11 +19,10 @@ from shared.domain.speaker_turns import (
     split_at_speaker_changes,
     talk_time,
 )
-from shared.engines.speech.diarization import (
+from shared.engines.speech.diarization import BadSpeakerCount, check_speaker_count
+from shared.engines.speech.speaker_windows import (
     MIN_CLUSTER_WINDOWS,
-    BadSpeakerCount,
     CountMethod,
-    check_speaker_count,
     cluster_to_count,
     nearest_speaker,
     quietest_point,

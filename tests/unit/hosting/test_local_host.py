@@ -110,6 +110,7 @@ def test_the_transcription_workers_are_laid_out_from_the_machine(
 
 def test_the_supervisor_starts_the_laid_out_workers_with_their_threads(make_settings, monkeypatch) -> None:
     from shared.hosting import supervisor
+
     monkeypatch.setattr(supervisor, "machine_cores", lambda: 4)
     monkeypatch.setattr(supervisor, "machine_memory", lambda: 32 * supervisor.GIB)
     started: list[tuple[str, str | None]] = []

@@ -68,10 +68,12 @@ async def run_session(
     *,
     config: SessionConfig | None = None,
     after_each: Callable[[LiveSession], object] | None = None,
+    pause: float = 0.0,
     **options: Any,
 ) -> tuple[list[dict[str, Any]], LiveSession]:
     """Feed the messages to a session as its socket would, then close it; its events and the session.
-    `options` go to LiveSession (limits, load); `after_each` sees the session after every message."""
+    `options` go to LiveSession (limits, load); `after_each` sees the session after every message;
+    `pause` seconds between messages give the decode threads their turn even on a busy machine."""
     events: list[dict[str, Any]] = []
 
     async def send(event: dict[str, Any]) -> None:
@@ -94,7 +96,7 @@ async def run_session(
                 await session.receive(message)
                 if after_each is not None:
                     after_each(session)
-                await asyncio.sleep(0)  # let decodes interleave as on a socket
+                await asyncio.sleep(pause)  # let decodes interleave as on a socket
         finally:
             await session.close()
             await decoding
@@ -115,7 +117,7 @@ def test_server_vad_turns_send_deltas_that_add_up_to_the_completed_transcript(tm
     first, first_words = speech("librivox-0870")
     second, second_words = speech("librivox-0880")
     decoder = ReadingDecoder(first_words)
-    events, session = asyncio.run(run_session(tmp_path, decoder, chunks(first)))
+    events, session = asyncio.run(run_session(tmp_path, decoder, chunks(first), pause=0.02))
 
     assert events[0]["type"] == "session.created" and events[0]["session"]["id"] == session.id
     started = of_type(events, "input_audio_buffer.speech_started")
@@ -330,7 +332,8 @@ class RestartingDecoder(ReadingDecoder):
 def test_a_final_that_starts_the_turn_over_does_not_repeat_the_words_sent(tmp_path: Path) -> None:
     pcm, words = speech("librivox-0880")
     decoder = RestartingDecoder(words)
-    events, _ = asyncio.run(run_session(tmp_path, decoder, chunks(pcm)))
+    # Paced, so that partials have sent words before the final whatever else the machine is doing.
+    events, _ = asyncio.run(run_session(tmp_path, decoder, chunks(pcm), pause=0.02))
 
     deltas = [e["delta"] for e in of_type(events, "conversation.item.input_audio_transcription.delta")]
     completed = of_type(events, "conversation.item.input_audio_transcription.completed")

@@ -61,4 +61,5 @@ def test_an_unknown_component_is_refused() -> None:
 def test_the_live_component_is_not_a_registry_component() -> None:
     # `realtime` must not shadow (or be shadowed by) a step's component of the same name.
     from shared.domain.registry import worker_components
+
     assert entry.REALTIME not in worker_components(Settings())

@@ -124,6 +124,7 @@ def test_worker_probes_are_read_from_name_url_pairs(monkeypatch: pytest.MonkeyPa
 
 def test_the_supervisor_tells_the_api_where_the_workers_probes_are(make_settings, monkeypatch) -> None:
     from shared.hosting import supervisor
+
     monkeypatch.setattr(supervisor, "machine_cores", lambda: 2)
     stack = supervisor.Supervisor(make_settings(health_port=9100), ["api", "lid", "whisper"], env={})
     started: dict[str, dict[str, str]] = {}
