@@ -91,6 +91,15 @@ def is_english(code: str | None) -> bool:
         return False
 
 
+def same_language(language: str, other: str) -> bool:
+    """Whether two codes name one language in any of the accepted spellings (`fr`, `fra`, `fr-CA`); codes
+    Whisper does not know are compared as written (`und`)."""
+    try:
+        return to_whisper(language) == to_whisper(other)
+    except UnsupportedLanguage:
+        return language.lower() == other.lower()
+
+
 def _normalise(code: str) -> str:
     # BCP 47 tags such as en-US or zh_CN carry the language first.
     return code.strip().lower().replace("_", "-").split("-", 1)[0]

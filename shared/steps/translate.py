@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import select
 
 from shared.core.errors import Cancelled, PermanentError, ShutdownRequested
-from shared.domain.languages import UnsupportedLanguage, is_english, to_whisper
+from shared.domain.languages import is_english, same_language
 from shared.domain.models import Job
 from shared.domain.registry import StepSpec
 from shared.domain.results import Translation
@@ -80,14 +80,6 @@ def process(step: StepContext) -> Translation:
         model=step.details["model"],
     )
     return translation
-
-
-def same_language(language: str, target: str) -> bool:
-    """Whether text in `language` needs no translation into `target` (codes in any accepted spelling)."""
-    try:
-        return to_whisper(language) == to_whisper(target)
-    except UnsupportedLanguage:
-        return language.lower() == target.lower()
 
 
 def _translate_from_audio(
