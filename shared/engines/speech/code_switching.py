@@ -128,7 +128,9 @@ def _first(scores: Mapping[str, float]) -> str:
 
 def language_runs(stretches: Sequence[Stretch], languages: Sequence[str], *, duration: float) -> list[Run]:
     """Consecutive stretches of one language as runs, each widened by PAD_SECONDS where the pause allows
-    (never past the middle of the pause to the next run, nor outside the audio)."""
+    (never past the middle of the pause to the next run). The first run starts at the start of the audio
+    and the last ends at its end: a recording in one language is one run, the whole audio, transcribed
+    as it would be without code-switching (in the language found)."""
     runs: list[Run] = []
     for stretch, language in zip(stretches, languages, strict=True):
         if runs and runs[-1].language == language:
@@ -140,9 +142,9 @@ def language_runs(stretches: Sequence[Stretch], languages: Sequence[str], *, dur
     for index, run in enumerate(runs):
         low = (runs[index - 1].end + run.start) / 2 if index else 0.0
         high = (run.end + runs[index + 1].start) / 2 if index + 1 < len(runs) else duration
-        widened.append(
-            Run(max(low, run.start - PAD_SECONDS), min(high, run.end + PAD_SECONDS), run.language, run.stretches)
-        )
+        start = max(low, run.start - PAD_SECONDS) if index else 0.0
+        end = min(high, run.end + PAD_SECONDS) if index + 1 < len(runs) else duration
+        widened.append(Run(start, end, run.language, run.stretches))
     return widened
 
 

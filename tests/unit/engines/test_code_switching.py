@@ -77,7 +77,7 @@ def test_no_stretches_no_languages() -> None:
     assert assign_languages([]) == []
 
 
-def test_runs_join_stretches_of_one_language_and_stop_at_the_middle_of_a_pause() -> None:
+def test_runs_join_stretches_of_one_language_stop_at_the_middle_of_a_pause_and_reach_the_ends() -> None:
     stretches = [
         stretch(1.0, 2.0, eng=1.0),
         stretch(2.4, 3.0, eng=1.0),
@@ -86,13 +86,20 @@ def test_runs_join_stretches_of_one_language_and_stop_at_the_middle_of_a_pause()
     ]
     runs = language_runs(stretches, ["eng", "eng", "fra", "eng"], duration=7.6)
     assert [(run.language, run.stretches) for run in runs] == [("eng", 2), ("fra", 1), ("eng", 1)]
-    # Padded where the pause allows: 0.2 s before the first, half the 0.2-s pause between the first two runs.
-    assert runs[0].start == pytest.approx(1.0 - PAD_SECONDS)
+    # The first run starts with the audio; between runs, padded where the pause allows (half the 0.2-s
+    # pause between the first two; PAD_SECONDS of the one-second pause before the last).
+    assert runs[0].start == 0.0
     assert runs[0].end == pytest.approx(3.1)
     assert runs[1].start == pytest.approx(3.1)
     assert runs[1].end == pytest.approx(5.0 + PAD_SECONDS)
     assert runs[2].start == pytest.approx(6.0 - PAD_SECONDS)
-    assert runs[2].end == pytest.approx(7.6)  # never past the end of the audio
+    assert runs[2].end == pytest.approx(7.6)  # the last run ends with the audio
+
+
+def test_one_language_is_one_run_over_the_whole_audio() -> None:
+    stretches = [stretch(0.8, 2.0, eng=1.0), stretch(3.0, 5.0, eng=0.9), stretch(6.0, 7.0, eng=1.0)]
+    runs = language_runs(stretches, ["eng", "eng", "eng"], duration=9.5)
+    assert [(run.start, run.end, run.language, run.stretches) for run in runs] == [(0.0, 9.5, "eng", 3)]
 
 
 def test_an_unclear_stretch_is_decoded_in_its_likely_languages_only() -> None:
