@@ -1,11 +1,11 @@
 """Code-switching: per-turn language and error rate on recordings whose language changes at turns.
 
-    .venv/bin/python bench/languages.py [--seeds 1 2 3] [--turns 16] [--threads 2]
+    .venv/bin/python bench/languages.py [--seeds 1 2 3] [--turns 16] [--threads 2] [--small-pool]
 
 Each recording is built here from turns of known language and text, laid end to end with pauses of
 0.3–0.8 s: the fixtures' LibriVox reader and Kokoro voices (English, French, Mandarin, with their
 reference texts) and eSpeak NG speaking sentences written for this bench in Spanish, Italian, Portuguese,
-German and Japanese (kana). eSpeak NG is required. Recordings:
+German and Japanese (kana), seven or eight each. eSpeak NG is required. Recordings:
 
 - `every turn`: `--turns` turns, each in a different language from the one before, drawn from all eight;
 - `es/en call`: Spanish and English turns alternating (a Spanish customer, an English agent);
@@ -52,6 +52,9 @@ from tests.support.wer import edit_distance, normalise
 
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "audio"
 NO_SPACES = {"cmn", "jpn"}
+UNSPACED = {"cmn", "jpn", "yue", "tha", "lao", "khm", "mya", "bod"}
+"""Languages written without spaces between words: a whole-recording transcript's words (one per token
+in these scripts) are joined without spaces, as Whisper writes them, before a turn is scored."""
 
 ESPEAK_SENTENCES = {
     "spa": (
@@ -97,6 +100,42 @@ ESPEAK_SENTENCES = {
     ),
 }
 
+MORE_SENTENCES = {
+    "spa": [
+        "La reunión empieza a las diez en la sala grande.",
+        "No encuentro las llaves del coche por ninguna parte.",
+        "Mi hermana vive en Sevilla desde hace tres años.",
+        "¿Podría repetir el número de teléfono, por favor?",
+    ],
+    "ita": [
+        "Questa sera cuciniamo la pasta con i pomodori.",
+        "Il museo resta chiuso il lunedì mattina.",
+        "Ho dimenticato l'ombrello sull'autobus.",
+        "Quanto costa un biglietto per Roma?",
+    ],
+    "por": [
+        "A minha casa fica ao lado da escola.",
+        "Preciso de comprar pão e leite no mercado.",
+        "O avião chegou atrasado por causa da chuva.",
+        "Você pode me ajudar com esta mala?",
+    ],
+    "deu": [
+        "Mein Bruder arbeitet in einer großen Bäckerei.",
+        "Der Zug hat heute leider zwanzig Minuten Verspätung.",
+        "Kannst du mir das Salz geben?",
+        "Im Sommer fahren wir an die Ostsee.",
+    ],
+    "jpn": [
+        "わたしは まいにち こうえんを さんぽします。",
+        "この でんしゃは とうきょうえきに とまりますか。",
+        "すみません、トイレは どこですか。",
+        "きのうの よる ともだちと すしを たべました。",
+    ],
+}
+"""Four more eSpeak NG sentences per language (`--small-pool` leaves them out): with three or four, one
+sentence that Whisper base names by a coin toss (Japanese "きょうは てんきが いいですね" is Japanese or Thai
+depending on 0.2 s of silence before it) decided the "every turn" figures."""
+
 FIXTURE_CLIPS = {
     "eng": ["en/librivox-0870", "en/librivox-0880", "en/librivox-0890", "en/librivox-0920", "en/kokoro-hello_world"],
     "fra": ["fr/kokoro-bonjour_monde", "fr/kokoro-comptage", "fr/kokoro-pangrama"],
@@ -120,15 +159,15 @@ class Recording:
     """Each turn's span, extended to the middle of the pauses around it."""
 
 
-def make_turns(workdir: Path) -> dict[str, list[Turn]]:
-    """Every turn there is, by language (ISO 639-3)."""
+def make_turns(workdir: Path, *, more: bool = True) -> dict[str, list[Turn]]:
+    """Every turn there is, by language (ISO 639-3); without `more`, only the first eSpeak sentences."""
     turns: dict[str, list[Turn]] = {}
     for language, names in FIXTURE_CLIPS.items():
         for name in names:
             text = (FIXTURES / f"{name}.txt").read_text(encoding="utf-8").strip()
             turns.setdefault(language, []).append(Turn(language, text, decode(FIXTURES / f"{name}.wav")))
     for language, (voice, sentences) in ESPEAK_SENTENCES.items():
-        for index, sentence in enumerate(sentences):
+        for index, sentence in enumerate(sentences + (MORE_SENTENCES[language] if more else [])):
             path = workdir / f"{language}-{index}.wav"
             subprocess.run(["espeak-ng", "-v", voice, "-s", "150", "-w", str(path), sentence], check=True)
             turns.setdefault(language, []).append(Turn(language, sentence, decode(path)))
@@ -196,7 +235,7 @@ def per_turn(recording: Recording, segments: list[dict[str, Any]], language: str
     result = []
     for words, votes in found:
         chosen = max(votes, key=lambda code: votes[code]) if votes else ""
-        result.append((chosen, ("" if chosen in NO_SPACES else " ").join(words)))
+        result.append((chosen, ("" if chosen in UNSPACED else " ").join(words)))
     return result
 
 
@@ -250,6 +289,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--turns", type=int, default=16)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--small-pool", action="store_true", help="only the first 3-4 eSpeak sentences per language")
     arguments = parser.parse_args()
     if not shutil.which("espeak-ng"):
         sys.exit("bench/languages.py needs espeak-ng (apt-get install espeak-ng)")
@@ -261,7 +301,7 @@ def main() -> None:
     transcriber.load()
     totals: dict[tuple[str, str], list[dict[str, float]]] = {}
     with tempfile.TemporaryDirectory(prefix="speechflow-bench-") as folder:
-        pool = make_turns(Path(folder))
+        pool = make_turns(Path(folder), more=not arguments.small_pool)
     print(
         f"{'seed':>4}  {'recording':<11} {'audio s':>7}  {'way':<21} {'lang acc':>8} {'err pooled':>10} "
         f"{'err/turn':>8} {'wall s':>7}"
