@@ -140,10 +140,9 @@ def language_runs(stretches: Sequence[Stretch], languages: Sequence[str], *, dur
             runs.append(Run(stretch.start, stretch.end, language, 1))
     widened = []
     for index, run in enumerate(runs):
-        low = (runs[index - 1].end + run.start) / 2 if index else 0.0
-        high = (run.end + runs[index + 1].start) / 2 if index + 1 < len(runs) else duration
-        start = max(low, run.start - PAD_SECONDS) if index else 0.0
-        end = min(high, run.end + PAD_SECONDS) if index + 1 < len(runs) else duration
+        start = max((runs[index - 1].end + run.start) / 2, run.start - PAD_SECONDS) if index else 0.0
+        last = index + 1 == len(runs)
+        end = duration if last else min((run.end + runs[index + 1].start) / 2, run.end + PAD_SECONDS)
         widened.append(Run(start, end, run.language, run.stretches))
     return widened
 
