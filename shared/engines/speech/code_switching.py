@@ -141,8 +141,8 @@ def language_runs(stretches: Sequence[Stretch], languages: Sequence[str], *, dur
     widened = []
     for index, run in enumerate(runs):
         start = max((runs[index - 1].end + run.start) / 2, run.start - PAD_SECONDS) if index else 0.0
-        last = index + 1 == len(runs)
-        end = duration if last else min((run.end + runs[index + 1].start) / 2, run.end + PAD_SECONDS)
+        final = index + 1 == len(runs)
+        end = duration if final else min((run.end + runs[index + 1].start) / 2, run.end + PAD_SECONDS)
         widened.append(Run(start, end, run.language, run.stretches))
     return widened
 
