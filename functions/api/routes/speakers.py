@@ -26,7 +26,6 @@ from functions.api.openai_audio.errors import OpenAIError
 from functions.api.openai_audio.forms import _read_form
 from functions.api.schemas import SpeakerListResponse, SpeakerResponse, safe_filename
 from functions.api.security import Principal, PrincipalDep
-from shared.core.config import Settings
 from shared.domain.models import Speaker
 from shared.jobs.retention import purge_job
 from shared.jobs.speakers import (
@@ -46,6 +45,8 @@ MAX_CLIP_BYTES = 25 * 1024 * 1024
 """A minute of audio is far less even as 48 kHz stereo WAV (11 MB)."""
 
 _FIRST_POLL_S, _MAX_POLL_S = 0.2, 1.0
+_PURGE_GRACE_S = 5.0
+"""How long a finished enrollment waits for its job to stop, to purge it before answering."""
 
 
 def _response(view: SpeakerView) -> SpeakerResponse:
@@ -142,13 +143,14 @@ async def enroll(
         speaker_id, job_id = await run_in_threadpool(_start, runtime, principal, name, upload)
     finally:
         await form.close()
-    view = await _wait(runtime, settings, speaker_id)
+    deadline = time.monotonic() + settings.speaker_enroll_wait_seconds
+    view = await _wait(runtime, speaker_id, deadline)
     if view.status == "pending":
         response.status_code = 202
         response.headers["Location"] = f"/speakers/{speaker_id}"
         return _response(view)
     # Ended, either way: its job (and the clip, if a refusal left it) need not wait for their retention.
-    await run_in_threadpool(purge_job, runtime, job_id)
+    await _purge(runtime, job_id, time.monotonic() + _PURGE_GRACE_S)
     if view.status == "failed":
         await run_in_threadpool(delete_speaker, runtime, speaker_id)
         reason = view.error_message or "the clip could not be enrolled"
@@ -174,8 +176,7 @@ def _start(runtime: Runtime, principal: Principal, name: str, upload: UploadFile
             raise ApiError(422, refused.code, refused.message) from None
 
 
-async def _wait(runtime: Runtime, settings: Settings, speaker_id: uuid.UUID) -> SpeakerView:
-    deadline = time.monotonic() + settings.speaker_enroll_wait_seconds
+async def _wait(runtime: Runtime, speaker_id: uuid.UUID, deadline: float) -> SpeakerView:
     pause = _FIRST_POLL_S
     while True:
         view = await run_in_threadpool(_view, runtime, speaker_id)
@@ -183,6 +184,14 @@ async def _wait(runtime: Runtime, settings: Settings, speaker_id: uuid.UUID) -> 
             return view
         await asyncio.sleep(min(pause, max(0.0, deadline - time.monotonic())))
         pause = min(pause * 1.5, _MAX_POLL_S)
+
+
+async def _purge(runtime: Runtime, job_id: uuid.UUID, deadline: float) -> None:
+    """Purge the enrollment's job once it has stopped. The voiceprint is kept by the ENROLL step a router
+    hop before its job ends, so the job may still be finishing: wait for that a little; if it takes longer,
+    the purge's recorded intent lets a retention pass finish it."""
+    while await run_in_threadpool(purge_job, runtime, job_id) == "waiting" and time.monotonic() < deadline:
+        await asyncio.sleep(_FIRST_POLL_S / 2)
 
 
 def _view(runtime: Runtime, speaker_id: uuid.UUID) -> SpeakerView:
