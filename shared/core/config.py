@@ -163,7 +163,9 @@ class Settings(BaseSettings):
 
     # --- API
     api_host: str = Field(default="127.0.0.1", validation_alias="API_HOST")
-    api_port: int = Field(default=7071, validation_alias="API_PORT")
+    api_port: int = Field(default=7071, ge=1, le=65535, validation_alias="API_PORT")
+    dashboard_port: int = Field(default=8501, ge=1, le=65535, validation_alias="DASHBOARD_PORT")
+    """Where `make up` serves the ops dashboard, on API_HOST."""
     max_upload_bytes: int = Field(default=1024 * 1024 * 1024, validation_alias="MAX_UPLOAD_BYTES")
     max_audio_seconds: float = Field(default=4 * 3600.0, validation_alias="MAX_AUDIO_SECONDS")
     """Longer uploads fail at once with a clear message."""
@@ -195,7 +197,7 @@ class Settings(BaseSettings):
 
     # --- operations: probes, metrics, traces
     health_host: str = Field(default="0.0.0.0", validation_alias="HEALTH_HOST")  # noqa: S104 - probes come from the kubelet
-    health_port: int = Field(default=8080, validation_alias="HEALTH_PORT")
+    health_port: int = Field(default=8080, ge=0, le=65535, validation_alias="HEALTH_PORT")
     worker_probes: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict, validation_alias="WORKER_PROBES")
     """`name=url,…`: the workers' /ready on this machine, which the API's /ready reports on (what is still
     loading or warming). `make up` sets it; on Kubernetes each pod has its own probes and it stays empty."""

@@ -27,6 +27,7 @@ from shared.domain.registry import FUNCTION_COMPONENTS, component_of_queue, work
 from shared.domain.registry import components as step_components
 from shared.hosting.supervisor import (
     Child,
+    PortInUse,
     Supervisor,
     ensure_local_api_key,
     replica_names,
@@ -210,11 +211,8 @@ def run_deadletters(settings: Settings) -> int:
     return _run_until_stopped(settings, run_consumer)
 
 
-DASHBOARD_PORT = 8501
-
-
 def run_dashboard(settings: Settings) -> int:
-    """The Streamlit ops dashboard on :8501, behind an operator sign-in. This process becomes Streamlit
+    """The Streamlit ops dashboard on DASHBOARD_PORT (8501), behind an operator sign-in. This process becomes Streamlit
     (exec), so that the supervisor's SIGTERM reaches it directly; it reads the same environment into its
     own Settings."""
     root = str(Path(__file__).resolve().parents[2])
@@ -223,7 +221,14 @@ def run_dashboard(settings: Settings) -> int:
     environment["PYTHONPATH"] = os.pathsep.join(filter(None, [root, environment.get("PYTHONPATH")]))
     argv = [sys.executable, "-m", "streamlit", "run", str(Path(root) / "dashboard" / "app.py")]
     # Bound as the API is (API_HOST, 127.0.0.1 by default), never on every interface (docs/SECURITY.md).
-    argv += ["--server.address", settings.api_host, "--server.port", str(DASHBOARD_PORT), "--server.headless", "true"]
+    argv += [
+        "--server.address",
+        settings.api_host,
+        "--server.port",
+        str(settings.dashboard_port),
+        "--server.headless",
+        "true",
+    ]
     argv += ["--browser.gatherUsageStats", "false"]
     os.execve(sys.executable, argv, environment)  # noqa: S606 - our own interpreter and module
 
@@ -305,7 +310,11 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(settings)
     if args.command == "run":
         return runner(args.component)(settings)
-    return up(settings, getattr(args, "only", None) or components(settings))
+    try:
+        return up(settings, getattr(args, "only", None) or components(settings))
+    except PortInUse as error:
+        print(f"speechflow: {error}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ import logging
 import os
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -21,6 +22,7 @@ from types import FrameType
 
 from shared.core.config import Settings, environment_snapshot, local_api_key
 from shared.core.db import migrate
+from shared.core.errors import ConfigurationError
 from shared.domain.registry import worker_components as registered
 from shared.runtime import Runtime
 
@@ -127,6 +129,41 @@ def replica_names(name: str, settings: Settings, layout: Layout | None = None) -
     return [name, *(f"{name}-{n}" for n in range(2, count + 1))]
 
 
+PORT_PATIENCE_S = 3.0
+"""How long `up` waits for a taken port to come free before it gives up (Supervisor.check_ports)."""
+
+
+class PortInUse(ConfigurationError):
+    """A port the local stack would listen on is taken, most often by a stack already running."""
+
+
+@dataclass(frozen=True)
+class Listener:
+    setting: str
+    """The variable that moves it."""
+    what: str
+    host: str
+    port: int
+
+
+def port_is_free(host: str, port: int) -> bool:
+    """Whether a listening socket could bind host:port now. SO_REUSEADDR, as the servers set it, so a
+    port left in TIME_WAIT by a stack just stopped counts as free."""
+    try:
+        family, kind, proto, _name, address = socket.getaddrinfo(
+            host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+    except OSError:
+        return True  # an unresolvable host is the server's own error to report
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError:
+            return False
+    return True
+
+
 class Supervisor:
     def __init__(self, settings: Settings, names: list[str], *, env: dict[str, str] | None = None) -> None:
         self.settings = settings
@@ -146,6 +183,35 @@ class Supervisor:
             f"{child.name}=http://{host}:{child.health_port}/ready" for child in workers if child.health_port
         )
         self.stopping = threading.Event()
+
+    def listeners(self) -> list[Listener]:
+        """The servers the children will run: the API, the live component, the dashboard. (A worker whose
+        probe port is taken logs a warning and works on without its probes.)"""
+        settings, names = self.settings, {child.argv[-1] for child in self.children}
+        found = []
+        if "api" in names:
+            found.append(Listener("API_PORT", "the API", settings.api_host, settings.api_port))
+        if "realtime" in names and settings.realtime_port:
+            found.append(
+                Listener("REALTIME_PORT", "live transcription", settings.realtime_host, settings.realtime_port)
+            )
+        if "dashboard" in names:
+            found.append(Listener("DASHBOARD_PORT", "the dashboard", settings.api_host, settings.dashboard_port))
+        return found
+
+    def check_ports(self, *, patience: float = PORT_PATIENCE_S) -> None:
+        """Stop before starting anything when a server's port is taken: its child would otherwise fail to
+        bind and be restarted for ever. A stack killed just before may still be letting go of its ports:
+        each is given `patience` seconds to come free."""
+        deadline = time.monotonic() + patience
+        for listener in self.listeners():
+            while not port_is_free(listener.host, listener.port):
+                if time.monotonic() >= deadline:
+                    raise PortInUse(
+                        f"port {listener.port} on {listener.host or '*'} ({listener.setting}, {listener.what}) is in"
+                        f" use: is SpeechFlow already running? Stop it, or set {listener.setting} to a free port"
+                    )
+                time.sleep(0.2)
 
     def start(self, child: Child) -> None:
         env = self.env
@@ -219,25 +285,28 @@ class Supervisor:
 
 
 def up(settings: Settings, names: list[str]) -> int:
-    """`make up`: migrate the database, make the blob containers, then supervise these components."""
+    """`make up`: check that its ports are free, migrate the database, make the blob containers, then
+    supervise these components. A port in use raises PortInUse before anything is touched."""
 
+    env = environment_snapshot()
+    supervisor = Supervisor(settings, names, env=env)
+    supervisor.check_ports()
     migrate(settings)
     runtime = Runtime(settings)
     try:
         runtime.blobs.ensure_containers()
     finally:
         runtime.close()
-    env = environment_snapshot()
     if settings.api_key is None:
         # The embedded default is usable at once: a key of its own, kept under SPEECHFLOW_HOME, which
         # the CLI finds there too.
-        env["SPEECHFLOW_API_KEY"] = ensure_local_api_key(settings)
+        env["SPEECHFLOW_API_KEY"] = ensure_local_api_key(settings)  # the supervisor's env: this very dict
         log.info(
             "API key for this stack is in %s (send it as x-api-key)",
             settings.speechflow_home / "api.key",
             extra={"action": "local_api_key"},
         )
-    return Supervisor(settings, names, env=env).run()
+    return supervisor.run()
 
 
 def ensure_local_api_key(settings: Settings) -> str:

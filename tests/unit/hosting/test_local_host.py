@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import os
+import socket
 import stat
 import subprocess
 import sys
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -49,6 +52,7 @@ BAD_SETTINGS = [
     ({"RESULT_RETENTION_SECONDS": "40"}, "RESULT_RETENTION_SECONDS=40: Input should be greater than or equal to 60"),
     ({"WHISPER_DEVICE": "tpu"}, "WHISPER_DEVICE=tpu: Input should be 'auto', 'cpu' or 'cuda'"),
     ({"API_PORT": "http"}, "API_PORT=http: Input should be a valid integer, unable to parse string as an integer"),
+    ({"DASHBOARD_PORT": "70000"}, "DASHBOARD_PORT=70000: Input should be less than or equal to 65535"),
 ]
 
 
@@ -65,6 +69,63 @@ def test_a_bad_setting_stops_start_up_with_one_line_naming_it(
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [f"speechflow: bad setting {line}"]
     assert not (tmp_path / "speechflow.db").exists()  # stopped before touching anything
+
+
+@pytest.fixture
+def taken_port() -> Iterator[int]:
+    """A port something is listening on (another stack, say), on 127.0.0.1."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        yield listener.getsockname()[1]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_make_up_with_a_port_in_use_stops_with_one_line_before_touching_anything(
+    tmp_path: Path, taken_port: int
+) -> None:
+    # As when `make up` runs while a stack is already up: the API's port is taken, the others are free.
+    ports = {"REALTIME_PORT": str(free_port()), "DASHBOARD_PORT": str(free_port()), "HEALTH_PORT": "0"}
+    env = {**os.environ, "SPEECHFLOW_HOME": str(tmp_path), "API_PORT": str(taken_port), **ports}
+    result = subprocess.run(
+        [sys.executable, "-m", "shared.hosting", "up"], env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"speechflow: port {taken_port} on 127.0.0.1 (API_PORT, the API) is in use: is SpeechFlow already running?"
+        " Stop it, or set API_PORT to a free port"
+    ]
+    assert not (tmp_path / "speechflow.db").exists()
+
+
+def test_every_server_port_is_checked_and_one_coming_free_is_waited_for(make_settings, taken_port: int) -> None:
+    from shared.hosting.supervisor import PortInUse, Supervisor
+
+    settings = make_settings(api_port=free_port(), realtime_port=free_port(), dashboard_port=taken_port)
+    supervisor = Supervisor(settings, ["api", "router", "whisper", "realtime", "dashboard"])
+    listeners = {(listener.setting, listener.port) for listener in supervisor.listeners()}
+    assert listeners == {
+        ("API_PORT", settings.api_port),
+        ("REALTIME_PORT", settings.realtime_port),
+        ("DASHBOARD_PORT", taken_port),
+    }
+    with pytest.raises(PortInUse, match=f"port {taken_port} on 127.0.0.1 \\(DASHBOARD_PORT, the dashboard\\)"):
+        supervisor.check_ports(patience=0.3)
+    assert all(child.process is None for child in supervisor.children)  # nothing started
+
+    # A stack stopped a moment ago lets go of its port: start-up waits for that rather than refusing.
+    settings = make_settings(api_port=free_port(), dashboard_port=free_port())
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", settings.api_port))
+    holder.listen()
+    threading.Timer(0.5, holder.close).start()
+    Supervisor(settings, ["api", "dashboard"]).check_ports(patience=5.0)
 
 
 def test_a_setting_that_may_hold_a_secret_is_named_without_its_value(monkeypatch: pytest.MonkeyPatch) -> None:
