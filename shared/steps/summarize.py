@@ -19,9 +19,11 @@ if TYPE_CHECKING:
 def process(step: StepContext) -> Summary:
     transcript = load_transcript(step).transcript
     text = "\n".join(segment.text for segment in transcript.segments if segment.text) or transcript.text
-    language = transcript.language
+    # A code-switching transcript's segments each say their language; any one may not be English.
+    spoken = list(dict.fromkeys(segment.language for segment in transcript.segments if segment.language))
+    language = ", ".join(spoken) if len(spoken) > 1 else transcript.language
     model = make_text_model(step.settings, should_stop=step.should_stop)
-    if model.engine == "extractive" and not is_english(language):
+    if model.engine == "extractive" and not all(is_english(code) for code in spoken or [language]):
         # An extractive summary quotes its input: quote the English translation where there is one.
         english = _english_translation(step)
         if english is not None:

@@ -110,7 +110,13 @@ def test_full_pipeline_translates_only_what_is_not_english(
         else:
             assert translated["text"] and translated["text"] != original["text"], (original, translated)
             assert not HAN.search(translated["text"]), translated
-    assert results["summary"]["summary"]
+    # The offline summary quotes the English translation, not the turns in their own languages.
+    summary = results["summary"]
+    assert summary["summary"] and summary["key_points"]
+    for quoted in [summary["summary"], *summary["key_points"]]:
+        assert not HAN.search(quoted), summary
+    english = " ".join(translation["text"].split())
+    assert " ".join(summary["key_points"][0].removesuffix(" …").split()) in english, (summary, english)
 
 
 @pytest.mark.parametrize(
