@@ -23,7 +23,8 @@ def process(step: StepContext) -> Summary:
     spoken = list(dict.fromkeys(segment.language for segment in transcript.segments if segment.language))
     language = ", ".join(spoken) if len(spoken) > 1 else transcript.language
     model = make_text_model(step.settings, should_stop=step.should_stop)
-    if model.engine == "extractive" and not all(is_english(code) for code in spoken or [language]):
+    foreign = not all(is_english(code) for code in spoken) if spoken else not is_english(language)
+    if model.engine == "extractive" and foreign:
         # An extractive summary quotes its input: quote the English translation where there is one.
         english = _english_translation(step)
         if english is not None:
