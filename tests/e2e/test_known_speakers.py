@@ -99,3 +99,17 @@ def test_a_stranger_is_not_given_an_enrolled_name(stack: RunningStack, tmp_path:
     answer = diarized_with_reference(stack, mono, "Marianne", AUDIO / "fr" / "kokoro-comptage.wav")
 
     assert {segment.speaker for segment in answer.segments} == {"A", "B"}
+
+
+def test_the_sdks_stream_gets_the_named_segments_as_events(stack: RunningStack, tmp_path: Path) -> None:
+    """stream=True, as the SDK sends it for gpt-4o-transcribe-diarize: text deltas, each diarized segment
+    (the known voice named), then the whole text."""
+    mono, _call, truth = conversation(tmp_path)
+    events = list(diarized_with_reference(stack, mono, "Elinor", ENROLLMENT, stream=True))
+
+    assert events[-1].type == "transcript.text.done" and events[-1].text.strip()
+    segments = [event for event in events if event.type == "transcript.text.segment"]
+    deltas = [event for event in events if event.type == "transcript.text.delta"]
+    assert segments and [delta.segment_id for delta in deltas] == [segment.id for segment in segments]
+    found = {(segment.speaker, true_speaker(truth, segment.start, segment.end)) for segment in segments}
+    assert found == {("Elinor", "reader"), ("A", "kokoro")}, found

@@ -34,6 +34,9 @@ RESPONSE_FORMATS: tuple[str, ...] = get_args(ResponseFormat)
 TRANSLATION_FORMATS: tuple[str, ...] = ("json", "text", "srt", "verbose_json", "vtt")
 """OpenAI translates with Whisper only, which labels no speakers."""
 
+STREAM_FORMATS: tuple[str, ...] = ("json", "text", "diarized_json")
+"""What OpenAI streams a transcription as: text deltas, and diarized segments."""
+
 
 Granularity = Literal["word", "segment"]
 
@@ -66,6 +69,8 @@ class AudioRequest:
     """How srt and vtt cues are cut (max_line_chars, max_lines, max_cue_seconds; shared/domain/subtitle_cues.py)."""
     references: tuple[Reference, ...] = ()
     """Known speakers' names and clips (known_speaker_names[], known_speaker_references[])."""
+    stream: bool = False
+    """Answer as OpenAI's transcription stream (server-sent events) instead of one body."""
 
     @property
     def diarize(self) -> bool:
@@ -179,8 +184,15 @@ def parse_request(form: FormData, task: Task) -> AudioRequest:
             f"timestamp_granularities: {', '.join(unknown)} is not word or segment",
             param="timestamp_granularities",
         )
-    if (_text_field(form, "stream", max_length=10) or "false").lower() == "true":
-        raise OpenAIError(400, "streaming is not supported; leave stream unset", param="stream")
+    stream = (_text_field(form, "stream", max_length=10) or "false").lower() == "true"
+    if stream and task == "translate":
+        raise OpenAIError(400, "translations are not streamed (as with OpenAI); leave stream unset", param="stream")
+    if stream and response_format not in STREAM_FORMATS:
+        raise OpenAIError(
+            400,
+            f"stream=true answers as server-sent events: response_format must be one of {', '.join(STREAM_FORMATS)}",
+            param="response_format",
+        )
     keywords = _list_field(form, "keywords")
     cue_rules = _cue_rules(form, response_format)
     return AudioRequest(
@@ -196,6 +208,7 @@ def parse_request(form: FormData, task: Task) -> AudioRequest:
         granularities=granularities,
         cue_rules=cue_rules,
         references=references,
+        stream=stream,
     )
 
 

@@ -3,16 +3,17 @@ translation rendered in the format asked for (json, text, srt, vtt, verbose_json
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import uuid
 import zlib
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
 from fastapi import Response
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from pydantic import BaseModel
 
 from functions.api.openai_audio.errors import JOB_ID_HEADER, OpenAIError
@@ -306,6 +307,9 @@ def render_answer(
     job_id: uuid.UUID,
 ) -> Response:
     headers = {JOB_ID_HEADER: str(job_id)}
+    if request.stream:
+        events = stream_events(source, diarize=request.diarize)
+        return StreamingResponse(_server_sent(events), media_type="text/event-stream", headers=headers)
     fmt = request.response_format
     if fmt == "json":
         usage = _usage(source) if request.task == "transcribe" else None
@@ -330,3 +334,32 @@ def render_answer(
         body = source.full_text() + "\n"
     media = {"srt": "application/x-subrip", "vtt": "text/vtt"}.get(fmt, "text/plain")
     return PlainTextResponse(body, media_type=f"{media}; charset=utf-8", headers=headers)
+
+
+def stream_events(source: Transcript, *, diarize: bool) -> list[dict[str, object]]:
+    """OpenAI's transcription stream for a finished transcript: a `transcript.text.delta` per segment
+    (with diarized_json its `segment_id`, then the `transcript.text.segment` itself), and
+    `transcript.text.done` with the whole text, as the json answer has it (without speakers, the deltas
+    add up to it)."""
+    text = source.full_text()
+    events: list[dict[str, object]] = []
+    if diarize:
+        for segment in diarized_json(source).segments:
+            delta = (" " if events else "") + segment.text
+            events += [
+                {"type": "transcript.text.delta", "delta": delta, "segment_id": segment.id},
+                segment.model_dump(),
+            ]
+    else:
+        pieces = [segment.text.strip() for segment in source.segments if segment.text.strip()]
+        deltas = [(" " if index else "") + piece for index, piece in enumerate(pieces)]
+        if "".join(deltas) != text:  # a transcript whose text is not its segments' (an uploaded one)
+            deltas = [text] if text else []
+        events += [{"type": "transcript.text.delta", "delta": delta} for delta in deltas]
+    events.append({"type": "transcript.text.done", "text": text})
+    return events
+
+
+def _server_sent(events: list[dict[str, object]]) -> Iterator[str]:
+    for event in events:
+        yield f"data: {json.dumps(event, ensure_ascii=False)}\n\n"

@@ -3,12 +3,15 @@ wait's decision, and a transcript to each of OpenAI's response formats and its e
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import math
 import uuid
+from typing import Any
 
 import pytest
+from fastapi.responses import StreamingResponse
 from starlette.datastructures import FormData, Headers, UploadFile
 
 from functions.api.openai_audio import (
@@ -26,6 +29,7 @@ from functions.api.openai_audio import (
     verbose_json,
     wait_outcome,
 )
+from functions.api.openai_audio.forms import Task
 from functions.api.results import JobResults
 from functions.api.security import SecurityError
 from shared.domain.languages import WHISPER_TO_ISO639_3
@@ -132,7 +136,7 @@ def test_defaults_are_openais() -> None:
         ((("model", "whisper-1"), ("temperature", "1.5")), True, "temperature"),
         ((("model", "whisper-1"), ("temperature", "nan")), True, "temperature"),
         ((("model", "whisper-1"), ("timestamp_granularities[]", "sentence")), True, "timestamp_granularities"),
-        ((("model", "whisper-1"), ("stream", "true")), True, "stream"),
+        ((("model", "whisper-1"), ("stream", "true"), ("response_format", "srt")), True, "response_format"),
         ((("model", "whisper-1"), ("prompt", "x" * 2001)), True, "prompt"),
     ],
 )
@@ -399,3 +403,78 @@ def test_the_sdks_own_types_read_every_json_answer() -> None:
         json.loads(bytes(render_answer(labelled, request("diarized_json"), language="eng", job_id=JOB).body))
     )
     assert [segment.speaker for segment in diarized.segments] == ["A", "B"]
+
+
+# --- stream=true ------------------------------------------------------------------------------------
+
+
+def streamed(source: Transcript, *fields: tuple[str, str]) -> list[dict[str, Any]]:
+    """The server-sent events of a stream=true answer, as the client reads them."""
+    parsed = parse_request(form(("model", "gpt-4o-transcribe"), ("stream", "true"), *fields), "transcribe")
+    response = render_answer(source, parsed, language="eng", job_id=JOB)
+    assert isinstance(response, StreamingResponse)
+    assert response.media_type == "text/event-stream" and response.headers[JOB_ID_HEADER] == str(JOB)
+
+    async def read() -> str:
+        return "".join(
+            [chunk if isinstance(chunk, str) else bytes(chunk).decode() async for chunk in response.body_iterator]
+        )
+
+    body = asyncio.run(read())
+    blocks = [block for block in body.split("\n\n") if block]
+    assert all(block.startswith("data: ") for block in blocks), body
+    return [json.loads(block.removeprefix("data: ")) for block in blocks]
+
+
+def test_a_streamed_transcription_is_openais_events_read_by_the_sdks_own_types() -> None:
+    from openai.types.audio import TranscriptionStreamEvent
+    from pydantic import TypeAdapter
+
+    events = streamed(transcript())
+
+    assert events == [
+        {"type": "transcript.text.delta", "delta": "Hello world."},
+        {"type": "transcript.text.delta", "delta": " How are you?"},
+        {"type": "transcript.text.done", "text": "Hello world. How are you?"},
+    ]
+    read = [TypeAdapter(TranscriptionStreamEvent).validate_python(event) for event in events]
+    assert "".join(event.delta for event in read if event.type == "transcript.text.delta") == read[-1].text  # type: ignore[union-attr]
+
+
+def test_a_streamed_diarization_sends_each_segment_with_its_speaker_after_its_text() -> None:
+    labelled = transcript().model_copy(deep=True)
+    for segment, speaker in zip(labelled.segments, "AB", strict=True):
+        segment.speaker = speaker
+
+    events = streamed(labelled, ("response_format", "diarized_json"))
+
+    assert [event["type"] for event in events] == [
+        "transcript.text.delta",
+        "transcript.text.segment",
+        "transcript.text.delta",
+        "transcript.text.segment",
+        "transcript.text.done",
+    ]
+    assert [(event["id"], event["speaker"]) for event in events if event["type"] == "transcript.text.segment"] == [
+        ("seg_0", "A"),
+        ("seg_1", "B"),
+    ]
+    assert [event.get("segment_id") for event in events if event["type"] == "transcript.text.delta"] == [
+        "seg_0",
+        "seg_1",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("fields", "task", "param"),
+    [
+        ((("response_format", "verbose_json"),), "transcribe", "response_format"),
+        ((("response_format", "vtt"),), "transcribe", "response_format"),
+        ((), "translate", "stream"),
+    ],
+)
+def test_what_cannot_be_streamed_is_a_400(fields: tuple[tuple[str, str], ...], task: Task, param: str) -> None:
+    with pytest.raises(OpenAIError) as refused:
+        parse_request(form(("model", "whisper-1"), ("stream", "true"), *fields), task)
+    assert (refused.value.status, refused.value.param) == (400, param)
+    assert "stream" in refused.value.message
