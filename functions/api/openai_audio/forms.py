@@ -284,6 +284,12 @@ def _form_schema(task: Task) -> dict[str, Any]:
             "maxItems": 20,
             "description": "ISO 639-1: the languages the audio may be in; LID answers one of them.",
         }
+        properties["stream"] = {
+            "type": "boolean",
+            "default": False,
+            "description": "json, text or diarized_json as server-sent events (transcript.text.delta, "
+            "transcript.text.segment, transcript.text.done), sent once the transcript is ready.",
+        }
         properties["keywords[]"] = {
             "type": "array",
             "items": {"type": "string", "minLength": 1, "maxLength": 100},

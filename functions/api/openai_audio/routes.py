@@ -63,7 +63,7 @@ RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {
         "description": "The text in the response_format asked for (json and verbose_json as JSON)",
         "model": OpenAIText | OpenAIVerbose | OpenAIDiarized,
-        "content": {"text/plain": {}, "text/vtt": {}, "application/x-subrip": {}},
+        "content": {"text/plain": {}, "text/vtt": {}, "application/x-subrip": {}, "text/event-stream": {}},
     },
     400: {**_ERROR, "description": "A field or the file cannot be used"},
     401: {**_ERROR, "description": "No API key (Authorization: Bearer), or one that is not valid"},
