@@ -67,6 +67,8 @@ def accept_audio(
     except AudioError as error:
         raise AudioRefused("invalid_audio", f"{unusable}: {error}") from None
     duration = info.duration_seconds
+    if duration <= 0:
+        raise AudioRefused("invalid_audio", f"{unusable}: it holds no audio (0 s)")
     if not math.isfinite(duration) or duration > settings.max_audio_seconds:
         raise AudioRefused(
             "audio_too_long", f"{lasting} {duration:.0f} s; the maximum is {settings.max_audio_seconds:g} s"

@@ -99,6 +99,13 @@ def wait_outcome(
         return OpenAIError(409, "the job was cancelled before it finished", code="job_cancelled")
     missing = [(name, step) for name, step in needed if step is None or step.status != "completed"]
     name, step = (given_up or missing)[0]
+    if step is None:
+        # The step never ran: an earlier one (LID, FETCH) failed; a permanent cause there is the input's too.
+        earlier = [view for view in steps.values() if view.status == "failed" and not view.retryable]
+        if earlier and earlier[0].error_message:
+            return OpenAIError(
+                400, f"the {_WHAT[name]} failed: {earlier[0].error_message}", param="file", code="unprocessable_audio"
+            )
     reason = (step.error_message if step else None) or job_error or f"the job ended {job_status}"
     what = _WHAT[name]
     if step is not None and not step.retryable:

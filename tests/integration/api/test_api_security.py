@@ -209,6 +209,19 @@ def test_an_upload_that_is_not_audio_is_refused_at_start_and_can_be_replaced(sta
         assert job is not None and job.audio_duration_seconds == pytest.approx(0.5, abs=0.01)
 
 
+def test_audio_without_a_sample_is_refused_at_start(stack: Stack) -> None:
+    """A WAV header and nothing after it: refused as the upload's fault, not failed later by LID."""
+    job_id = stack.submit("lid_only", upload=silent_wav(0.0))
+    refused = stack.client.post(f"/jobs/{job_id}/start")
+    assert refused.status_code == 422
+    assert refused.json()["error"] == {
+        "code": "invalid_audio",
+        "message": "the upload cannot be used: it holds no audio (0 s)",
+        "details": None,
+    }
+    assert stack.job(job_id)["status"] == "pending_upload"
+
+
 def test_audio_longer_than_the_maximum_is_refused_at_start(make_stack: Callable[..., Stack]) -> None:
     stack = make_stack(max_audio_seconds=1.0)
     job_id = stack.submit("lid_only", upload=silent_wav(1.5))

@@ -194,6 +194,19 @@ def test_a_permanent_failure_is_the_clients_400() -> None:
     assert "prompt too long" in outcome.message
 
 
+def test_a_permanent_failure_of_an_earlier_step_is_the_clients_400_too() -> None:
+    # LID failed for good (the audio's fault): TRANSCRIBE, the step the answer needs, never ran.
+    lid_refused = {"LID": StepView("failed", 0, False, "the audio holds no samples")}
+    lid_gave_up = {"LID": StepView("failed", 3, True, "worker lost")}
+
+    refused = wait_outcome(task="transcribe", job_status="failed", steps=lid_refused, max_retries=3)
+    gave_up = wait_outcome(task="transcribe", job_status="failed", steps=lid_gave_up, max_retries=3, job_error="x")
+
+    assert isinstance(refused, OpenAIError) and (refused.status, refused.param) == (400, "file")
+    assert "the audio holds no samples" in refused.message
+    assert isinstance(gave_up, OpenAIError) and gave_up.status == 503
+
+
 def test_a_cancelled_job_is_a_409_and_a_job_failed_before_the_step_says_why() -> None:
     cancelled = wait_outcome(task="transcribe", job_status="cancelled", steps={}, max_retries=3)
     failed = wait_outcome(
