@@ -19,8 +19,8 @@ if TYPE_CHECKING:
 def process(step: StepContext) -> Summary:
     transcript = load_transcript(step).transcript
     text = "\n".join(segment.text for segment in transcript.segments if segment.text) or transcript.text
-    # A code-switching transcript's segments each say their language; any one may not be English.
-    spoken = list(dict.fromkeys(segment.language for segment in transcript.segments if segment.language))
+    # A code-switching transcript lists every language heard; any one may not be English.
+    spoken = [entry.language for entry in transcript.languages or []]
     language = ", ".join(spoken) if len(spoken) > 1 else transcript.language
     model = make_text_model(step.settings, should_stop=step.should_stop)
     foreign = not all(is_english(code) for code in spoken) if spoken else not is_english(language)
