@@ -212,9 +212,9 @@ def run_deadletters(settings: Settings) -> int:
 
 
 def run_dashboard(settings: Settings) -> int:
-    """The Streamlit ops dashboard on DASHBOARD_PORT (8501), behind an operator sign-in. This process becomes Streamlit
-    (exec), so that the supervisor's SIGTERM reaches it directly; it reads the same environment into its
-    own Settings."""
+    """The Streamlit ops dashboard on DASHBOARD_PORT (8501), behind an operator sign-in. This process
+    becomes Streamlit (exec), so that the supervisor's SIGTERM reaches it directly; it reads the same
+    environment into its own Settings."""
     root = str(Path(__file__).resolve().parents[2])
     environment = environment_snapshot()
     # `shared` must be importable from the dashboard script, wherever `make up` was run from.

@@ -100,12 +100,8 @@ def wait_outcome(
     missing = [(name, step) for name, step in needed if step is None or step.status != "completed"]
     name, step = (given_up or missing)[0]
     if step is None:
-        # The step never ran: an earlier one (LID, FETCH) failed; a permanent cause there is the input's too.
-        earlier = [view for view in steps.values() if view.status == "failed" and not view.retryable]
-        if earlier and earlier[0].error_message:
-            return OpenAIError(
-                400, f"the {_WHAT[name]} failed: {earlier[0].error_message}", param="file", code="unprocessable_audio"
-            )
+        # The step never ran: an earlier one (LID, FETCH) that failed for good answers for it.
+        step = next((view for view in steps.values() if view.status == "failed" and not view.retryable), None)
     reason = (step.error_message if step else None) or job_error or f"the job ended {job_status}"
     what = _WHAT[name]
     if step is not None and not step.retryable:
